@@ -1,0 +1,73 @@
+"""One hierarchy for everything Greenlight raises.
+
+    GreenlightError
+     ├── TransientError            retry may help (429, 5xx, timeouts, UNAVAILABLE)
+     │    └── (carries retry_after: float | None, honoured by task retries)
+     └── PermanentError            retrying will not help
+          ├── InputInvalid         bad input: malformed image ref, unknown environment/app, bad profile
+          │    └── ProfileInvalid  an environment profile failed validation (file, field, reason)
+          ├── NotFound             the thing named does not exist (404, missing bucket/object/image)
+          ├── Conflict             stale write / failed precondition (409, 412)
+          ├── Forbidden            credentials refused (401/403)
+          ├── GateFailed           a health gate said fail or inconclusive
+          ├── BackupInvalid        a backup is missing, stale, shrunken, corrupt or does not restore
+          └── ReleaseRefused       a release may not proceed (freeze, unapproved digest, approval refused)
+
+Clients in ``greenlight.clients`` translate SDK errors into these, ``raise ... from e``.
+Messages name what is wrong and never carry secret values.
+"""
+
+from __future__ import annotations
+
+
+class GreenlightError(Exception):
+    """Base of every error Greenlight raises on purpose."""
+
+
+class TransientError(GreenlightError):
+    """A failure that may pass: retry, after ``retry_after`` seconds when the server said so."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(GreenlightError):
+    """A failure that retrying will not fix."""
+
+
+class InputInvalid(PermanentError):
+    """Bad input from a person or a caller: the message names the field and what is wrong."""
+
+
+class ProfileInvalid(InputInvalid):
+    """An environment profile failed validation."""
+
+
+class NotFound(PermanentError):
+    """The named object does not exist."""
+
+
+class Conflict(PermanentError):
+    """A write lost a race: stale resourceVersion, failed precondition, already exists."""
+
+
+class Forbidden(PermanentError):
+    """The credentials were refused."""
+
+
+class GateFailed(PermanentError):
+    """A health gate did not pass (fail or inconclusive)."""
+
+
+class BackupInvalid(PermanentError):
+    """A backup cannot be trusted: missing, stale, shrunken, corrupt, mismatched or unrestorable."""
+
+
+class ReleaseRefused(PermanentError):
+    """A release may not proceed (freeze, digest not proven in staging, approval refused)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying ``exc`` may help; used as the tasks' ``retry_condition_fn``."""
+    return isinstance(exc, TransientError)

@@ -1,0 +1,100 @@
+"""Where the lab keeps its state: ``DIR/lab.json`` (PIDs, ports, the environment it exports)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAB_ENVIRONMENTS = Path(__file__).resolve().parent / "environments"
+BUCKETS = ["sma-db-backups", "sma-db-backups-dr", "sma-config-backups"]
+APP_DATABASE = "sma"
+PROJECT = "lab-project"
+
+
+def lab_dir(explicit: str | Path | None = None) -> Path:
+    return Path(explicit or os.environ.get("GREENLIGHT_LAB_DIR") or ".lab").resolve()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours is not alive
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def stop_pid(pid: int, timeout_s: float = 10.0) -> bool:
+    """SIGTERM the process group (or the process), then SIGKILL after ``timeout_s``. True when it is gone."""
+    if not pid_alive(pid):
+        return True
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 3.0)):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return True
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return True
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.05)
+    return not pid_alive(pid)
+
+
+@dataclass
+class LabState:
+    dir: str
+    pids: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    started_at: float = 0.0
+    ready_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir) / "lab.json"
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(self.path)
+
+    @classmethod
+    def load(cls, directory: Path) -> LabState | None:
+        p = directory / "lab.json"
+        if not p.is_file():
+            return None
+        data: dict[str, Any] = json.loads(p.read_text())
+        return cls(**data)
+
+    def alive(self) -> dict[str, bool]:
+        return {name: pid_alive(pid) for name, pid in self.pids.items()}

@@ -1,0 +1,264 @@
+"""Environment profiles: one YAML file per environment, validated.
+
+Profiles live in ``deployments/environments/<name>.yaml`` (the real platform) or in the
+directory named by ``GREENLIGHT_ENVIRONMENTS`` (the lab points it at its own profiles).
+Nothing in the flows is specific to one platform: namespaces, apps, images, thresholds,
+buckets and targets all come from here.
+
+An invalid profile fails with :class:`ProfileInvalid` naming the file, the field and what
+is wrong, e.g. ``deployments/environments/production.yaml: gate.max_error_rate: Input
+should be less than or equal to 1``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from greenlight.errors import InputInvalid, ProfileInvalid
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ENVIRONMENTS = REPO_ROOT / "deployments" / "environments"
+ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+Name = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Cluster(_Model):
+    """Where the apps run: a kubeconfig context, or the pod's own service account."""
+
+    context: str | None = None
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Cluster:
+        if self.in_cluster == (self.context is not None):
+            raise ValueError("set exactly one of 'context' (a kubeconfig context) or 'in_cluster: true'")
+        return self
+
+
+class App(_Model):
+    name: Name
+    service: Name  # the live Service
+    preview_service: Name | None = None  # defaults to "<service>-preview"
+    container: Name
+    port: int = Field(8080, ge=1, le=65535)
+    health_path: str = Field("/healthz", pattern=r"^/")
+    replicas: int = Field(2, ge=1, le=1000)
+    image_repository: str
+
+    @property
+    def preview(self) -> str:
+        return self.preview_service or f"{self.service}-preview"
+
+
+class Registry(_Model):
+    allowed: list[str] = Field(min_length=1)
+    image_template: str = "{repository}:{commit}"
+
+    @field_validator("image_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if "{repository}" not in v or "{commit}" not in v:
+            raise ValueError("must contain {repository} and {commit}")
+        return v
+
+
+class Approval(_Model):
+    required: bool = False
+    approvers: list[str] = Field(default_factory=list)
+    timeout_s: Seconds = 3600
+    allow_self_approval: bool = False
+
+    @model_validator(mode="after")
+    def _approvers(self) -> Approval:
+        if self.required and not self.approvers:
+            raise ValueError("approval is required but 'approvers' is empty")
+        return self
+
+
+class Release(_Model):
+    colours: tuple[Name, Name] = ("blue", "green")
+    colour_label: str = "color"
+    progress_deadline_s: Seconds = 600
+    bake_s: float = Field(600, ge=0)
+    scale_down_delay_s: float = Field(3600, ge=0)
+    requires: str | None = None  # production: digests must have passed this environment
+    approval: Approval = Approval()
+    on_bake_data_loss: Literal["keep-and-alert", "rollback"] = "keep-and-alert"
+    pre_deploy_job: str | None = None  # path of a Job manifest under deployments/manifests
+
+    @field_validator("colours")
+    @classmethod
+    def _distinct(cls, v: tuple[str, str]) -> tuple[str, str]:
+        if v[0] == v[1]:
+            raise ValueError("the two colours must differ")
+        return v
+
+
+class LatencyLimit(_Model):
+    percentile: Literal[50, 95, 99]
+    max_ms: Seconds
+
+
+class SmokeProbe(_Model):
+    path: str = Field("/", pattern=r"^/")
+    expect_status: int = Field(200, ge=100, le=599)
+    timeout_s: Seconds = 5
+
+
+class Gate(_Model):
+    interval_s: Seconds = 60
+    intervals: int = Field(3, ge=1)
+    min_requests: int = Field(100, ge=1)
+    max_error_rate: float = Field(0.05, ge=0, le=1)
+    latency: list[LatencyLimit] = Field(default_factory=lambda: [LatencyLimit(percentile=95, max_ms=1000)])
+    # relative to the live colour: error rate may exceed the live one by at most this many points,
+    # a latency percentile may be at most this ratio of the live one
+    max_error_rate_increase: float = Field(0.02, ge=0, le=1)
+    max_latency_ratio: float = Field(1.5, ge=1)
+    synthetic_rps: float = Field(10, ge=0)
+    smoke: list[SmokeProbe] = Field(default_factory=lambda: [SmokeProbe()])
+
+
+class Monitoring(_Model):
+    project: str
+    requests_metric: str = "prometheus.googleapis.com/http_requests_total/counter"
+    latency_metric: str = "prometheus.googleapis.com/http_request_duration_seconds/histogram"
+    status_label: str = "code"
+    colour_label: str = "color"
+    namespace_label: str = "namespace"  # a resource label of prometheus_target
+    custom_prefix: str = "custom.googleapis.com/greenlight"
+
+
+class Slack(_Model):
+    channel: str
+    token_secret_block: str | None = None  # Prefect Secret block holding the bot token
+
+
+class Probe(_Model):
+    table: str = Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+    min_rows: int = Field(0, ge=0)
+    timestamp_column: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]*$")
+
+
+class SqlProbe(_Model):
+    name: str
+    sql: str
+    expect_true: bool = True
+
+
+class Backups(_Model):
+    bucket: str
+    replica_bucket: str | None = None
+    prefix: str = ""
+    name_pattern: str = r"(?P<date>\d{4}-\d{2}-\d{2}T\d{4}Z)\.sql\.gz$"
+    format: Literal["plain", "plain-gzip", "custom", "directory", "tar"] = "plain-gzip"
+    database: str
+    rpo_target_s: Seconds = 86400
+    size_drop_tolerance: float = Field(0.2, ge=0, le=1)
+    probes: list[Probe] = Field(default_factory=list)
+    sql_probes: list[SqlProbe] = Field(default_factory=list)
+    config_bucket: str | None = None
+    config_prefix: str = "config/"
+    config_retention: int = Field(30, ge=1)
+    restore_jobs: int = Field(2, ge=1)
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        try:
+            rx = re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from e
+        if "date" not in rx.groupindex:
+            raise ValueError("must have a named group (?P<date>...)")
+        return v
+
+
+class DisasterRecovery(_Model):
+    source: str  # the environment whose backups and digests the drill restores
+    rto_target_s: Seconds = 3600
+    rpo_target_s: Seconds = 86400
+
+
+class Profile(_Model):
+    name: str
+    cluster: Cluster
+    namespace: Name
+    apps: list[App] = Field(min_length=1)
+    registry: Registry
+    release: Release = Release()
+    gate: Gate = Gate()
+    monitoring: Monitoring
+    slack: Slack | None = None
+    backups: Backups | None = None
+    dr: DisasterRecovery | None = None
+
+    @model_validator(mode="after")
+    def _unique_apps(self) -> Profile:
+        names = [a.name for a in self.apps]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"app names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def app(self, name: str) -> App:
+        for a in self.apps:
+            if a.name == name:
+                return a
+        known = ", ".join(a.name for a in self.apps)
+        raise InputInvalid(f"unknown app '{name}' in environment '{self.name}' (known: {known})")
+
+
+def environments_dir() -> Path:
+    return Path(os.environ.get("GREENLIGHT_ENVIRONMENTS") or DEFAULT_ENVIRONMENTS)
+
+
+def available_environments(directory: Path | None = None) -> list[str]:
+    d = directory or environments_dir()
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{path}: {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_profile(name: str, directory: Path | None = None) -> Profile:
+    """Read and validate the profile of environment ``name``."""
+    if not ENV_NAME.match(name or ""):
+        raise InputInvalid(f"environment name {name!r} is malformed (lowercase letters, digits and '-')")
+    d = directory or environments_dir()
+    path = d / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(available_environments(d)) or "none"
+        raise InputInvalid(f"unknown environment '{name}': no {path} (known: {known})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ProfileInvalid(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ProfileInvalid(f"{path}: (top level): expected a mapping, got {type(raw).__name__}")
+    raw.setdefault("name", name)
+    if raw["name"] != name:
+        raise ProfileInvalid(f"{path}: name: '{raw['name']}' does not match the file name '{name}'")
+    try:
+        return Profile.model_validate(raw)
+    except ValidationError as e:
+        raise ProfileInvalid(_format_errors(path, e)) from None
