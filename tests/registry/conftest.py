@@ -1,0 +1,95 @@
+"""Fixtures: the registry stand-in served over real HTTP from its own event-loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from greenlight.clients.registry import RegistryClient
+from greenlight.lab.catalogue import Catalogue
+from greenlight.lab.faults import FaultRegistry
+from greenlight.lab.registry import RegistryStandIn
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop running forever on a daemon thread; ``run`` executes a coroutine on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="registry-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+
+@dataclass
+class Lab:
+    """A running stand-in with its catalogue, faults and URL."""
+
+    catalogue: Catalogue
+    faults: FaultRegistry
+    registry: RegistryStandIn
+    url: str
+
+    def client(self, **kwargs: Any) -> RegistryClient:
+        """A client whose ghcr.io and docker.io are mirrored to this stand-in."""
+        kwargs.setdefault("mirrors", {"ghcr.io": self.url, "docker.io": self.url})
+        kwargs.setdefault("credentials", {})
+        return RegistryClient(**kwargs)
+
+    def requests_since(self, mark: int) -> list[Any]:
+        return list(self.registry.requests[mark:])
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="session")
+def start_lab(
+    loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., Lab]]:
+    """Factory: start a stand-in (own catalogue file, own faults) with the given options."""
+    started: list[RegistryStandIn] = []
+
+    def start(**options: Any) -> Lab:
+        path: Path = tmp_path_factory.mktemp("catalogue") / "images.json"
+        catalogue, faults = Catalogue(path), FaultRegistry()
+        registry = RegistryStandIn(catalogue, faults, **options)
+        port = loop_thread.run(registry.start())
+        started.append(registry)
+        return Lab(catalogue, faults, registry, f"http://127.0.0.1:{port}")
+
+    yield start
+    for registry in started:
+        loop_thread.run(registry.stop())
+
+
+@pytest.fixture(scope="session")
+def lab(start_lab: Callable[..., Lab]) -> Lab:
+    """The shared stand-in (auth required, anonymous pull allowed)."""
+    return start_lab()
+
+
+@pytest.fixture(autouse=True)
+def _clear_faults(lab: Lab) -> Iterator[None]:
+    yield
+    lab.faults.clear()
+    lab.registry.send_digest_header = True
