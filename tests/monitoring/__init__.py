@@ -1,0 +1,1 @@
+"""Cloud Monitoring stand-in and client tests."""
