@@ -1,0 +1,235 @@
+"""Lab pods: real local HTTP servers that behave as their image's catalogue entry says."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+
+import aiohttp
+import pytest
+
+from greenlight.lab.catalogue import Behaviour, Catalogue
+from greenlight.lab.metrics import RequestRecorder
+from greenlight.lab.pods import PodRuntime, PodState
+
+from .helpers import LoopThread, fetch_many, pod_labels, recorded, start_pod, wait_for
+
+
+async def raw_exchange(port: int, payload: bytes) -> bytes:
+    """Send raw bytes to a pod and return everything it answers until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return data
+
+
+def test_pod_answers_version_pod_and_color_as_json(loop: LoopThread, runtime: PodRuntime) -> None:
+    """A ready pod answers "/" with 200 and JSON naming its version, pod and colour, plus X-Pod."""
+    port = start_pod(loop, runtime, "web-blue-1", color="blue")
+    [(status, headers, body)] = loop.run(fetch_many(f"http://127.0.0.1:{port}/", 1))
+    assert status == 200
+    assert headers["X-Pod"] == "web-blue-1"
+    assert json.loads(body) == {"version": "v1", "pod": "web-blue-1", "color": "blue"}
+
+
+def test_error_rate_is_honoured_over_many_requests(loop: LoopThread, runtime: PodRuntime) -> None:
+    """An image with error_rate 0.3 answers about 30 % of 2000 requests with 500 (5 sigma tolerance)."""
+    port = start_pod(loop, runtime, "flaky-1", image="ghcr.io/acme/app:flaky")
+    answers = loop.run(fetch_many(f"http://127.0.0.1:{port}/orders", 2000, concurrency=8))
+    errors = sum(1 for status, _, _ in answers if status == 500)
+    assert {status for status, _, _ in answers} == {200, 500}
+    assert abs(errors - 600) < 5 * (2000 * 0.3 * 0.7) ** 0.5, errors
+
+
+def test_latency_is_added_to_each_answer(loop: LoopThread, runtime: PodRuntime) -> None:
+    """An image with latency_ms 100 takes about 100 ms per answer."""
+    port = start_pod(loop, runtime, "slow-1", image="ghcr.io/acme/app:slow")
+
+    async def timed() -> list[float]:
+        out = []
+        async with aiohttp.ClientSession() as session:
+            for _ in range(8):
+                began = time.perf_counter()
+                async with session.get(f"http://127.0.0.1:{port}/") as resp:
+                    await resp.read()
+                out.append(time.perf_counter() - began)
+        return out
+
+    median = statistics.median(loop.run(timed()))
+    assert 0.085 <= median <= 0.2, median
+
+
+def test_readiness_path_stays_green_while_the_app_fails(loop: LoopThread, runtime: PodRuntime) -> None:
+    """A pod of a failing, slow image turns ready: its health path answers 200 "ok" at once."""
+    port = start_pod(loop, runtime, "broken-1", image="ghcr.io/acme/app:broken")
+    began = time.perf_counter()
+    [(status, _, body)] = loop.run(fetch_many(f"http://127.0.0.1:{port}/healthz", 1))
+    assert (status, body) == (200, b"ok")
+    assert time.perf_counter() - began < 0.2
+    [(status, _, _)] = loop.run(fetch_many(f"http://127.0.0.1:{port}/", 1))
+    assert status == 500
+
+
+def test_startup_delay_holds_readiness_back(loop: LoopThread, runtime: PodRuntime) -> None:
+    """A pod whose image starts in 0.8 s is Running but not ready, with no port, until then."""
+    key = "lab-primary/ns/late-1"
+    began = time.monotonic()
+    loop.run(runtime.start(key, "ghcr.io/acme/app:late", pod_labels("late-1"), "/healthz", 8080, 0.1))
+    running = wait_for(lambda: (s := runtime.status(key)) and s.phase == "Running" and s, what="Running")
+    assert (running.ready, running.port, running.waiting_reason) == (False, None, None)
+    assert running.started_at is not None
+    wait_for(lambda: runtime.status(key).ready, what="ready")  # type: ignore[union-attr]
+    assert time.monotonic() - began >= 0.8
+
+
+def test_readiness_without_a_path_follows_listening(loop: LoopThread, runtime: PodRuntime) -> None:
+    """Without a readiness path a pod is ready as soon as its server listens."""
+    port = start_pod(loop, runtime, "noprobe-1", readiness_path=None)
+    [(status, _, _)] = loop.run(fetch_many(f"http://127.0.0.1:{port}/", 1))
+    assert status == 200
+
+
+def test_unknown_image_waits_in_image_pull_backoff(loop: LoopThread, runtime: PodRuntime) -> None:
+    """An image the catalogue does not know leaves the pod Pending in ImagePullBackOff, naming it."""
+    key = "lab-primary/ns/ghost-1"
+    loop.run(runtime.start(key, "ghcr.io/acme/app:nope", pod_labels("ghost-1"), "/healthz", 8080))
+    state = wait_for(lambda: (s := runtime.status(key)) and s.waiting_reason and s, what="waiting reason")
+    time.sleep(0.3)
+    assert runtime.status(key) == state
+    assert (state.phase, state.waiting_reason, state.ready, state.port) == (
+        "Pending",
+        "ImagePullBackOff",
+        False,
+        None,
+    )
+    assert "ghcr.io/acme/app:nope" in state.message
+
+
+def test_image_pushed_later_is_pulled_on_retry(
+    loop: LoopThread, runtime: PodRuntime, catalogue: Catalogue
+) -> None:
+    """A pod in ImagePullBackOff starts once its image appears in the catalogue."""
+    key = "lab-primary/ns/later-1"
+    loop.run(runtime.start(key, "ghcr.io/acme/app:later", pod_labels("later-1"), "/healthz", 8080, 0.1))
+    wait_for(lambda: (s := runtime.status(key)) and s.waiting_reason == "ImagePullBackOff", what="backoff")
+    catalogue.push("ghcr.io/acme/app:later", Behaviour(version="later"))
+    state = wait_for(lambda: (s := runtime.status(key)) and s.ready and s, timeout=4, what="ready")
+    assert (state.phase, state.waiting_reason) == ("Running", None)
+
+
+def test_crashing_image_loops_with_growing_restart_count(loop: LoopThread, runtime: PodRuntime) -> None:
+    """A crash image goes to CrashLoopBackOff, restarts with a growing count and is never ready."""
+    key = "lab-primary/ns/crash-1"
+    seen: list[PodState] = []
+
+    def collect(changed: str) -> None:
+        state = runtime.status(changed)
+        if changed == key and state is not None:
+            seen.append(state)
+
+    runtime.on_change(collect)
+    loop.run(runtime.start(key, "ghcr.io/acme/app:crash", pod_labels("crash-1"), "/healthz", 8080, 0.05))
+    state = wait_for(
+        lambda: (s := runtime.status(key)) and s.restart_count >= 2 and s, timeout=6, what="2 restarts"
+    )
+    assert (state.phase, state.ready) == ("Running", False)
+    assert any(s.waiting_reason == "CrashLoopBackOff" for s in seen)
+    assert any(s.port is not None for s in seen), "the container listened between crashes"
+    assert not any(s.ready for s in seen)
+    assert [s.restart_count for s in seen] == sorted(s.restart_count for s in seen)
+
+
+def test_state_changes_are_reported_in_kubelet_order(loop: LoopThread, runtime: PodRuntime) -> None:
+    """on_change reports ContainerCreating, then Running not ready, then ready, then removal."""
+    key = "lab-primary/ns/order-1"
+    seen: list[PodState | None] = []
+    runtime.on_change(lambda changed: seen.append(runtime.status(changed)) if changed == key else None)
+    start_pod(loop, runtime, "order-1")
+    loop.run(runtime.stop(key))
+    loop.run(asyncio.sleep(0.05))  # let call_soon callbacks run
+    reasons = [(s.phase, s.waiting_reason, s.ready) if s else None for s in seen]
+    assert reasons[0] == ("Pending", "ContainerCreating", False)
+    assert ("Running", None, False) in reasons
+    assert reasons.index(("Running", None, True)) > reasons.index(("Running", None, False))
+    assert reasons[-1] is None
+    assert runtime.status(key) is None
+
+
+def test_requests_are_recorded_with_the_instance_label(
+    loop: LoopThread, runtime: PodRuntime, recorder: RequestRecorder
+) -> None:
+    """Served requests are recorded under the pod's labels plus instance; the runtime's probes are not."""
+    port = start_pod(loop, runtime, "rec-blue-1", color="blue")
+    time.sleep(0.5)  # several readiness probes (period 0.1 s) pass meanwhile
+    loop.run(fetch_many(f"http://127.0.0.1:{port}/", 25))
+    loop.run(fetch_many(f"http://127.0.0.1:{port}/healthz", 3))
+    expected = pod_labels("rec-blue-1", "blue") | {"instance": f"rec-blue-1:{port}"}
+    assert recorded(recorder) == {tuple(sorted(expected.items())): {200: 28}}
+
+
+def test_stop_lets_in_flight_requests_finish_and_refuses_new_ones(
+    loop: LoopThread, runtime: PodRuntime
+) -> None:
+    """Stopping a pod completes the request in flight, then the port refuses connections."""
+    port = start_pod(loop, runtime, "slow-stop-1", image="ghcr.io/acme/app:slow")
+
+    async def scenario() -> tuple[list[tuple[int, dict[str, str], bytes]], bool]:
+        in_flight = asyncio.ensure_future(fetch_many(f"http://127.0.0.1:{port}/", 4, concurrency=4))
+        await asyncio.sleep(0.03)
+        await runtime.stop("lab-primary/ns/slow-stop-1", grace_s=1.0)
+        try:
+            await asyncio.open_connection("127.0.0.1", port)
+            refused = False
+        except ConnectionRefusedError:
+            refused = True
+        return await in_flight, refused
+
+    answers, refused = loop.run(scenario())
+    assert [status for status, _, _ in answers] == [200] * 4
+    assert refused
+
+
+def test_idle_keepalive_connections_are_closed_on_stop(loop: LoopThread, runtime: PodRuntime) -> None:
+    """An idle keep-alive connection is closed by the pod as soon as it stops."""
+    port = start_pod(loop, runtime, "idle-1")
+
+    async def scenario() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        await runtime.stop("lab-primary/ns/idle-1")
+        rest = await asyncio.wait_for(reader.read(), 2)  # body of the answer, then EOF
+        writer.close()
+        return rest
+
+    assert loop.run(scenario()).endswith(b'"color":""}')
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected_status"),
+    [
+        (
+            b"POST /x HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"200",
+        ),
+        (b"POST /x HTTP/1.1\r\nHost: p\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc", b"200"),
+        (b"POST /x HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: gzip\r\n\r\n", b"501"),
+        (b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
+        (b"POST /x HTTP/1.1\r\nContent-Length: x\r\n\r\n", b"400"),
+        (b"GARBAGE\r\n\r\n", b"400"),
+    ],
+)
+def test_request_framing_is_read_or_rejected_cleanly(
+    loop: LoopThread, catalogue: Catalogue, payload: bytes, expected_status: bytes
+) -> None:
+    """Bodies by length or chunks are read; malformed or unsupported framing gets a clean 4xx/5xx."""
+    runtime = PodRuntime(catalogue, RequestRecorder())
+    try:
+        port = start_pod(loop, runtime, "framing-1")
+        answer = loop.run(raw_exchange(port, payload))
+        assert answer.split(b" ", 2)[1] == expected_status, answer
+    finally:
+        loop.run(runtime.close())
