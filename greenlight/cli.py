@@ -1,0 +1,80 @@
+"""``greenlight``: the command line. Each command prints its outcome and the values behind it on
+stdout and exits 0 on success, non-zero with the reason on failure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from greenlight.errors import GreenlightError, InputInvalid
+from greenlight.settings import available_environments, environments_dir, load_profile
+
+
+def _profile_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("profile", help="environment profiles: validate, show")
+    cmds = p.add_subparsers(dest="profile_command", required=True)
+    v = cmds.add_parser("validate", help="validate profiles (all when none named)")
+    v.add_argument("envs", nargs="*")
+    s = cmds.add_parser("show", help="print a validated profile")
+    s.add_argument("env")
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    if args.profile_command == "show":
+        print(load_profile(args.env).model_dump_json(indent=2))
+        return 0
+    names = args.envs or available_environments()
+    if not names:
+        raise InputInvalid(f"no profiles in {environments_dir()}")
+    failed = 0
+    for name in names:
+        try:
+            prof = load_profile(name)
+            apps = ", ".join(a.name for a in prof.apps)
+            print(
+                f"ok      {name}: namespace {prof.namespace}, apps {apps}, cluster {prof.cluster.context or 'in-cluster'}"
+            )
+        except GreenlightError as e:
+            failed += 1
+            print(f"INVALID {name}:\n  " + str(e).replace("\n", "\n  "))
+    print(f"{len(names) - failed}/{len(names)} profiles valid in {environments_dir()}")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="greenlight", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _profile_commands(sub)
+    # The lab is a stand-in, not the product: the CLI is the one place that mounts its commands.
+    from greenlight.lab import cli as lab_cli
+
+    lab_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "profile":
+            return _run_profile(args)
+        if args.command == "lab":
+            from greenlight.lab import cli as lab_cli
+
+            return lab_cli.run(args)
+    except GreenlightError as e:
+        print(f"FAILED: {e}")
+        return 1
+    except KeyboardInterrupt:
+        print("FAILED: interrupted")
+        return 130
+    except Exception as e:  # the lab's own errors and anything unexpected: say what, exit non-zero
+        print(f"FAILED: {type(e).__name__}: {e}")
+        return 1
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The only module that talks to the Kubernetes API (the official client).
+
+Objects go in and come out as plain dicts, exactly as the API serves them (camelCase), so
+that ``greenlight.core`` can decide over them without importing the client. Every call
+carries a timeout. :func:`translate` maps ``ApiException`` (and connection failures) onto
+``greenlight.errors``: 404 NotFound, 409 Conflict, 401/403 Forbidden, 400/422 InputInvalid,
+429/5xx/timeouts TransientError with the server's ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from greenlight.errors import (
+    Conflict,
+    Forbidden,
+    GreenlightError,
+    InputInvalid,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    plural: str
+    api: str  # class name in kubernetes.client
+    suffix: str  # method suffix: read_<suffix>, list_<suffix>, ...
+    namespaced: bool = True
+
+
+RESOURCES: dict[str, Resource] = {
+    r.plural: r
+    for r in [
+        Resource("namespaces", "CoreV1Api", "namespace", namespaced=False),
+        Resource("pods", "CoreV1Api", "namespaced_pod"),
+        Resource("services", "CoreV1Api", "namespaced_service"),
+        Resource("endpoints", "CoreV1Api", "namespaced_endpoints"),
+        Resource("configmaps", "CoreV1Api", "namespaced_config_map"),
+        Resource("secrets", "CoreV1Api", "namespaced_secret"),
+        Resource("deployments", "AppsV1Api", "namespaced_deployment"),
+        Resource("jobs", "BatchV1Api", "namespaced_job"),
+        Resource("horizontalpodautoscalers", "AutoscalingV2Api", "namespaced_horizontal_pod_autoscaler"),
+        Resource("poddisruptionbudgets", "PolicyV1Api", "namespaced_pod_disruption_budget"),
+        Resource("ingresses", "NetworkingV1Api", "namespaced_ingress"),
+    ]
+}
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+STRATEGIC_PATCH = "application/strategic-merge-patch+json"
+
+
+def _retry_after(e: ApiException) -> float | None:
+    headers = e.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _status_message(e: ApiException) -> str:
+    try:
+        body = json.loads(e.body or "")
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])
+    except (ValueError, TypeError):
+        pass
+    return str(e.reason or "no message")
+
+
+def translate(e: BaseException, what: str) -> GreenlightError:
+    """One mapping from client failures to Greenlight errors; ``what`` names the object or call."""
+    if isinstance(e, ApiException):
+        status = e.status or 0
+        msg = f"{what}: {_status_message(e)} (HTTP {status})"
+        if status == 404:
+            return NotFound(msg)
+        if status == 409:
+            return Conflict(msg)
+        if status in (401, 403):
+            return Forbidden(msg)
+        if status in (400, 422):
+            return InputInvalid(msg)
+        if status == 429 or status >= 500 or status == 0:
+            return TransientError(msg, retry_after=_retry_after(e))
+        return PermanentError(msg)
+    if isinstance(e, urllib3.exceptions.HTTPError | OSError | TimeoutError):
+        return TransientError(f"{what}: Kubernetes API unreachable or too slow: {type(e).__name__}: {e}")
+    return PermanentError(f"{what}: {type(e).__name__}: {e}")
+
+
+def load_api_client(
+    context: str | None = None, kubeconfig: str | None = None, in_cluster: bool = False
+) -> client.ApiClient:
+    """An ApiClient for a kubeconfig context, or the pod's service account when ``in_cluster``."""
+    cfg = client.Configuration()
+    try:
+        if in_cluster:
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            # the client reads $KUBECONFIG once, at import; read it now so a changed environment counts
+            config_file = kubeconfig or os.environ.get("KUBECONFIG") or None
+            config.load_kube_config(config_file=config_file, context=context, client_configuration=cfg)
+    except (ConfigException, FileNotFoundError, OSError) as e:
+        where = "in-cluster service account" if in_cluster else f"kube context '{context}'"
+        raise InputInvalid(f"cannot load {where}: {e}") from e
+    return client.ApiClient(cfg)
+
+
+class Kube:
+    """Thin, dict-in dict-out access to one cluster."""
+
+    def __init__(self, api_client: client.ApiClient, timeout_s: float = 10.0) -> None:
+        self.api_client = api_client
+        self.timeout_s = timeout_s
+        self._apis: dict[str, Any] = {}
+
+    @classmethod
+    def connect(
+        cls,
+        context: str | None = None,
+        kubeconfig: str | None = None,
+        in_cluster: bool = False,
+        timeout_s: float = 10.0,
+    ) -> Kube:
+        return cls(load_api_client(context, kubeconfig, in_cluster), timeout_s)
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _method(self, plural: str, verb: str) -> tuple[Resource, Any]:
+        res = RESOURCES.get(plural)
+        if res is None:
+            raise InputInvalid(f"unknown resource '{plural}' (known: {', '.join(sorted(RESOURCES))})")
+        api = self._apis.get(res.api)
+        if api is None:
+            api = self._apis[res.api] = getattr(client, res.api)(self.api_client)
+        return res, getattr(api, f"{verb}_{res.suffix}")
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("_request_timeout", self.timeout_s)
+        kwargs["_preload_content"] = False
+        try:
+            resp = fn(*args, **kwargs)
+            data = resp.data
+        except Exception as e:  # translated, never swallowed
+            raise translate(e, what) from e
+        return json.loads(data) if data else None
+
+    @staticmethod
+    def _what(plural: str, namespace: str | None, name: str | None = None) -> str:
+        where = f"{namespace}/" if namespace else ""
+        return f"{plural} {where}{name}" if name else f"{plural} in {namespace or 'cluster'}"
+
+    def _ns_args(self, res: Resource, namespace: str | None) -> list[str]:
+        if res.namespaced:
+            if not namespace:
+                raise InputInvalid(f"{res.plural} are namespaced: a namespace is required")
+            return [namespace]
+        return []
+
+    # -- verbs ------------------------------------------------------------------------------
+    def get(self, plural: str, name: str, namespace: str | None = None) -> Obj:
+        res, fn = self._method(plural, "read")
+        return self._call(self._what(plural, namespace, name), fn, name, *self._ns_args(res, namespace))
+
+    def find(self, plural: str, name: str, namespace: str | None = None) -> Obj | None:
+        try:
+            return self.get(plural, name, namespace)
+        except NotFound:
+            return None
+
+    def list(
+        self,
+        plural: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Obj:
+        res, fn = self._method(plural, "list")
+        kwargs: dict[str, Any] = {}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        return self._call(self._what(plural, namespace), fn, *self._ns_args(res, namespace), **kwargs)
+
+    def items(
+        self, plural: str, namespace: str | None = None, label_selector: str | None = None
+    ) -> builtins.list[Obj]:
+        return builtins.list(self.list(plural, namespace, label_selector).get("items") or [])
+
+    def create(self, plural: str, body: Obj, namespace: str | None = None) -> Obj:
+        res, fn = self._method(plural, "create")
+        name = (body.get("metadata") or {}).get("name")
+        return self._call(self._what(plural, namespace, name), fn, *self._ns_args(res, namespace), body)
+
+    def replace(self, plural: str, name: str, body: Obj, namespace: str | None = None) -> Obj:
+        res, fn = self._method(plural, "replace")
+        return self._call(self._what(plural, namespace, name), fn, name, *self._ns_args(res, namespace), body)
+
+    def patch(
+        self,
+        plural: str,
+        name: str,
+        body: Obj | builtins.list[Obj],
+        namespace: str | None = None,
+        content_type: str = MERGE_PATCH,
+    ) -> Obj:
+        """Merge patch by default; a ``metadata.resourceVersion`` in the body is a precondition (409 when stale)."""
+        res, fn = self._method(plural, "patch")
+        return self._call(
+            self._what(plural, namespace, name),
+            fn,
+            name,
+            *self._ns_args(res, namespace),
+            body,
+            _content_type=content_type,
+        )
+
+    def delete(self, plural: str, name: str, namespace: str | None = None, missing_ok: bool = True) -> bool:
+        res, fn = self._method(plural, "delete")
+        try:
+            self._call(self._what(plural, namespace, name), fn, name, *self._ns_args(res, namespace))
+        except NotFound:
+            if missing_ok:
+                return False
+            raise
+        return True
+
+    def scale(self, name: str, namespace: str, replicas: int) -> Obj:
+        if replicas < 0:
+            raise InputInvalid(f"replicas must be >= 0, not {replicas}")
+        api = client.AppsV1Api(self.api_client)
+        return self._call(
+            self._what("deployments", namespace, name) + " scale",
+            api.patch_namespaced_deployment_scale,
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+            _content_type=MERGE_PATCH,
+        )
+
+    def pod_log(self, name: str, namespace: str, tail_lines: int = 200) -> str:
+        api = client.CoreV1Api(self.api_client)
+        try:
+            resp: Any = api.read_namespaced_pod_log(
+                name,
+                namespace,
+                tail_lines=tail_lines,
+                _preload_content=False,
+                _request_timeout=self.timeout_s,
+            )
+            return str(resp.data.decode("utf-8", "replace"))
+        except Exception as e:
+            raise translate(e, self._what("pods", namespace, name) + " log") from e
+
+    def service_proxy_get(
+        self, name: str, namespace: str, path: str, port: str | None = None, timeout_s: float | None = None
+    ) -> tuple[int, bytes]:
+        """GET through the API server's service proxy: how a flow outside the cluster reaches a Service.
+
+        Returns the status and body the Service answered (an error status is an answer, not an exception);
+        only an unreachable API server raises.
+        """
+        api = client.CoreV1Api(self.api_client)
+        svc = f"{name}:{port}" if port else name
+        try:
+            resp: Any = api.connect_get_namespaced_service_proxy_with_path(
+                svc,
+                namespace,
+                path.lstrip("/"),
+                _preload_content=False,
+                _request_timeout=timeout_s or self.timeout_s,
+            )
+            return int(resp.status), bytes(resp.data or b"")
+        except ApiException as e:
+            body = e.body if isinstance(e.body, bytes) else str(e.body or "").encode()
+            return int(e.status or 0), body
+        except Exception as e:
+            raise translate(e, f"service {namespace}/{name} proxy {path}") from e
+
+    def watch(
+        self,
+        plural: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_s: int = 60,
+        resource_version: str | None = None,
+    ) -> Iterator[tuple[str, Obj]]:
+        """Yield (event type, object dict) until ``timeout_s`` passes on the server side."""
+        res, fn = self._method(plural, "list")
+        kwargs: dict[str, Any] = {
+            "timeout_seconds": timeout_s,
+            "_request_timeout": timeout_s + self.timeout_s,
+        }
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        if resource_version:
+            kwargs["resource_version"] = resource_version
+        w = watch.Watch()
+        try:
+            for event in w.stream(fn, *self._ns_args(res, namespace), **kwargs):
+                yield str(event["type"]), dict(event["raw_object"])
+        except Exception as e:
+            raise translate(e, f"watch {self._what(plural, namespace)}") from e
+        finally:
+            w.stop()

@@ -1,0 +1,156 @@
+"""``greenlight lab ...``: the lab's commands (mounted by greenlight.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from greenlight.lab import supervisor
+from greenlight.lab.state import lab_dir
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    lab = sub.add_parser(
+        "lab", help="the local stand-ins: up, down, status, env, url, image, slack, load, fault"
+    )
+    lab.add_argument("--dir", help="lab directory (default $GREENLIGHT_LAB_DIR or ./.lab)")
+    cmds = lab.add_subparsers(dest="lab_command", required=True)
+    cmds.add_parser("up", help="start the lab in the background; returns when it is ready")
+    cmds.add_parser("down", help="stop everything the lab started")
+    st = cmds.add_parser("status", help="processes, ports and objects")
+    st.add_argument("--json", action="store_true")
+    cmds.add_parser("env", help='print export lines: eval "$(greenlight lab env)"')
+    url = cmds.add_parser("url", help="the local URL of a Service's proxy")
+    url.add_argument("service", help="NAMESPACE/SERVICE (primary cluster) or CONTEXT/NAMESPACE/SERVICE")
+    img = cmds.add_parser("image", help="the image catalogue").add_subparsers(
+        dest="image_command", required=True
+    )
+    push = img.add_parser("push", help="add an image with a behaviour")
+    push.add_argument("ref", help="REPO:TAG, e.g. ghcr.io/sma-platform/backend:abc123")
+    push.add_argument("--version", dest="image_version", help="what '/' answers (default: the tag)")
+    push.add_argument("--error-rate", type=float, default=0.0)
+    push.add_argument("--latency-ms", type=float, default=0.0)
+    push.add_argument("--startup-s", type=float, default=0.0)
+    push.add_argument("--crash", action="store_true")
+    img.add_parser("list", help="the pushed images")
+    cmds.add_parser("slack", help="the messages the Slack stand-in received")
+    load = cmds.add_parser("load", help="load generator: sent, succeeded, failed, latency percentiles")
+    load.add_argument("url")
+    load.add_argument("--rps", type=float, default=100)
+    load.add_argument("--seconds", type=float, default=10)
+    load.add_argument("--json", action="store_true")
+    fault = cmds.add_parser("fault", help="inject faults").add_subparsers(dest="fault_command", required=True)
+    add = fault.add_parser("add", help="fail or stall the next N matching calls")
+    add.add_argument("target", choices=["kube-primary", "kube-dr", "gcs", "monitoring", "slack", "registry"])
+    add.add_argument("--verb")
+    add.add_argument("--resource")
+    add.add_argument("--mode", choices=["error", "stall"], default="error")
+    add.add_argument("--status", type=int, default=503)
+    add.add_argument("--stall-s", type=float, default=30.0)
+    add.add_argument("--count", type=int, default=1, help="-1: until cleared")
+    add.add_argument("--retry-after", type=float)
+    clear = fault.add_parser("clear", help="remove fault rules")
+    clear.add_argument("target", nargs="?")
+    fault.add_parser("list")
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def run(args: argparse.Namespace) -> int:
+    directory = lab_dir(args.dir)
+    cmd = args.lab_command
+    if cmd == "up":
+        state = supervisor.up(directory)
+        print(f"kube contexts: lab-primary, lab-dr  (KUBECONFIG={state.env['KUBECONFIG']})")
+        print(f"Prefect UI:    {state.env['PREFECT_API_URL'].removesuffix('/api')}")
+        print(f"timings (s from start): {json.dumps(state.timings)}")
+        print(
+            f'next: eval "$(greenlight lab env{" --dir " + shlex.quote(str(directory)) if args.dir else ""})"'
+        )
+        return 0
+    if cmd == "down":
+        supervisor.down(directory)
+        return 0
+    if cmd == "status":
+        info = supervisor.status(directory)
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"lab in {info['dir']}: {'running' if info['running'] else 'not running'}")
+            for name, p in (info.get("processes") or {}).items():
+                print(f"  {name:<9} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD'}")
+            for name, port in sorted((info.get("ports") or {}).items()):
+                print(f"  port {name:<13} {port}")
+        return 0 if info["running"] else 1
+    if cmd == "env":
+        state = supervisor.require_running(directory)
+        for k, v in sorted(state.env.items()):
+            print(f"export {k}={shlex.quote(v)}")
+        return 0
+    state = supervisor.require_running(directory)
+    if cmd == "url":
+        parts = args.service.split("/")
+        if len(parts) == 2:
+            parts = ["lab-primary", *parts]
+        if len(parts) != 3 or not all(parts):
+            print(f"FAILED: '{args.service}' is not NAMESPACE/SERVICE or CONTEXT/NAMESPACE/SERVICE")
+            return 2
+        urls = supervisor.control(state, "GET", "/urls")
+        key = "/".join(parts)
+        if key not in urls:
+            print(f"FAILED: no Service {key} in the lab (known: {', '.join(sorted(urls)) or 'none'})")
+            return 1
+        print(urls[key])
+        return 0
+    if cmd == "image":
+        if args.image_command == "push":
+            body = {
+                "ref": args.ref,
+                "version": args.image_version or args.ref.rsplit(":", 1)[-1],
+                "error_rate": args.error_rate,
+                "latency_ms": args.latency_ms,
+                "startup_s": args.startup_s,
+                "crash": args.crash,
+            }
+            out = supervisor.control(state, "POST", "/images", body)
+            print(f"pushed {out['ref']} -> {out['digest']}")
+            print(f"behaviour: {json.dumps(out['behaviour'], sort_keys=True)}")
+            return 0
+        for image in supervisor.control(state, "GET", "/images"):
+            print(json.dumps(image, sort_keys=True))
+        return 0
+    if cmd == "slack":
+        msgs = supervisor.control(state, "GET", "/slack")
+        for m in msgs:
+            thread = f" (thread {m['thread_ts']})" if m.get("thread_ts") else ""
+            print(f"[{m.get('channel')}] {m.get('ts')}{thread} {m.get('kind')}: {m.get('text')}")
+        print(f"{len(msgs)} message(s)")
+        return 0
+    if cmd == "load":
+        from greenlight.lab.load import main_load
+
+        return main_load(args.url, args.rps, args.seconds, args.json)
+    if cmd == "fault":
+        if args.fault_command == "add":
+            body = {
+                "target": args.target, "verb": args.verb, "resource": args.resource, "mode": args.mode,
+                "status": args.status, "stall_s": args.stall_s, "count": args.count, "retry_after": args.retry_after,
+            }  # fmt: skip
+            _print_json(supervisor.control(state, "POST", "/faults", body))
+            return 0
+        if args.fault_command == "clear":
+            q = f"?target={args.target}" if args.target else ""
+            print(f"cleared {supervisor.control(state, 'DELETE', '/faults' + q)['cleared']} rule(s)")
+            return 0
+        _print_json(supervisor.control(state, "GET", "/faults"))
+        return 0
+    raise AssertionError(cmd)
+
+
+def main_path(args: argparse.Namespace) -> Path:
+    return lab_dir(args.dir)

@@ -1,0 +1,183 @@
+"""The lab daemon: one asyncio process hosting every stand-in written by us.
+
+Run as ``python -m greenlight.lab.daemon DIR --gcs-upstream URL``. It starts two Kubernetes
+API servers with their controllers (``lab-primary``, ``lab-dr``), the pods and Service
+proxies they drive, the OCI registry, the Slack endpoint, the GCS fault front, the gRPC
+Monitoring service and a small control API, then writes ``DIR/daemon.json`` with their ports.
+SIGTERM stops everything (pods drain) and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from greenlight.lab.catalogue import Behaviour, Catalogue
+from greenlight.lab.faults import FaultRegistry, FaultRule
+from greenlight.lab.front import HttpFaultFront
+from greenlight.lab.kube.cluster import KubeCluster
+from greenlight.lab.metrics import RequestRecorder
+from greenlight.lab.monitoring import MonitoringServer
+from greenlight.lab.pods import PodRuntime
+from greenlight.lab.proxy import ServiceProxies
+from greenlight.lab.registry import RegistryStandIn
+from greenlight.lab.slack import SlackStandIn
+
+log = logging.getLogger("greenlight.lab.daemon")
+CLUSTERS = ("lab-primary", "lab-dr")
+
+
+class Daemon:
+    def __init__(self, directory: Path, gcs_upstream: str, project: str) -> None:
+        self.dir = directory
+        self.faults = FaultRegistry()
+        self.catalogue = Catalogue(directory / "images.json")
+        self.recorder = RequestRecorder()
+        self.pods = PodRuntime(self.catalogue, self.recorder)
+        self.proxies = ServiceProxies()
+        self.clusters = {name: KubeCluster(name, self.faults, self.pods, self.proxies) for name in CLUSTERS}
+        self.registry = RegistryStandIn(self.catalogue, self.faults)
+        self.slack = SlackStandIn(self.faults)
+        self.gcs_front = HttpFaultFront(gcs_upstream, self.faults, target="gcs")
+        self.monitoring = MonitoringServer(self.recorder, self.faults, project_id=project)
+        self.ports: dict[str, int] = {}
+        self._control: web.AppRunner | None = None
+
+    async def start(self) -> dict[str, int]:
+        for name, cluster in self.clusters.items():
+            self.ports[f"kube-{name.removeprefix('lab-')}"] = await cluster.start()
+        self.ports["registry"] = await self.registry.start()
+        self.ports["slack"] = await self.slack.start()
+        self.ports["gcs-front"] = await self.gcs_front.start()
+        self.ports["monitoring"] = await asyncio.to_thread(self.monitoring.start)
+        self.ports["control"] = await self._start_control()
+        return self.ports
+
+    async def stop(self) -> None:
+        for step in (
+            *(c.stop() for c in self.clusters.values()),
+            self.pods.close(),
+            self.proxies.close(),
+            self.registry.stop(),
+            self.slack.stop(),
+            self.gcs_front.stop(),
+        ):
+            try:
+                await asyncio.wait_for(step, 15)
+            except Exception as e:  # keep stopping the rest
+                log.warning("stop step failed: %s", e)
+        await asyncio.to_thread(self.monitoring.stop)
+        if self._control:
+            await self._control.cleanup()
+
+    # -- control API ----------------------------------------------------------------------
+    async def _start_control(self) -> int:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/status", self._status),
+                web.get("/urls", self._urls),
+                web.get("/faults", self._faults_list),
+                web.post("/faults", self._faults_add),
+                web.delete("/faults", self._faults_clear),
+                web.get("/images", self._images_list),
+                web.post("/images", self._images_push),
+                web.get("/slack", self._slack_messages),
+            ]
+        )
+        self._control = web.AppRunner(app, access_log=None)
+        await self._control.setup()
+        site = web.TCPSite(self._control, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+    async def _status(self, _: web.Request) -> web.Response:
+        counts = {
+            name: {plural: len(c.store.list(plural)[0]) for plural in ("pods", "deployments", "services")}
+            for name, c in self.clusters.items()
+        }
+        return web.json_response({"ports": self.ports, "objects": counts, "faults": self.faults.list()})
+
+    async def _urls(self, _: web.Request) -> web.Response:
+        return web.json_response(self.proxies.urls())
+
+    async def _faults_list(self, _: web.Request) -> web.Response:
+        return web.json_response(self.faults.list())
+
+    async def _faults_add(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = await request.json()
+        allowed = {"target", "verb", "resource", "mode", "status", "stall_s", "count", "retry_after"}
+        unknown = set(body) - allowed
+        if unknown or "target" not in body:
+            return web.json_response(
+                {"error": f"need 'target'; unknown fields: {sorted(unknown)}"}, status=400
+            )
+        try:
+            rule = self.faults.add(FaultRule(**body))
+        except (TypeError, ValueError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response(rule.to_dict())
+
+    async def _faults_clear(self, request: web.Request) -> web.Response:
+        return web.json_response({"cleared": self.faults.clear(request.query.get("target"))})
+
+    async def _images_list(self, _: web.Request) -> web.Response:
+        return web.json_response(self.catalogue.list())
+
+    async def _images_push(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = await request.json()
+        ref = body.pop("ref", None)
+        try:
+            behaviour = Behaviour(**body)
+            digest = self.catalogue.push(str(ref), behaviour)
+        except (TypeError, ValueError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response({"ref": ref, "digest": digest, "behaviour": asdict(behaviour)})
+
+    async def _slack_messages(self, _: web.Request) -> web.Response:
+        return web.json_response(self.slack.messages)
+
+
+async def _main(directory: Path, gcs_upstream: str, project: str) -> None:
+    daemon = Daemon(directory, gcs_upstream, project)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        ports = await daemon.start()
+        out = directory / "daemon.json"
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports}))
+        tmp.replace(out)
+        log.info("lab daemon ready: %s", ports)
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await daemon.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="greenlight.lab.daemon")
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--gcs-upstream", required=True)
+    parser.add_argument("--project", default="lab-project")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(_main(args.dir, args.gcs_upstream, args.project))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""``greenlight lab up | down | status | env``: start and stop the lab's processes by PID."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.metadata
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from greenlight.lab import postgres as labpg
+from greenlight.lab.gcs import ensure_buckets, start_fake_gcs
+from greenlight.lab.state import (
+    APP_DATABASE,
+    BUCKETS,
+    LAB_ENVIRONMENTS,
+    PROJECT,
+    LabState,
+    free_port,
+    pid_alive,
+    stop_pid,
+)
+
+SLACK_TOKEN = "xoxb-lab-token"  # the lab's stand-in accepts any xoxb- token; not a real secret
+BASELINE_TAG = "baseline"
+APP_NAMESPACES = ("sma-staging", "sma-production")
+
+
+class LabError(RuntimeError):
+    """The lab could not start or stop; the message says which part and why."""
+
+
+def cache_dir() -> Path:
+    """Kept between labs (generated dumps): $GREENLIGHT_CACHE or ~/.cache/greenlight."""
+    base = os.environ.get("GREENLIGHT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "greenlight"
+    )
+    return Path(base)
+
+
+def _prefect_db_template() -> Path:
+    return cache_dir() / f"prefect-{importlib.metadata.version('prefect')}.db"
+
+
+def _save_prefect_template(db: Path, template: Path) -> None:
+    """Keep a consistent copy of a freshly migrated, still empty Prefect database."""
+    template.parent.mkdir(parents=True, exist_ok=True)
+    tmp = template.with_suffix(f".tmp{os.getpid()}")
+    with sqlite3.connect(db) as src, sqlite3.connect(tmp) as dst:
+        src.backup(dst)
+    tmp.replace(template)
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait(what: str, check: Callable[[], bool], timeout_s: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    tail = f"\n--- {log} ---\n{_log_tail(log)}" if log else ""
+    raise LabError(f"{what} not ready within {timeout_s:.0f} s{tail}")
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return 200 <= r.status < 300
+
+
+def control(state: LabState, method: str, path: str, body: Any = None) -> Any:
+    """Call the lab daemon's control API."""
+    url = state.env["GREENLIGHT_LAB_CONTROL"] + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode(errors="replace")
+        raise LabError(f"lab control {method} {path}: HTTP {e.code}: {detail}") from e
+
+
+def _spawn(
+    name: str, argv: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def _kubeconfig(path: Path, ports: dict[str, int]) -> None:
+    clusters, contexts = [], []
+    for ctx, key in (("lab-primary", "kube-primary"), ("lab-dr", "kube-dr")):
+        clusters.append({"name": ctx, "cluster": {"server": f"http://127.0.0.1:{ports[key]}"}})
+        contexts.append({"name": ctx, "context": {"cluster": ctx, "user": "lab", "namespace": "default"}})
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": clusters,
+                "contexts": contexts,
+                "users": [{"name": "lab", "user": {"token": "lab"}}],
+                "current-context": "lab-primary",
+            }
+        )
+    )
+
+
+def _environment(directory: Path, ports: dict[str, int], pg: labpg.PgInstance) -> dict[str, str]:
+    return {
+        "GREENLIGHT_LAB_DIR": str(directory),
+        "GREENLIGHT_LAB_CONTROL": f"http://127.0.0.1:{ports['control']}",
+        "GREENLIGHT_ENVIRONMENTS": str(LAB_ENVIRONMENTS),
+        "KUBECONFIG": str(directory / "kubeconfig"),
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{ports['gcs-front']}",
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "GREENLIGHT_MONITORING_ENDPOINT": f"127.0.0.1:{ports['monitoring']}",
+        "GREENLIGHT_MONITORING_INSECURE": "1",
+        "GREENLIGHT_SLACK_BASE_URL": f"http://127.0.0.1:{ports['slack']}/api/",
+        "SLACK_BOT_TOKEN": SLACK_TOKEN,
+        "GREENLIGHT_REGISTRY_MIRRORS": f"ghcr.io=http://127.0.0.1:{ports['registry']}",
+        "GREENLIGHT_DATABASE_URL": pg.url(APP_DATABASE),
+        "GREENLIGHT_SCRATCH_DATABASE_URL": pg.url("postgres"),
+        "GREENLIGHT_PG_BIN": str(pg.bin_dir),
+        "PREFECT_API_URL": f"http://127.0.0.1:{ports['prefect']}/api",
+    }
+
+
+def _seed_database_and_dumps(directory: Path, pg: labpg.PgInstance, env: dict[str, str]) -> dict[str, Any]:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    from greenlight.clients.postgres import Postgres
+    from greenlight.lab.seed import make_nightly_dumps, seed_app_database, upload_dumps
+
+    os.environ["STORAGE_EMULATOR_HOST"] = env["STORAGE_EMULATOR_HOST"]
+    ensure_buckets(env["STORAGE_EMULATOR_HOST"], PROJECT, BUCKETS)
+    Postgres(pg.url("postgres")).create_database(APP_DATABASE)
+    now = datetime.now(UTC)
+    counts = seed_app_database(pg.url(APP_DATABASE), now=now)
+    dumps = make_nightly_dumps(
+        pg, APP_DATABASE, directory / "dumps", now=now, cache_dir=cache_dir() / "dumps"
+    )
+    client = storage.Client(project=PROJECT, credentials=AnonymousCredentials())
+    upload_dumps(dumps, BUCKETS[0], BUCKETS[1], client)
+    return {"rows": counts, "dumps": [name for _, name, _ in dumps]}
+
+
+def _bootstrap_apps(env: dict[str, str]) -> dict[str, Any]:
+    """Push the baseline images and deploy every app of staging and production as blue."""
+    from greenlight.clients.kube import Kube
+    from greenlight.lab.bootstrap import bootstrap_environment
+
+    state_env = env
+    pushed: dict[str, str] = {}
+    kube = Kube.connect(context="lab-primary", kubeconfig=env["KUBECONFIG"])
+    try:
+        out = {}
+        for name in ("staging", "production"):
+            out[name] = bootstrap_environment(
+                kube, name, Path(state_env["GREENLIGHT_ENVIRONMENTS"]), pushed, env
+            )
+        return out
+    finally:
+        kube.close()
+
+
+def up(directory: Path, echo: Callable[[str], None] = print) -> LabState:
+    """Start the lab (or report the one running there) and return its state."""
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = LabState.load(directory)
+    if existing and existing.pids and all(existing.alive().values()):
+        echo(f"lab already running in {directory}")
+        return existing
+    if existing:
+        down(directory, echo=lambda _: None)
+    t0 = time.monotonic()
+    state = LabState(dir=str(directory), started_at=time.time())
+    logs = directory / "logs"
+    logs.mkdir(exist_ok=True)
+    # a lab always starts fresh: nothing of a previous run's cluster, database or catalogue survives
+    for stale in ("daemon.json", "images.json", "kubeconfig"):
+        (directory / stale).unlink(missing_ok=True)
+    for stale_dir in ("pgdata", "prefect", "dumps"):
+        shutil.rmtree(directory / stale_dir, ignore_errors=True)
+    try:
+        state.ports["gcs"] = free_port()
+        state.ports["prefect"] = free_port()
+        state.ports["postgres"] = free_port()
+        prefect_home = directory / "prefect"
+        prefect_home.mkdir(exist_ok=True)
+        template = _prefect_db_template()
+        if template.is_file():  # a migrated empty database: saves the server ~10 s of migrations
+            shutil.copyfile(template, prefect_home / "prefect.db")
+        prefect = _spawn(
+            "prefect",
+            [
+                sys.executable, "-m", "prefect", "server", "start",
+                "--host", "127.0.0.1", "--port", str(state.ports["prefect"]), "--analytics-off",
+            ],
+            logs / "prefect.log",
+            env={"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+        )  # fmt: skip
+        state.pids["prefect"] = prefect.pid
+        daemon = _spawn(
+            "daemon",
+            [sys.executable, "-m", "greenlight.lab.daemon", str(directory),
+             "--gcs-upstream", f"http://127.0.0.1:{state.ports['gcs']}", "--project", PROJECT],
+            logs / "daemon.log",
+        )  # fmt: skip
+        state.pids["daemon"] = daemon.pid
+        state.save()
+        pg = labpg.init_and_start(directory / "pgdata", state.ports["postgres"], logs / "postgres.log")
+        state.pids["postgres"] = _postmaster_pid(directory / "pgdata")
+        state.timings["postgres"] = time.monotonic() - t0
+        daemon_json = directory / "daemon.json"
+        _wait("lab daemon", lambda: daemon.poll() is None and daemon_json.is_file(), 30, logs / "daemon.log")
+        state.ports.update(json.loads(daemon_json.read_text())["ports"])
+        state.timings["daemon"] = time.monotonic() - t0
+        gcs = start_fake_gcs(state.ports["gcs"], f"127.0.0.1:{state.ports['gcs-front']}", logs / "gcs.log")
+        state.pids["gcs"] = gcs.pid
+        _kubeconfig(directory / "kubeconfig", state.ports)
+        state.env = _environment(directory, state.ports, pg)
+        state.save()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            seeded = pool.submit(_seed_database_and_dumps, directory, pg, state.env)
+            apps = pool.submit(_bootstrap_apps, state.env)
+            seeded.result()
+            state.timings["seed"] = time.monotonic() - t0
+            apps.result()
+            state.timings["apps"] = time.monotonic() - t0
+        _wait(
+            "Prefect server",
+            lambda: _http_ok(state.env["PREFECT_API_URL"] + "/health"),
+            90,
+            logs / "prefect.log",
+        )
+        state.timings["prefect"] = time.monotonic() - t0
+        if not template.is_file():
+            _save_prefect_template(prefect_home / "prefect.db", template)
+    except BaseException:
+        state.save()
+        down(directory, echo=lambda _: None)
+        raise
+    state.ready_s = round(time.monotonic() - t0, 2)
+    state.save()
+    echo(f"lab up in {state.ready_s:.1f} s ({directory})")
+    return state
+
+
+def _postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "postmaster.pid").read_text().split()[0])
+
+
+def down(directory: Path, echo: Callable[[str], None] = print) -> dict[str, bool]:
+    """Stop every process the lab started (by PID). Returns name -> stopped."""
+    state = LabState.load(directory)
+    if state is None:
+        echo(f"no lab in {directory}")
+        return {}
+    result: dict[str, bool] = {}
+    if (directory / "pgdata" / "postmaster.pid").exists():
+        try:
+            labpg.stop(directory / "pgdata")
+        except Exception as e:
+            echo(f"postgres: pg_ctl stop failed ({e}); killing by PID")
+    for name in ("daemon", "gcs", "prefect", "postgres"):
+        pid = state.pids.get(name)
+        if pid:
+            result[name] = stop_pid(pid)
+    still = [n for n, ok in result.items() if not ok]
+    if still:
+        raise LabError(f"could not stop: {', '.join(still)} (PIDs {[state.pids[n] for n in still]})")
+    state.path.unlink(missing_ok=True)
+    (directory / "daemon.json").unlink(missing_ok=True)
+    echo(f"lab down: stopped {', '.join(result) or 'nothing'}")
+    return result
+
+
+def status(directory: Path) -> dict[str, Any]:
+    state = LabState.load(directory)
+    if state is None:
+        return {"running": False, "dir": str(directory)}
+    alive = state.alive()
+    out: dict[str, Any] = {
+        "running": bool(alive) and all(alive.values()),
+        "dir": str(directory),
+        "processes": {n: {"pid": state.pids[n], "alive": a} for n, a in alive.items()},
+        "ports": state.ports,
+        "ready_s": state.ready_s,
+    }
+    if alive.get("daemon"):
+        try:
+            out["daemon"] = control(state, "GET", "/status")
+        except Exception as e:
+            out["daemon"] = {"error": str(e)}
+    return out
+
+
+def require_running(directory: Path) -> LabState:
+    state = LabState.load(directory)
+    if state is None or not state.pids.get("daemon") or not pid_alive(state.pids["daemon"]):
+        raise LabError(f"no lab running in {directory}: start it with `greenlight lab up`")
+    return state
