@@ -1,0 +1,193 @@
+"""Approval of a production release: defaults refuse, allow-list, no self-approval, a reason required."""
+
+from __future__ import annotations
+
+import pytest
+
+from greenlight.core.approval import decide_approval
+
+ALLOWED = ["alice", "Carol"]
+
+CASES = [
+    # id, approve, approver, reason, allowed, author, allow_self, approved, reason fragment, recorded approver
+    (
+        "empty-answer-refuses",
+        False,
+        "",
+        "",
+        ALLOWED,
+        "bob",
+        False,
+        False,
+        "not approved: the answer did not approve",
+        "",
+    ),
+    (
+        "rejected-with-reason",
+        False,
+        "carol",
+        "wrong build",
+        ALLOWED,
+        "bob",
+        False,
+        False,
+        "rejected by carol: wrong build",
+        "carol",
+    ),
+    (
+        "rejected-without-reason",
+        False,
+        "carol",
+        " ",
+        ALLOWED,
+        "bob",
+        False,
+        False,
+        "rejected by carol",
+        "carol",
+    ),
+    (
+        "no-approver-named",
+        True,
+        "  ",
+        "ok",
+        ALLOWED,
+        "bob",
+        False,
+        False,
+        "not approved: no approver named",
+        "",
+    ),
+    (
+        "not-on-allow-list",
+        True,
+        "mallory",
+        "ok",
+        ALLOWED,
+        "bob",
+        False,
+        False,
+        "mallory is not an allowed approver (allowed: alice, Carol)",
+        "mallory",
+    ),
+    (
+        "empty-allow-list",
+        True,
+        "carol",
+        "ok",
+        [],
+        "bob",
+        False,
+        False,
+        "the profile allows no approvers",
+        "carol",
+    ),
+    (
+        "blank-allow-list-entries",
+        True,
+        "carol",
+        "ok",
+        [" ", ""],
+        "bob",
+        False,
+        False,
+        "allows no approvers",
+        "carol",
+    ),
+    (
+        "self-approval",
+        True,
+        "alice",
+        "ok",
+        ALLOWED,
+        "alice",
+        False,
+        False,
+        "alice cannot approve their own release",
+        "alice",
+    ),
+    (
+        "self-approval-case-insensitive",
+        True,
+        "ALICE",
+        "ok",
+        ALLOWED,
+        "Alice ",
+        False,
+        False,
+        "cannot approve their own release",
+        "ALICE",
+    ),
+    (
+        "self-approval-allowed",
+        True,
+        "alice",
+        "hotfix",
+        ALLOWED,
+        "alice",
+        True,
+        True,
+        "approved by alice: hotfix",
+        "alice",
+    ),
+    (
+        "reason-required",
+        True,
+        "carol",
+        "   ",
+        ALLOWED,
+        "bob",
+        False,
+        False,
+        "carol gave no reason; an approval needs one",
+        "carol",
+    ),
+    (
+        "approved",
+        True,
+        " carol ",
+        " looks good ",
+        ALLOWED,
+        "bob",
+        False,
+        True,
+        "approved by carol: looks good",
+        "carol",
+    ),
+    (
+        "allow-list-case-insensitive",
+        True,
+        "CAROL",
+        "ok",
+        ALLOWED,
+        "bob",
+        False,
+        True,
+        "approved by CAROL: ok",
+        "CAROL",
+    ),
+    ("unknown-author", True, "alice", "ok", ALLOWED, None, False, True, "approved by alice: ok", "alice"),
+]
+
+
+@pytest.mark.parametrize(
+    ("approve", "approver", "reason", "allowed", "author", "allow_self", "approved", "why", "recorded"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_decide_approval(
+    approve: bool,
+    approver: str,
+    reason: str,
+    allowed: list[str],
+    author: str | None,
+    allow_self: bool,
+    approved: bool,
+    why: str,
+    recorded: str,
+) -> None:
+    """Each answer is approved or refused, with a reason that names who and why."""
+    decision = decide_approval(approve, approver, reason, allowed, author, allow_self)
+    assert decision.approved is approved
+    assert why in decision.reason
+    assert decision.approver == recorded
