@@ -130,6 +130,10 @@ class Gate(_Model):
     max_error_rate_increase: float = Field(0.02, ge=0, le=1)
     max_latency_ratio: float = Field(1.5, ge=1)
     synthetic_rps: float = Field(10, ge=0)
+    # how probes reach a Service: through the Kubernetes API server's service proxy (works from
+    # anywhere with cluster credentials) or by cluster DNS (when the flows run inside the cluster)
+    probe_via: Literal["apiserver", "cluster-dns"] = "apiserver"
+    max_extra_intervals: int = Field(2, ge=0)  # inconclusive intervals tolerated before giving up
     smoke: list[SmokeProbe] = Field(default_factory=lambda: [SmokeProbe()])
 
 
@@ -140,7 +144,10 @@ class Monitoring(_Model):
     status_label: str = "code"
     colour_label: str = "color"
     namespace_label: str = "namespace"  # a resource label of prometheus_target
+    app_label: str = "job"  # the resource label that names the app (GMP: the scrape job)
     custom_prefix: str = "custom.googleapis.com/greenlight"
+    # seconds a new point takes to become readable; a gate waits this long after each interval
+    ingestion_delay_s: float = Field(5, ge=0)
 
 
 class Slack(_Model):

@@ -23,13 +23,31 @@ def lab() -> Iterator[LabState]:
     state = supervisor.up(directory, echo=lambda _: None)
     saved = {k: os.environ.get(k) for k in state.env}
     os.environ.update(state.env)
+    import prefect.context
+
+    prefect.context.refresh_global_settings_context()  # Prefect read its settings at import
     try:
         yield state
     finally:
+        _drain_prefect_workers()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        prefect.context.refresh_global_settings_context()
         supervisor.down(directory, echo=lambda _: None)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _drain_prefect_workers() -> None:
+    """Send Prefect's queued logs and events while the lab's server still runs; otherwise they are
+    retried at interpreter exit against a stopped server, for up to a minute."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=10, at_exit=False)
+        except RuntimeError:  # never started
+            pass

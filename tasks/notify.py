@@ -1,0 +1,32 @@
+"""Slack, for people: one thread per release, backup check or drill. Never fails the caller."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from greenlight.clients.slack import Notifier
+from greenlight.settings import Profile
+from tasks.policy import FRESH, logger
+
+
+def notifier(profile: Profile) -> Notifier | None:
+    """The profile's Slack channel, or None when the profile has no Slack section."""
+    if profile.slack is None:
+        return None
+    return Notifier(token=None, channel=profile.slack.channel, raise_errors=False)
+
+
+@task(name="slack", retries=0, **FRESH)
+def notify(profile: Profile, text: str, thread_ts: str | None = None) -> str | None:
+    """Post ``text`` to the profile's channel (in ``thread_ts``'s thread); return its ts, None if not sent.
+
+    A Slack outage, a rate limit or a missing token never raises: the reason is logged and the
+    caller carries on (a release never fails because Slack did).
+    """
+    n = notifier(profile)
+    if n is None:
+        return None
+    ts = n.safe_post(text, thread_ts=thread_ts)
+    if ts is None:
+        logger().warning("slack: message to %s not sent (see the log above)", n.channel)
+    return ts
