@@ -4,9 +4,12 @@ stdout and exits 0 on success, non-zero with the reason on failure."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
+from greenlight.commands import backups as backup_commands
+from greenlight.commands import release as release_commands
 from greenlight.errors import GreenlightError, InputInvalid
 from greenlight.settings import available_environments, environments_dir, load_profile
 
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenlight", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _profile_commands(sub)
+    release_commands.register(sub)
+    backup_commands.register(sub)
     # The lab is a stand-in, not the product: the CLI is the one place that mounts its commands.
     from greenlight.lab import cli as lab_cli
 
@@ -54,11 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `greenlight ... | head` ends quietly
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "profile":
             return _run_profile(args)
+        if args.command in backup_commands.COMMANDS:
+            return backup_commands.run(args)
+        if args.command in release_commands.COMMANDS:
+            return release_commands.run(args)
         if args.command == "lab":
             from greenlight.lab import cli as lab_cli
 

@@ -41,6 +41,8 @@ class Behaviour:
 
     ``error_rate`` is the share of requests answered 500 (0..1), ``latency_ms`` added to each
     answer, ``startup_s`` before the pod turns ready, ``crash`` never turns ready at all.
+    ``degrade_after_s`` > 0: once a pod has run that long its error rate becomes
+    ``degraded_error_rate`` (a release that passes its gate and breaks later, as a leak does).
     """
 
     version: str
@@ -48,20 +50,24 @@ class Behaviour:
     latency_ms: float = 0.0
     startup_s: float = 0.0
     crash: bool = False
+    degrade_after_s: float = 0.0
+    degraded_error_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.version, str) or not self.version:
             raise ValueError(f"behaviour version must be a non-empty string, not {self.version!r}")
         # Numbers are stored as floats so that 300 and 300.0 give one manifest, one digest.
-        for field_name in ("error_rate", "latency_ms", "startup_s"):
+        for field_name in ("error_rate", "latency_ms", "startup_s", "degrade_after_s", "degraded_error_rate"):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"behaviour {field_name} must be a number, not {value!r}")
             object.__setattr__(self, field_name, float(value))
         object.__setattr__(self, "crash", bool(self.crash))
-        if not (math.isfinite(self.error_rate) and 0.0 <= self.error_rate <= 1.0):
-            raise ValueError(f"behaviour error_rate must be within [0, 1], not {self.error_rate!r}")
-        for field_name in ("latency_ms", "startup_s"):
+        for field_name in ("error_rate", "degraded_error_rate"):
+            value = getattr(self, field_name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"behaviour {field_name} must be within [0, 1], not {value!r}")
+        for field_name in ("latency_ms", "startup_s", "degrade_after_s"):
             value = getattr(self, field_name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"behaviour {field_name} must be a finite number >= 0, not {value!r}")
@@ -77,6 +83,8 @@ class Behaviour:
             latency_ms=float(data.get("latency_ms", 0.0)),
             startup_s=float(data.get("startup_s", 0.0)),
             crash=bool(data.get("crash", False)),
+            degrade_after_s=float(data.get("degrade_after_s", 0.0)),
+            degraded_error_rate=float(data.get("degraded_error_rate", 0.0)),
         )
 
 

@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     push.add_argument("--latency-ms", type=float, default=0.0)
     push.add_argument("--startup-s", type=float, default=0.0)
     push.add_argument("--crash", action="store_true")
+    push.add_argument(
+        "--degrade-after-s",
+        type=float,
+        default=0.0,
+        help="after this long a pod's error rate becomes --degraded-error-rate",
+    )
+    push.add_argument("--degraded-error-rate", type=float, default=0.0)
     img.add_parser("list", help="the pushed images")
     cmds.add_parser("slack", help="the messages the Slack stand-in received")
     load = cmds.add_parser("load", help="load generator: sent, succeeded, failed, latency percentiles")
@@ -52,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add.add_argument("--stall-s", type=float, default=30.0)
     add.add_argument("--count", type=int, default=1, help="-1: until cleared")
     add.add_argument("--retry-after", type=float)
+    add.add_argument("--skip", type=int, default=0, help="matching calls to let through first")
     clear = fault.add_parser("clear", help="remove fault rules")
     clear.add_argument("target", nargs="?")
     fault.add_parser("list")
@@ -116,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
                 "latency_ms": args.latency_ms,
                 "startup_s": args.startup_s,
                 "crash": args.crash,
+                "degrade_after_s": args.degrade_after_s,
+                "degraded_error_rate": args.degraded_error_rate,
             }
             out = supervisor.control(state, "POST", "/images", body)
             print(f"pushed {out['ref']} -> {out['digest']}")
@@ -139,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         if args.fault_command == "add":
             body = {
                 "target": args.target, "verb": args.verb, "resource": args.resource, "mode": args.mode,
-                "status": args.status, "stall_s": args.stall_s, "count": args.count, "retry_after": args.retry_after,
+                "status": args.status, "stall_s": args.stall_s, "count": args.count, "retry_after": args.retry_after, "skip": args.skip,
             }  # fmt: skip
             _print_json(supervisor.control(state, "POST", "/faults", body))
             return 0

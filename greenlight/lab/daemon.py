@@ -118,7 +118,7 @@ class Daemon:
 
     async def _faults_add(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = await request.json()
-        allowed = {"target", "verb", "resource", "mode", "status", "stall_s", "count", "retry_after"}
+        allowed = {"target", "verb", "resource", "mode", "status", "stall_s", "count", "retry_after", "skip"}
         unknown = set(body) - allowed
         if unknown or "target" not in body:
             return web.json_response(

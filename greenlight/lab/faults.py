@@ -2,7 +2,7 @@
 
 A rule matches calls to one target (``kube-primary``, ``kube-dr``, ``gcs``, ``monitoring``,
 ``slack``, ``registry``) and optionally a verb and a resource, and applies to the next
-``count`` matching calls (``count=-1``: until cleared). Its mode is ``error`` (answer
+``count`` matching calls (``count=-1``: until cleared), after letting ``skip`` through. Its mode is ``error`` (answer
 ``status``; for gRPC targets, UNAVAILABLE) or ``stall`` (hold the call ``stall_s`` seconds,
 then answer normally).
 
@@ -34,6 +34,7 @@ class FaultRule:
     stall_s: float = 30.0
     count: int = 1
     retry_after: float | None = None
+    skip: int = 0  # matching calls let through before the rule applies
     id: int = 0
     fired: int = field(default=0)
 
@@ -75,6 +76,9 @@ class FaultRegistry:
         with self._lock:
             for rule in self._rules:
                 if rule.matches(target, verb, resource):
+                    if rule.skip > 0:
+                        rule.skip -= 1
+                        return None
                     rule.fired += 1
                     if rule.count > 0:
                         rule.count -= 1

@@ -399,7 +399,15 @@ class PodRuntime:
         if behaviour.latency_ms > 0:
             jitter = random.uniform(1 - LATENCY_JITTER, 1 + LATENCY_JITTER)
             await asyncio.sleep(behaviour.latency_ms * jitter / 1000.0)
-        if behaviour.error_rate > 0 and random.random() < behaviour.error_rate:
+        rate = behaviour.error_rate
+        started = pod.state.started_at
+        if (
+            behaviour.degrade_after_s > 0
+            and started is not None
+            and time.time() - started >= behaviour.degrade_after_s
+        ):
+            rate = behaviour.degraded_error_rate
+        if rate > 0 and random.random() < rate:
             return 500, json_bytes({"error": "internal error", "version": behaviour.version, "pod": pod.name})
         color = pod.labels.get("color", "")
         return 200, json_bytes({"version": behaviour.version, "pod": pod.name, "color": color})

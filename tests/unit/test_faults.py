@@ -49,3 +49,15 @@ def test_malformed_rules_are_refused(bad: dict) -> None:
     """A rule that could never fire, or with an unknown mode, is refused."""
     with pytest.raises(ValueError):
         FaultRegistry().add(FaultRule("gcs", **bad))
+
+
+def test_skip_lets_the_first_matching_calls_through() -> None:
+    """A rule with skip N lets N matching calls through, then applies."""
+    reg = FaultRegistry()
+    reg.add(FaultRule("kube-primary", "patch", "services", skip=2, count=1))
+    assert [reg.take("kube-primary", "patch", "services") is not None for _ in range(4)] == [
+        False,
+        False,
+        True,
+        False,
+    ]

@@ -1,0 +1,40 @@
+"""Monitor: watch the live colour of every app for a while; roll back on breach."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.release import Release, rollback_all, watch
+from greenlight.errors import GateFailed, InputInvalid
+from greenlight.settings import load_profile
+from tasks.kube import read_live
+
+
+@flow(name="monitor")
+def monitor(environment: str, seconds: float) -> dict[str, Any]:
+    """Watch the live colours for ``seconds``, one analysis interval at a time; roll back on breach."""
+    if seconds <= 0:
+        raise InputInvalid(f"seconds must be positive, not {seconds}")
+    profile = load_profile(environment)
+    live = read_live(profile)
+    colours = {app: s["live_colour"] for app, s in live.items() if s["live_colour"]}
+    rel = Release(profile, f"{environment}-monitor", {}, None, None)
+    rel.report.title = f"Monitor {environment} for {seconds:g} s"
+    status, detail = watch(
+        profile, colours, seconds, on_interval=lambda app, text: rel.say(f":warning: {text}")
+    )
+    rel.step("watch", "ok" if status == "ok" else "failed", detail)
+    if status != "ok":
+        steps = rollback_all(
+            rel, [a for a, s in live.items() if s["previous_colour"]], f"breach while monitoring: {detail}"
+        )
+        for s in steps:
+            rel.step("rollback", "ok", s)
+        rel.say(f":rewind: breach in {environment}: {detail}; rolled back")
+        rel.event("rolled-back", reason=detail)
+        rel.publish("rolled back")
+        raise GateFailed(f"breach in {environment}: {detail}; rolled back: {'; '.join(steps)}")
+    rel.publish("healthy")
+    return {"environment": environment, "status": status, "detail": detail, "colours": colours}

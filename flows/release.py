@@ -1,0 +1,555 @@
+"""Blue-green release and build-promote.
+
+``blue_green_release`` deploys the inactive colour of every app of one release in parallel,
+gates each through its preview Service, switches them together (all or none, compensated by
+a Prefect transaction), watches the new colour for the bake time and rolls back on breach.
+``build_promote`` turns a commit into digests, enforces the environment's rules (allow-list,
+digests proven in the required environment, release freeze, approval) and runs the release
+while holding the environment's concurrency limit. ``deploy`` does the same for explicit images.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import getpass
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from prefect import flow, pause_flow_run
+from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
+from prefect.exceptions import FlowPauseTimeout
+from prefect.input import RunInput
+from prefect.transactions import get_transaction, transaction
+from prefect.variables import Variable
+from pydantic import BaseModel, Field
+
+from flows.health_gate import run_gate
+from greenlight.core.approval import decide_approval
+from greenlight.core.gate import GateVerdict, check_breach
+from greenlight.core.images import (
+    ImageRef,
+    check_allowed,
+    image_for_commit,
+    parse_image_ref,
+    require_tag_or_digest,
+)
+from greenlight.core.release import (
+    AppPlan,
+    ReleasePlan,
+    check_preflight,
+    check_promotion,
+    plan_release,
+    release_id,
+)
+from greenlight.core.report import RunReport
+from greenlight.errors import GateFailed, GreenlightError, InputInvalid, ReleaseRefused
+from greenlight.settings import Profile, load_profile
+from tasks.evidence import emit, publish_report
+from tasks.kube import (
+    deploy_colour,
+    point_preview,
+    read_app_state,
+    rollback_app,
+    scale_colour,
+    switch_service,
+    wait_rollout,
+)
+from tasks.metrics import gate_config, sample_colour
+from tasks.notify import notify
+from tasks.policy import logger
+from tasks.probes import SyntheticTraffic
+from tasks.records import author_of, passed_records, read_records, record_release
+from tasks.registry import resolve_images
+
+T = TypeVar("T")
+R = TypeVar("R")
+FREEZE_VARIABLE = "greenlight_release_freeze_{env}"
+
+
+def lock_name(environment: str) -> str:
+    """The global concurrency limit that serialises releases of one environment."""
+    return f"greenlight-release-{environment}"
+
+
+class ApprovalInput(RunInput):
+    """The answer to a paused production promotion. The defaults refuse: an empty resume never approves."""
+
+    approve: bool = False
+    approver: str = ""
+    reason: str = ""
+
+
+class PromoteRequest(BaseModel):
+    """Promote the images of a commit to an environment (the form the Prefect UI shows)."""
+
+    environment: str = Field(description="staging, production, ...")
+    commit: str = Field(description="the commit whose images to release (images are tagged with it)")
+    actor: str | None = Field(None, description="who asks (GitHub actor or person); default: the login name")
+    force_reason: str | None = Field(
+        None, description="release despite a freeze or a failing live colour; goes on the record"
+    )
+    bake_s: float | None = Field(None, ge=0, description="override the profile's bake time")
+
+
+class DeployRequest(BaseModel):
+    """Release explicit images (tags are resolved to digests first)."""
+
+    environment: str
+    images: list[str] = Field(min_length=1, description="e.g. ghcr.io/org/backend:abc123 or ...@sha256:...")
+    actor: str | None = None
+    force_reason: str | None = None
+    bake_s: float | None = Field(None, ge=0)
+
+
+def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``fn`` over ``items`` in threads that keep the Prefect run context; first error re-raised."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(16, len(items))) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, fn, i) for i in items]
+        return [f.result() for f in futures]
+
+
+def ui_url(path: str) -> str | None:
+    api = os.environ.get("PREFECT_API_URL") or ""
+    if not api:
+        from prefect.settings import PREFECT_API_URL
+
+        api = PREFECT_API_URL.value() or ""
+    ui = os.environ.get("PREFECT_UI_URL") or api.removesuffix("/api")
+    return f"{ui}/{path.lstrip('/')}" if ui else None
+
+
+def current_run_link() -> str:
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return "(no flow run)"
+    return ui_url(f"runs/flow-run/{ctx.flow_run.id}") or str(ctx.flow_run.id)
+
+
+# --- the release ------------------------------------------------------------------------------
+
+
+class Release:
+    """One release's state while it runs: the report, the Slack thread, the decisions."""
+
+    def __init__(
+        self, profile: Profile, rid: str, digests: dict[str, str], commit: str | None, author: str | None
+    ) -> None:
+        self.profile = profile
+        self.id = rid
+        self.digests = digests
+        self.commit = commit
+        self.author = author
+        self.report = RunReport(f"Release {rid} to {profile.name}")
+        self.report.facts.update(
+            {"environment": profile.name, "namespace": profile.namespace, "release id": rid,
+             "commit": commit or "-", "author": author or "-", "run": current_run_link()}
+        )  # fmt: skip
+        for app, d in sorted(digests.items()):
+            self.report.facts[f"digest {app}"] = d
+        self.thread: str | None = None
+        self.log = logger()
+
+    def say(self, text: str) -> None:
+        """Log, record and post to the release's Slack thread (starting it)."""
+        self.log.info(text)
+        ts = notify(self.profile, text, thread_ts=self.thread)
+        if self.thread is None:
+            self.thread = ts
+
+    def step(self, name: str, outcome: str, detail: str) -> None:
+        self.report.step(name, outcome, detail)
+        self.log.info("%s: %s: %s", name, outcome, detail)
+
+    def event(self, name: str, **payload: Any) -> None:
+        emit(
+            f"greenlight.release.{name}",
+            f"greenlight.environment.{self.profile.name}",
+            {
+                "release_id": self.id,
+                "environment": self.profile.name,
+                "digests": self.digests,
+                "commit": self.commit,
+                **payload,
+            },
+            related=[
+                {"prefect.resource.id": f"greenlight.release.{self.id}", "prefect.resource.role": "release"}
+            ],
+        )
+
+    def publish(self, outcome: str) -> None:
+        self.report.outcome = outcome
+        try:
+            publish_report(
+                f"release-{self.profile.name}", self.report.render(), f"Release {self.id}: {outcome}"
+            )
+        except Exception as e:  # the record must not hide the outcome
+            self.log.warning("release report not published: %s", e)
+
+
+def _gate_rows(app: str, verdict: GateVerdict) -> list[list[Any]]:
+    return [
+        [app, c.name, _fmt(c.value), _fmt(c.limit), {True: "ok", False: "FAIL", None: "n/a"}[c.ok], c.reason]
+        for c in verdict.checks
+    ]
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def _prepare_app(rel: Release, plan: AppPlan) -> GateVerdict:
+    """Deploy (unless resuming), wait for the rollout, point the preview at it and gate it."""
+    profile = rel.profile
+    if plan.action in ("deploy", "bootstrap"):
+        out = deploy_colour(profile, plan.app, plan.target_colour, plan.spec_from, plan.digest, rel.id)
+        rel.step(f"{plan.app}: deploy", "ok", f"{out['action']} {out['deployment']} with {out['image']}")
+    rollout = wait_rollout(profile, plan.app, plan.target_colour)
+    rel.step(f"{plan.app}: rollout", "ok", rollout.reason)
+    rel.step(f"{plan.app}: preview", "ok", point_preview(profile, plan.app, plan.target_colour))
+    verdict = run_gate(profile, plan.app, plan.target_colour, readiness=rollout)
+    rel.step(
+        f"{plan.app}: gate", "ok" if verdict.passed else "failed", f"{verdict.verdict}: {verdict.reason}"
+    )
+    return verdict
+
+
+def _undo_switch(txn: Any) -> None:
+    """Transaction rollback hook of a switch: return that app's live Service to where it was."""
+    profile = load_profile(txn.get("environment"))
+    app = txn.get("app")
+    step = rollback_app.fn(
+        profile, app, f"compensating: release {txn.get('release_id')} failed to switch every app"
+    )
+    logger().warning("%s: switch undone: %s", app, step.reason)
+
+
+_switch_with_undo = switch_service.with_options(name="switch-traffic")
+_switch_with_undo.on_rollback(_undo_switch)
+
+
+def _switch_all(rel: Release, plans: tuple[AppPlan, ...]) -> None:
+    """Switch every app; if any switch fails, the ones already switched are switched back."""
+    with transaction():
+        for plan in plans:
+            step = _switch_with_undo(
+                rel.profile, plan.app, plan.target_colour, rel.id, {plan.app: plan.digest}
+            )
+            txn = get_transaction()
+            if txn is not None:
+                txn.set("app", plan.app)
+                txn.set("environment", rel.profile.name)
+                txn.set("release_id", rel.id)
+            if step.action not in ("switch", "noop"):
+                raise ReleaseRefused(f"{plan.app}: {step.reason}")
+            rel.step(f"{plan.app}: switch", "ok", step.reason)
+
+
+def watch(
+    profile: Profile,
+    colours: dict[str, str],
+    seconds: float,
+    on_interval: Callable[[str, str], None] | None = None,
+) -> tuple[str, str]:
+    """Watch each app's live ``colour`` for ``seconds``, in back-to-back analysis intervals.
+
+    Each interval is read once it has closed and its points can be read (the profile's ingestion
+    delay), so a breach is acted on within one interval (plus that delay) of its onset. Returns
+    ("ok", summary), ("breach", reason) at the first breaching interval, or ("no-data", reason)
+    when an interval has no data and the profile says to roll back on that. Synthetic traffic
+    keeps the live colour measurable where it gets none of its own.
+    """
+    with ExitStack() as stack:
+        for app in colours:
+            stack.enter_context(SyntheticTraffic(profile, app, "live"))
+        return _watch_intervals(profile, colours, seconds, on_interval)
+
+
+def _watch_intervals(
+    profile: Profile, colours: dict[str, str], seconds: float, on_interval: Callable[[str, str], None] | None
+) -> tuple[str, str]:
+    cfg = gate_config(profile)
+    interval = profile.gate.interval_s
+    delay = profile.monitoring.ingestion_delay_s
+    t0 = datetime.now(UTC)
+    alerted: set[str] = set()
+    n = 0
+    while n * interval < seconds or n == 0:
+        w_start = t0 + timedelta(seconds=n * interval)
+        w_end = w_start + timedelta(seconds=interval)
+        n += 1
+        time.sleep(max(0.0, (w_end - datetime.now(UTC)).total_seconds() + delay))
+        for app, colour in colours.items():
+            try:
+                verdict = check_breach(sample_colour(profile, app, colour, w_start, w_end), cfg)
+                reason = f"{app} ({colour}) interval {n}: {verdict.reason}"
+            except GreenlightError as e:
+                verdict, reason = None, f"{app} ({colour}) interval {n}: monitoring unavailable: {e}"
+            if verdict is not None and verdict.breached:
+                return "breach", reason
+            if verdict is not None and verdict.status == "ok":
+                continue
+            if profile.release.on_bake_data_loss == "rollback":
+                return "no-data", reason
+            if app not in alerted and on_interval:
+                on_interval(app, f"alert (keeping traffic, as the profile says): {reason}")
+            alerted.add(app)
+    return "ok", f"{n} interval(s) of {interval:g} s without breach"
+
+
+def rollback_all(rel: Release, apps: Iterable[str], reason: str) -> list[str]:
+    steps = parallel(lambda app: rollback_app(rel.profile, app, reason), list(apps))
+    return [f"{s.service}: {s.action}: {s.reason}" for s in steps]
+
+
+def run_release(
+    profile: Profile,
+    digests: dict[str, str],
+    rid: str,
+    commit: str | None,
+    author: str | None,
+    bake_s: float | None = None,
+    rel: Release | None = None,
+) -> dict[str, Any]:
+    """Deploy, gate, switch, watch; roll back on breach. Raises GateFailed / ReleaseRefused on failure."""
+    rel = rel or Release(profile, rid, digests, commit, author)
+    states = [read_app_state(profile, a.name) for a in profile.apps]
+    plan: ReleasePlan = plan_release(states, digests, profile.release.colours, profile.release.colour_label)
+    rel.step("plan", "ok" if not plan.blocked else "failed", plan.reason)
+    if plan.blocked:
+        raise ReleaseRefused(plan.reason)
+    if plan.nothing_to_release:
+        rel.say(f":white_check_mark: {rid}: nothing to release: {profile.name} already serves these digests")
+        return {"outcome": "nothing-to-release", "release_id": rid, "plan": plan.reason}
+    todo = [p for p in plan.apps if p.action != "nothing"]
+    rel.say(f":rocket: release {rid} to {profile.name} started: " + "; ".join(p.reason for p in todo))
+    rel.event("started")
+    verdicts = dict(zip([p.app for p in todo], parallel(lambda p: _prepare_app(rel, p), todo), strict=True))
+    for app, v in verdicts.items():
+        rel.report.table(
+            f"Gate: {app}", ["app", "check", "value", "limit", "ok", "reason"], _gate_rows(app, v)
+        )
+    failed = {app: v for app, v in verdicts.items() if not v.passed}
+    if failed:
+        reason = "; ".join(f"{app}: {v.verdict}: {v.reason}" for app, v in failed.items())
+        for p in todo:  # the candidate takes no traffic: scale it away, leave live as it was
+            rel.step(f"{p.app}: scale down", "ok", scale_colour(profile, p.app, p.target_colour, 0))
+        rel.say(f":no_entry: release {rid} stopped at the gate, nothing switched: {reason}")
+        rel.event("gate-failed", reason=reason)
+        raise GateFailed(f"release {rid} stopped at the gate, nothing switched: {reason}")
+    gate_values = {app: v.values() for app, v in verdicts.items()}
+    rel.say(
+        f":white_check_mark: gate passed for {', '.join(verdicts)}: "
+        + "; ".join(f"{a}: {v.reason}" for a, v in verdicts.items())
+    )
+    _switch_all(rel, plan.to_switch)
+    colours = {p.app: p.target_colour for p in plan.to_switch}
+    rel.say(f":twisted_rightwards_arrows: switched {', '.join(f'{a} to {c}' for a, c in colours.items())}")
+    rel.event("switched", colours=colours)
+    bake = profile.release.bake_s if bake_s is None else bake_s
+    status, detail = watch(profile, colours, bake, on_interval=lambda app, text: rel.say(f":warning: {text}"))
+    rel.step("bake", "ok" if status == "ok" else "failed", f"{bake:g} s: {detail}")
+    if status != "ok":
+        steps = rollback_all(rel, colours, f"breach after switch: {detail}")
+        for s in steps:
+            rel.step("rollback", "ok", s)
+        rel.say(f":rewind: rolled back release {rid}: {detail}")
+        rel.event("rolled-back", reason=detail)
+        raise GateFailed(f"release {rid} rolled back after the switch: {detail}")
+    record_release(
+        profile,
+        {"release_id": rid, "commit": commit, "author": author, "digests": digests, "outcome": "released"},
+    )
+    rel.event("finished", outcome="released")
+    rel.say(
+        f":tada: release {rid} finished: {profile.name} serves {', '.join(f'{a}@{d[:19]}' for a, d in sorted(digests.items()))}"
+    )
+    return {
+        "outcome": "released",
+        "release_id": rid,
+        "colours": colours,
+        "gate": gate_values,
+        "digests": digests,
+    }
+
+
+# --- promotion: images, rules, approval, lock -----------------------------------------------------
+
+
+def images_for_commit(profile: Profile, commit: str) -> dict[str, ImageRef]:
+    return {
+        a.name: image_for_commit(a.image_repository, commit, profile.registry.image_template)
+        for a in profile.apps
+    }
+
+
+def images_by_app(profile: Profile, images: list[str]) -> dict[str, ImageRef]:
+    """Map each image to the app whose repository it is; every app needs exactly one image."""
+    out: dict[str, ImageRef] = {}
+    repos = {parse_image_ref(a.image_repository).name: a.name for a in profile.apps}
+    for text in images:
+        ref = parse_image_ref(text)
+        require_tag_or_digest(ref)
+        app = repos.get(ref.name)
+        if app is None:
+            raise InputInvalid(
+                f"image '{text}' is not the repository of any app of {profile.name} ({', '.join(sorted(repos))})"
+            )
+        if app in out:
+            raise InputInvalid(f"two images for app '{app}': '{out[app]}' and '{text}'")
+        out[app] = ref
+    missing = sorted(set(repos.values()) - set(out))
+    if missing:
+        raise InputInvalid(
+            f"no image for app(s) {', '.join(missing)} of {profile.name}: a release moves every app together"
+        )
+    return out
+
+
+def freeze_of(environment: str) -> str | None:
+    value = Variable.get(FREEZE_VARIABLE.format(env=environment.replace("-", "_")), default=None)
+    return str(value) if value not in (None, "") else None
+
+
+def preflight(profile: Profile, force_reason: str | None) -> str:
+    """A production release does not start during a freeze or while the live colour fails its own
+    gate metrics, unless forced with a reason (which goes on the record)."""
+    if profile.release.requires is None:
+        return "no preflight for this environment"
+    cfg = gate_config(profile)
+    now = datetime.now(UTC)
+    window = timedelta(seconds=profile.gate.interval_s * profile.gate.intervals)
+    live_verdicts = {}
+    for app in profile.apps:
+        state = read_app_state(profile, app.name)
+        colour = state.service.colour(profile.release.colour_label) if state.service else None
+        if colour:
+            try:
+                live_verdicts[app.name] = check_breach(
+                    sample_colour(profile, app.name, colour, now - window, now), cfg
+                )
+            except GreenlightError as e:
+                logger().warning("preflight: %s live metrics unavailable: %s", app.name, e)
+    decision = check_preflight(freeze_of(profile.name), force_reason, live_verdicts or None)
+    if not decision.ok:
+        raise ReleaseRefused(f"preflight: {decision.reason}")
+    return decision.reason
+
+
+def await_approval(profile: Profile, rid: str, author: str | None, rel: Release, poll_s: int = 2) -> str:
+    """Pause until a person answers; returns the approver. Refusal, timeout or a bad answer: ReleaseRefused."""
+    approval = profile.release.approval
+    ctx = FlowRunContext.get()
+    run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else "?"
+    rel.say(
+        f":raised_hand: release {rid} to {profile.name} waits for approval ({', '.join(approval.approvers)}; "
+        f"not the author {author or '-'}): {current_run_link()} or `greenlight approve {run_id} --approver NAME --reason TEXT`"
+    )
+    print(f"waiting for approval of {rid}: {current_run_link()}", flush=True)
+    print(f"  approve: greenlight approve {run_id} --approver NAME --reason TEXT", flush=True)
+    print(f"  reject:  greenlight reject {run_id} --approver NAME --reason TEXT", flush=True)
+    rel.event("approval-requested", run_id=run_id)
+    try:
+        answer: ApprovalInput = pause_flow_run(  # type: ignore[call-overload]
+            wait_for_input=ApprovalInput.with_initial_data(
+                description=f"Approve release **{rid}** to **{profile.name}** (author: {author or '-'})",
+                approve=False,
+            ),
+            timeout=int(approval.timeout_s),
+            poll_interval=poll_s,
+        )
+    except FlowPauseTimeout as e:
+        raise ReleaseRefused(
+            f"approval of {rid} timed out after {approval.timeout_s:g} s: rejected, nothing changed"
+        ) from e
+    decision = decide_approval(
+        answer.approve,
+        answer.approver,
+        answer.reason,
+        approval.approvers,
+        author,
+        approval.allow_self_approval,
+    )
+    rel.report.facts["approval"] = f"{decision.reason}"
+    rel.step("approval", "ok" if decision.approved else "failed", decision.reason)
+    if not decision.approved:
+        rel.say(f":no_entry: release {rid} not approved: {decision.reason}")
+        rel.event("rejected", reason=decision.reason)
+        raise ReleaseRefused(f"release {rid} not approved: {decision.reason}")
+    rel.say(f":ok_hand: release {rid} approved by {decision.approver}: {answer.reason}")
+    return decision.approver
+
+
+def promote(
+    profile: Profile,
+    refs: dict[str, ImageRef],
+    commit: str | None,
+    actor: str | None,
+    force_reason: str | None,
+    bake_s: float | None,
+) -> dict[str, Any]:
+    for ref in refs.values():
+        check_allowed(ref, profile.registry.allowed)
+    digests = resolve_images(refs)
+    rid = release_id(profile.name, commit) if commit else release_id(profile.name, digests)
+    author = actor or getpass.getuser()
+    required = profile.release.requires
+    if required:
+        records = read_records(load_profile(required))
+        decision = check_promotion(digests, passed_records(records), required_env=required)
+        if not decision.ok:
+            raise ReleaseRefused(decision.reason)
+        author = author_of(records, digests) or author
+    rel = Release(profile, rid, digests, commit, author)
+    try:
+        with concurrency(lock_name(profile.name), occupy=1, strict=True):
+            rel.step("lock", "ok", f"holding {lock_name(profile.name)}")
+            if required:
+                rel.step("preflight", "ok", preflight(profile, force_reason))
+                if force_reason:
+                    rel.report.facts["forced"] = force_reason
+            if profile.release.approval.required:
+                rel.report.facts["approver"] = await_approval(profile, rid, author, rel)
+            result = run_release(profile, digests, rid, commit, author, bake_s, rel)
+    except BaseException as e:
+        rel.step("outcome", "failed", f"{type(e).__name__}: {e}")
+        rel.publish(f"failed: {e}")
+        raise
+    rel.publish(result["outcome"])
+    return result
+
+
+@flow(name="build-promote", log_prints=False)
+def build_promote(request: PromoteRequest) -> dict[str, Any]:
+    """Release the images of ``request.commit`` to ``request.environment`` (staging, or production after approval)."""
+    profile = load_profile(request.environment)
+    return promote(
+        profile,
+        images_for_commit(profile, request.commit),
+        request.commit,
+        request.actor,
+        request.force_reason,
+        request.bake_s,
+    )
+
+
+@flow(name="deploy", log_prints=False)
+def deploy(request: DeployRequest) -> dict[str, Any]:
+    """Release explicit images (one per app) to ``request.environment``."""
+    profile = load_profile(request.environment)
+    return promote(
+        profile,
+        images_by_app(profile, request.images),
+        None,
+        request.actor,
+        request.force_reason,
+        request.bake_s,
+    )

@@ -1,0 +1,63 @@
+"""Rollback: point traffic back at the previous colour, verify, notify.
+
+Never waits for the release lock: it relies on the live Service's resourceVersion, so a release
+whose switch then finds its precondition broken stops without switching.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.release import Release, parallel
+from greenlight.core.switch import snapshot_service
+from greenlight.errors import GateFailed, InputInvalid
+from greenlight.settings import load_profile
+from tasks.kube import cluster, rollback_app
+from tasks.probes import smoke
+
+
+@flow(name="rollback")
+def rollback(
+    environment: str, app: str | None = None, reason: str = "manual rollback", actor: str | None = None
+) -> dict[str, Any]:
+    """Roll back every app of the last release (or ``app`` alone, an operator's explicit choice)."""
+    profile = load_profile(environment)
+    if app is not None:
+        apps = [profile.app(app).name]
+    else:
+        with cluster(profile) as kube:
+            apps = [
+                a.name for a in profile.apps
+                if (svc := kube.find("services", a.service, profile.namespace)) and snapshot_service(svc).previous_colour
+            ]  # fmt: skip
+        if not apps:
+            raise InputInvalid(
+                f"nothing to roll back in {environment}: no live Service records a previous colour"
+            )
+    rel = Release(profile, f"{environment}-rollback", {}, None, actor)
+    rel.report.title = f"Rollback in {environment}"
+    rel.report.facts["reason"] = reason
+    steps = parallel(lambda name: rollback_app(profile, name, reason), apps)
+    for s in steps:
+        rel.step(f"{s.service}: rollback", s.action, s.reason)
+    checks = {name: smoke(profile, name, "live") for name in apps}
+    bad = {
+        name: [r.reason for r in rs if not r.ok] for name, rs in checks.items() if not all(r.ok for r in rs)
+    }
+    for name, rs in checks.items():
+        rel.step(f"{name}: verify", "ok" if name not in bad else "failed", "; ".join(r.reason for r in rs))
+    outcome = {
+        s.service: {"action": s.action, "from": s.from_colour, "to": s.to_colour, "reason": s.reason}
+        for s in steps
+    }
+    summary = "; ".join(f"{s.service}: {s.reason}" for s in steps)
+    rel.event("rolled-back", reason=reason, steps=outcome)
+    if bad:
+        rel.say(f":rotating_light: rollback in {environment} done but live smoke probes fail: {bad}")
+        rel.publish("rolled back, verification failed")
+        raise GateFailed(f"rolled back ({summary}) but the live colour fails its smoke probes: {bad}")
+    rel.say(f":rewind: rollback in {environment} ({reason}): {summary}")
+    rel.publish("rolled back")
+    return {"environment": environment, "reason": reason, "apps": outcome}

@@ -1,0 +1,57 @@
+"""Traffic switch by hand: point the live Services at a colour (idempotent, guarded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.release import Release
+from greenlight.errors import InputInvalid, ReleaseRefused
+from greenlight.settings import load_profile
+from tasks.kube import RELEASE_OF, cluster, container_digest, deployment_name, switch_service
+
+
+@flow(name="traffic-switch")
+def switch(environment: str, colour: str, app: str | None = None, actor: str | None = None) -> dict[str, Any]:
+    """Point each app's live Service (or ``app``'s) at ``colour``, only when all its pods are ready."""
+    profile = load_profile(environment)
+    if colour not in profile.release.colours:
+        raise InputInvalid(
+            f"colour '{colour}' is not one of {environment}'s colours {list(profile.release.colours)}"
+        )
+    apps = [profile.app(app)] if app else list(profile.apps)
+    targets: dict[str, tuple[str, str]] = {}
+    with cluster(profile) as kube:
+        for a in apps:
+            dep = kube.find("deployments", deployment_name(a, colour), profile.namespace)
+            if dep is None:
+                raise InputInvalid(
+                    f"{a.name}: no Deployment {deployment_name(a, colour)} in {profile.namespace} to switch to"
+                )
+            rid = (dep["metadata"].get("annotations") or {}).get(RELEASE_OF) or f"manual-{colour}"
+            targets[a.name] = (rid, container_digest(dep, a.container) or "")
+    rel = Release(
+        profile, f"{environment}-switch-{colour}", {a: d for a, (_, d) in targets.items()}, None, actor
+    )
+    rel.report.title = f"Switch {environment} to {colour}"
+    out = {}
+    for name, (rid, digest) in targets.items():
+        step = switch_service(profile, name, colour, rid, {name: digest})
+        rel.step(f"{name}: switch", step.action, step.reason)
+        out[name] = {
+            "action": step.action,
+            "reason": step.reason,
+            "from": step.from_colour,
+            "to": step.to_colour,
+        }
+        if step.action not in ("switch", "noop"):
+            rel.publish("refused")
+            raise ReleaseRefused(f"{name}: {step.reason}")
+    rel.event("switched", colours={n: colour for n in out})
+    rel.say(
+        f":twisted_rightwards_arrows: {environment}: "
+        + "; ".join(f"{n}: {o['reason']}" for n, o in out.items())
+    )
+    rel.publish("switched")
+    return {"environment": environment, "colour": colour, "apps": out}

@@ -1,0 +1,326 @@
+"""Release commands: deploy, promote, rollback, monitor, smoke, gate, switch, approve, reject,
+cleanup, setup, status. Each prints its outcome and the values behind it on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import time
+from typing import Any
+from uuid import UUID
+
+from greenlight.errors import InputInvalid
+from greenlight.settings import load_profile
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    def cmd(name: str, help: str, changes: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        if changes:
+            p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+        return p
+
+    p = cmd("deploy", "blue-green deploy of the given images (tags resolved to digests first)")
+    p.add_argument("env")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--actor")
+    p.add_argument("--force-reason")
+    p.add_argument("--bake-s", type=float)
+    p = cmd("promote", "release the images of a commit (production: after approval)")
+    p.add_argument("env")
+    p.add_argument("--commit", required=True)
+    p.add_argument(
+        "--actor", help="who asks (default: the login name); the author cannot approve their own release"
+    )
+    p.add_argument("--force-reason", help="release despite a freeze or a failing live colour (on the record)")
+    p.add_argument("--bake-s", type=float)
+    p = cmd("rollback", "point traffic back at the previous colour")
+    p.add_argument("env")
+    p.add_argument("--app")
+    p.add_argument("--reason", default="manual rollback")
+    p = cmd("monitor", "watch the live colour; roll back on breach")
+    p.add_argument("env")
+    p.add_argument("seconds", type=float)
+    p = cmd("smoke", "the smoke probes alone", changes=False)
+    p.add_argument("env")
+    p.add_argument("--colour", choices=["live", "preview"], default="live")
+    p.add_argument("--app")
+    p = cmd("gate", "the whole health gate; verdict printed", changes=False)
+    p.add_argument("env")
+    p.add_argument("--app")
+    p.add_argument("--colour", default="preview", help="preview (default), live, or a colour name")
+    p = cmd("switch", "point the live Services at a colour")
+    p.add_argument("env")
+    p.add_argument("colour")
+    p.add_argument("--app")
+    for verb in ("approve", "reject"):
+        p = sub.add_parser(verb, help=f"{verb} a paused production promotion")
+        p.add_argument("run_id")
+        p.add_argument("--approver", required=True)
+        p.add_argument("--reason", default="")
+    p = cmd("cleanup", "scale down colours idle past the scale-down delay")
+    p.add_argument("env")
+    p = cmd("setup", "create what the flows need in the Prefect API (idempotent)")
+    p.add_argument("envs", nargs="*")
+    p = cmd("status", "per app: live and previous colour, digests, release, replicas", changes=False)
+    p.add_argument("env")
+    p.add_argument("--json", action="store_true")
+
+
+COMMANDS = {
+    "deploy",
+    "promote",
+    "rollback",
+    "monitor",
+    "smoke",
+    "gate",
+    "switch",
+    "approve",
+    "reject",
+    "cleanup",
+    "setup",
+    "status",
+}
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    for key, value in result.items():
+        print(
+            f"{key}: {json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else value}"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    handler = globals()[f"_{args.command}"]
+    return int(handler(args))
+
+
+def _plan(env: str, refs: dict[str, Any], commit: str | None) -> int:
+    from greenlight.core.images import check_allowed
+    from greenlight.core.release import plan_release, release_id
+    from tasks.kube import read_app_state as ras
+    from tasks.registry import resolve_images
+
+    profile = load_profile(env)
+    for ref in refs.values():
+        check_allowed(ref, profile.registry.allowed)
+    digests = resolve_images.fn(refs)
+    states = [ras.fn(profile, a.name) for a in profile.apps]
+    plan = plan_release(states, digests, profile.release.colours, profile.release.colour_label)
+    print(
+        f"dry run: release {release_id(env, commit) if commit else release_id(env, digests)} to {env} (nothing changed)"
+    )
+    for app, d in sorted(digests.items()):
+        print(f"  {app}: {refs[app]} -> {d}")
+    for p in plan.apps:
+        print(f"  plan {p.app}: {p.action}: {p.reason}")
+    if profile.release.requires:
+        print(
+            f"  requires: digests released in {profile.release.requires}; approval by {profile.release.approval.approvers}"
+        )
+    return 1 if plan.blocked else 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from flows.release import DeployRequest, deploy, images_by_app
+
+    if args.dry_run:
+        return _plan(args.env, images_by_app(load_profile(args.env), args.images), None)
+    result = deploy(
+        DeployRequest(
+            environment=args.env,
+            images=args.images,
+            actor=args.actor,
+            force_reason=args.force_reason,
+            bake_s=args.bake_s,
+        )
+    )
+    _print_result(result)
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from flows.release import PromoteRequest, build_promote, images_for_commit
+
+    if args.dry_run:
+        return _plan(args.env, images_for_commit(load_profile(args.env), args.commit), args.commit)
+    actor = args.actor or getpass.getuser()
+    result = build_promote(
+        PromoteRequest(
+            environment=args.env,
+            commit=args.commit,
+            actor=actor,
+            force_reason=args.force_reason,
+            bake_s=args.bake_s,
+        )
+    )
+    _print_result(result)
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from flows.rollback import rollback
+
+    if args.dry_run:
+        from greenlight.core.switch import snapshot_service
+        from tasks.kube import cluster
+
+        profile = load_profile(args.env)
+        apps = [profile.app(args.app)] if args.app else profile.apps
+        with cluster(profile) as kube:
+            for a in apps:
+                s = snapshot_service(kube.get("services", a.service, profile.namespace))
+                print(
+                    f"dry run: {a.name}: live {s.colour(profile.release.colour_label)} -> previous {s.previous_colour or '(none recorded)'} (nothing changed)"
+                )
+        return 0
+    result = rollback(args.env, app=args.app, reason=args.reason, actor=getpass.getuser())
+    for app, step in result["apps"].items():
+        print(f"{app}: {step['action']}: {step['reason']}")
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    from flows.monitor import monitor
+
+    if args.dry_run:
+        print(f"dry run: would watch {args.env} for {args.seconds:g} s and roll back on breach")
+        return 0
+    result = monitor(args.env, args.seconds)
+    print(f"{args.env}: {result['status']}: {result['detail']} (colours {result['colours']})")
+    return 0
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    from tasks.probes import smoke
+
+    profile = load_profile(args.env)
+    apps = [profile.app(args.app).name] if args.app else [a.name for a in profile.apps]
+    failed = 0
+    for app in apps:
+        for r in smoke.fn(profile, app, args.colour):
+            failed += not r.ok
+            print(f"{'ok  ' if r.ok else 'FAIL'} {app} ({args.colour}) {r.reason}")
+    print(f"{'all smoke probes passed' if not failed else f'{failed} smoke probe(s) failed'}")
+    return 1 if failed else 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from flows.health_gate import health_gate
+
+    result = health_gate(args.env, app=args.app, colour=args.colour)
+    for app, v in result.items():
+        print(f"{app}: {v.get('verdict')}: {v.get('reason')}")
+        for c in v.get("checks", []):
+            print(f"  {c.get('name')}: value {c.get('value')} limit {c.get('limit')} ok {c.get('ok')}")
+    return 0
+
+
+def _switch(args: argparse.Namespace) -> int:
+    from flows.traffic_switch import switch
+
+    if args.dry_run:
+        from greenlight.core.switch import decide_switch, snapshot_service
+        from tasks.kube import cluster, colour_endpoints
+
+        profile = load_profile(args.env)
+        apps = [profile.app(args.app)] if args.app else profile.apps
+        with cluster(profile) as kube:
+            for a in apps:
+                svc = snapshot_service(kube.get("services", a.service, profile.namespace))
+                step = decide_switch(
+                    svc,
+                    args.colour,
+                    profile.release.colour_label,
+                    colour_endpoints(kube, profile, a, args.colour),
+                    "dry-run",
+                    {},
+                )
+                print(f"dry run: {a.name}: {step.action}: {step.reason} (nothing changed)")
+        return 0
+    result = switch(args.env, args.colour, app=args.app, actor=getpass.getuser())
+    for app, o in result["apps"].items():
+        print(f"{app}: {o['action']}: {o['reason']}")
+    return 0
+
+
+def _answer(args: argparse.Namespace, approve: bool) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    try:
+        run_id = UUID(args.run_id)
+    except ValueError as e:
+        raise InputInvalid(f"'{args.run_id}' is not a flow run id") from e
+    if not args.approver.strip():
+        raise InputInvalid("--approver must name a person")
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+    if run.state is None or not run.state.is_paused():
+        raise InputInvalid(
+            f"flow run {run_id} is not waiting for approval (state: {run.state.name if run.state else 'unknown'})"
+        )
+    resume_flow_run(run_id, run_input={"approve": approve, "approver": args.approver, "reason": args.reason})
+    print(
+        f"{'approved' if approve else 'rejected'} flow run {run_id} as {args.approver}: {args.reason or '(no reason)'}"
+    )
+    print(
+        "the run checks the approver against the profile's allow-list and the author; see its log for the decision"
+    )
+    return 0
+
+
+def _approve(args: argparse.Namespace) -> int:
+    return _answer(args, True)
+
+
+def _reject(args: argparse.Namespace) -> int:
+    return _answer(args, False)
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from flows.maintenance import cleanup
+
+    result = cleanup(args.env, dry_run=args.dry_run)
+    for line in result["scaled_down"] or ["nothing idle past the scale-down delay"]:
+        print(("dry run: " if args.dry_run else "") + line)
+    print(f"kept: {', '.join(result['kept']) or 'none'}")
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from greenlight.commands.setup import ensure_setup
+
+    for line in ensure_setup(args.envs or None, dry_run=args.dry_run):
+        print(line)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from tasks.kube import read_live
+
+    profile = load_profile(args.env)
+    live = read_live.fn(profile)
+    apps = []
+    for s in live.values():
+        live_dep = s["colours"].get(s["live_colour"] or "", {})
+        apps.append({**s, "replicas_ready": f"{live_dep.get('ready', 0)}/{live_dep.get('replicas', 0)}"})
+    if args.json:
+        print(
+            json.dumps(
+                {"environment": args.env, "namespace": profile.namespace, "apps": apps, "at": time.time()},
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return 0
+    print(f"{args.env} ({profile.namespace})")
+    for a in apps:
+        print(
+            f"  {a['name']}: live {a['live_colour']} (previous {a['previous_colour'] or '-'}), release {a['release_id'] or '-'}, ready {a['replicas_ready']}"
+        )
+        print(f"    image {a['image_repository']}")
+        for colour, d in sorted(a["colours"].items()):
+            print(f"    {colour}: {d['digest'] or '(not pinned)'} replicas {d['ready']}/{d['replicas']}")
+    return 0

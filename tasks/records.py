@@ -1,0 +1,86 @@
+"""The release record a person can read: ConfigMap ``greenlight-releases`` in each environment's namespace.
+
+Each key is a release id; each value a JSON document: environment, release id, commit, author,
+digests (app -> digest), outcome and time. Production's promotion reads staging's record to
+accept only digests that passed there, and to learn the author who may not approve their own
+release. See it with ``kubectl -n sma-staging get configmap greenlight-releases -o yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import task
+
+from greenlight.core.release import PassedRecord
+from greenlight.settings import Profile
+from tasks.kube import cluster
+from tasks.policy import FRESH, RETRIES
+
+RECORD = "greenlight-releases"
+KEEP = 100  # records kept per environment (oldest pruned)
+
+
+def _entries(cm: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    out = {}
+    for key, text in ((cm or {}).get("data") or {}).items():
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            continue
+    return out
+
+
+@task(name="read-release-records", **FRESH, **RETRIES)
+def read_records(profile: Profile) -> list[dict[str, Any]]:
+    """Every release recorded in the profile's namespace, oldest first."""
+    with cluster(profile) as kube:
+        cm = kube.find("configmaps", RECORD, profile.namespace)
+    return sorted(_entries(cm).values(), key=lambda e: str(e.get("at", "")))
+
+
+def passed_records(records: list[dict[str, Any]]) -> list[PassedRecord]:
+    return [
+        PassedRecord(
+            app=app,
+            digest=digest,
+            environment=str(r.get("environment", "")),
+            release_id=str(r.get("release_id", "")),
+        )
+        for r in records
+        if r.get("outcome") == "released"
+        for app, digest in (r.get("digests") or {}).items()
+    ]
+
+
+def author_of(records: list[dict[str, Any]], digests: dict[str, str]) -> str | None:
+    """The author recorded with the newest release that carried exactly these digests."""
+    for r in reversed(records):
+        if r.get("digests") == digests and r.get("outcome") == "released":
+            return r.get("author")
+    return None
+
+
+@task(name="record-release", retries=5, retry_delay_seconds=0.2, **FRESH)
+def record_release(profile: Profile, entry: dict[str, Any]) -> str:
+    """Add or replace one release's entry (optimistic concurrency: retried on Conflict); prune old ones."""
+    entry = {**entry, "environment": profile.name, "at": entry.get("at") or datetime.now(UTC).isoformat()}
+    key = str(entry["release_id"])
+    with cluster(profile) as kube:
+        cm = kube.find("configmaps", RECORD, profile.namespace)
+        if cm is None:
+            kube.create(
+                "configmaps",
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": RECORD, "labels": {"app.kubernetes.io/managed-by": "greenlight"}},
+                 "data": {key: json.dumps(entry, sort_keys=True)}},
+                profile.namespace,
+            )  # fmt: skip
+            return f"configmap {profile.namespace}/{RECORD} created with {key}"
+        entries = _entries(cm)
+        entries[key] = entry
+        keep = sorted(entries.items(), key=lambda kv: str(kv[1].get("at", "")))[-KEEP:]
+        cm["data"] = {k: json.dumps(v, sort_keys=True) for k, v in keep}
+        kube.replace("configmaps", RECORD, cm, profile.namespace)  # PUT with the read resourceVersion
+    return f"configmap {profile.namespace}/{RECORD}: {key} recorded"

@@ -1,0 +1,122 @@
+"""Helpers of the release tests: profiles of their own, image pushes, load, paused runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import yaml
+
+from greenlight.clients.kube import Kube
+from greenlight.lab import supervisor
+from greenlight.lab.load import LoadReport, run_load
+from greenlight.lab.state import LAB_ENVIRONMENTS, LabState
+from greenlight.settings import Profile, load_profile
+
+NAMESPACES = {"staging": "rel-staging", "production": "rel-production"}
+
+
+def write_profiles(directory: Path, **changes: Any) -> None:
+    """Copies of the lab's staging and production profiles in their own namespaces, short bakes."""
+    for env, ns in NAMESPACES.items():
+        doc = yaml.safe_load((LAB_ENVIRONMENTS / f"{env}.yaml").read_text())
+        doc["namespace"] = ns
+        doc["release"]["bake_s"] = 4
+        for dotted, value in changes.get(env, {}).items():
+            node = doc
+            *path, last = dotted.split(".")
+            for key in path:
+                node = node[key]
+            node[last] = value
+        (directory / f"{env}.yaml").write_text(yaml.safe_dump(doc))
+
+
+def push_commit(lab: LabState, commit: str, **behaviour: Any) -> dict[str, str]:
+    """Push backend and frontend images tagged with ``commit``; returns app -> digest."""
+    out = {}
+    for app in ("backend", "frontend"):
+        body = {"ref": f"ghcr.io/sma-platform/{app}:{commit}", "version": f"{app}-{commit}", **behaviour}
+        out[app] = supervisor.control(lab, "POST", "/images", body)["digest"]
+    return out
+
+
+def live(kube: Kube, profile: Profile) -> dict[str, dict[str, Any]]:
+    from tasks.kube import read_live
+
+    return read_live.fn(profile)
+
+
+def profile(env: str) -> Profile:
+    return load_profile(env)
+
+
+class Load:
+    """The lab's load generator against a live Service, in the background."""
+
+    def __init__(
+        self, lab: LabState, namespace: str, service: str, rps: float = 150, seconds: float = 60
+    ) -> None:
+        self.url = supervisor.control(lab, "GET", "/urls")[f"lab-primary/{namespace}/{service}"] + "/"
+        self.stop = asyncio.Event()
+        self.report: LoadReport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.rps, self.seconds = rps, seconds
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def go() -> None:
+            self._loop = asyncio.get_running_loop()
+            self.report = await run_load(self.url, self.rps, self.seconds, stop=self.stop)
+
+        asyncio.run(go())
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.stop.set)
+        self._thread.join(30)
+
+
+def paused_run(commit: str, timeout_s: float = 60) -> UUID:
+    """The id of the paused build-promote run for ``commit`` (waits for it to pause)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
+            for r in runs:
+                if (r.parameters.get("request") or {}).get("commit") == commit:
+                    return r.id
+            time.sleep(0.3)
+    raise AssertionError(f"no paused run for {commit} within {timeout_s} s")
+
+
+def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run ``fn`` in a thread; the dict gets 'result' or 'error'."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = fn()
+        except BaseException as e:
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out

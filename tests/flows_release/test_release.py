@@ -1,0 +1,326 @@
+"""Blue-green releases end to end in the lab: promote, approve, gate, switch, watch, roll back."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from prefect.flow_runs import resume_flow_run
+
+from flows.release import DeployRequest, PromoteRequest, build_promote, deploy
+from flows.rollback import rollback
+from greenlight.clients.kube import Kube
+from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS, PREVIOUS_COLOUR, RELEASE_ID
+from greenlight.errors import Conflict, GateFailed, InputInvalid, NotFound, ReleaseRefused
+from greenlight.lab import supervisor
+from greenlight.lab.state import LabState
+from tasks.records import RECORD
+
+from .support import Load, in_thread, live, paused_run, profile, push_commit
+
+pytestmark = pytest.mark.lab
+
+
+def commit() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def promote(env: str, sha: str, actor: str = "dave", **kw: object) -> dict:
+    return build_promote(PromoteRequest(environment=env, commit=sha, actor=actor, **kw))
+
+
+def staging_then_production(
+    lab: LabState, sha: str, approver: str = "alice", author: str = "dave"
+) -> tuple[dict, dict]:
+    promote("staging", sha, actor=author)
+    t, out = in_thread(lambda: promote("production", sha, actor="someone"))
+    run_id = paused_run(sha)
+    resume_flow_run(run_id, run_input={"approve": True, "approver": approver, "reason": "tested in staging"})
+    t.join(120)
+    if "error" in out:
+        raise out["error"]
+    return out["result"], {"run_id": run_id}
+
+
+def test_staging_release_moves_every_app_to_the_commits_digests(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """A staging promotion deploys both apps to the other colour, gates, switches both and records the release."""
+    sha = commit()
+    digests = push_commit(lab, sha)
+    before = live(kube, profile("staging"))
+    result = promote("staging", sha)
+    assert result["outcome"] == "released"
+    after = live(kube, profile("staging"))
+    for app in ("backend", "frontend"):
+        assert after[app]["live_colour"] != before[app]["live_colour"]
+        assert after[app]["previous_colour"] == before[app]["live_colour"]
+        assert after[app]["digests"] == {app: digests[app]}
+        assert after[app]["release_id"] == f"staging-{sha}"
+        assert after[app]["colours"][after[app]["live_colour"]]["digest"] == digests[app]
+    record = json.loads(kube.get("configmaps", RECORD, "rel-staging")["data"][f"staging-{sha}"])
+    assert record["digests"] == digests and record["author"] == "dave" and record["outcome"] == "released"
+    assert result["gate"]["backend"]["interval 1 requests"] >= 20
+
+
+def test_production_promotion_waits_for_approval_and_switches_without_a_failed_request(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """Production releases the digests that passed staging only after an approval, with zero failed requests under load."""
+    sha = commit()
+    digests = push_commit(lab, sha)
+    promote("staging", sha, actor="dave")
+    with Load(lab, "rel-production", "backend", rps=150) as load:
+        t, out = in_thread(lambda: promote("production", sha, actor="erin"))
+        run_id = paused_run(sha)
+        assert live(kube, profile("production"))["backend"]["digests"] != {
+            "backend": digests["backend"]
+        }  # nothing yet
+        resume_flow_run(run_id, run_input={"approve": True, "approver": "bob", "reason": "staging green"})
+        t.join(120)
+        time.sleep(1)
+    assert "error" not in out, out.get("error")
+    assert out["result"]["outcome"] == "released"
+    state = live(kube, profile("production"))
+    assert {app: s["digests"][app] for app, s in state.items()} == digests
+    assert load.report is not None and load.report.sent > 1000
+    assert load.report.failed == 0, load.report.render()
+    colours = {b.rsplit("-", 2)[0].split("-")[-1] for b in load.report.backends}
+    assert len(colours) == 2  # traffic really moved from one colour to the other under load
+
+
+def test_production_refuses_digests_that_did_not_pass_staging(lab: LabState, envdir: Path) -> None:
+    """A commit never released to staging is refused in production before anything changes."""
+    sha = commit()
+    push_commit(lab, sha)
+    with pytest.raises(ReleaseRefused, match="staging"):
+        promote("production", sha)
+
+
+def test_author_cannot_approve_their_own_release(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """The author recorded with the staging release is refused as approver; production stays as it was."""
+    sha = commit()
+    push_commit(lab, sha)
+    promote("staging", sha, actor="carol")
+    before = live(kube, profile("production"))
+    t, out = in_thread(lambda: promote("production", sha, actor="carol"))
+    resume_flow_run(paused_run(sha), run_input={"approve": True, "approver": "carol", "reason": "mine"})
+    t.join(60)
+    assert isinstance(out.get("error"), ReleaseRefused)
+    assert "own" in str(out["error"])
+    assert live(kube, profile("production")) == before
+
+
+def test_empty_or_negative_answer_does_not_approve(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """A resume with the defaults (approve false) is a rejection; nothing changes."""
+    sha = commit()
+    push_commit(lab, sha)
+    promote("staging", sha)
+    before = live(kube, profile("production"))
+    t, out = in_thread(lambda: promote("production", sha))
+    resume_flow_run(paused_run(sha), run_input={"approver": "alice"})
+    t.join(60)
+    assert isinstance(out.get("error"), ReleaseRefused)
+    assert live(kube, profile("production")) == before
+
+
+def test_error_rate_image_fails_the_gate_and_nothing_is_switched(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """A 20% error-rate image fails the gate with the value and the limit; live traffic stays where it was."""
+    sha = commit()
+    push_commit(lab, sha, error_rate=0.2)
+    before = live(kube, profile("staging"))
+    with pytest.raises(GateFailed, match="error rate") as err:
+        promote("staging", sha)
+    assert "nothing switched" in str(err.value)
+    after = live(kube, profile("staging"))
+    for app in ("backend", "frontend"):
+        assert after[app]["live_colour"] == before[app]["live_colour"]
+        assert after[app]["digests"] == before[app]["digests"]
+        candidate = next(c for c in after[app]["colours"] if c != after[app]["live_colour"])
+        assert after[app]["colours"][candidate]["replicas"] == 0  # the failed colour is scaled away
+
+
+def test_crashing_image_fails_fast(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """A crashing image fails the release on CrashLoopBackOff well before the progress deadline."""
+    sha = commit()
+    push_commit(lab, sha, crash=True)
+    before = live(kube, profile("staging"))
+    t0 = time.monotonic()
+    with pytest.raises(GateFailed, match="CrashLoopBackOff"):
+        promote("staging", sha)
+    assert time.monotonic() - t0 < profile("staging").release.progress_deadline_s
+    assert live(kube, profile("staging"))["backend"]["live_colour"] == before["backend"]["live_colour"]
+
+
+def test_unknown_image_is_refused_before_anything_changes(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """A commit with no images in the registry is refused naming the image; the cluster is untouched."""
+    before = live(kube, profile("staging"))
+    with pytest.raises(NotFound, match="not found"):
+        promote("staging", "no-such-commit-" + commit())
+    assert live(kube, profile("staging")) == before
+
+
+@pytest.mark.parametrize(
+    ("images", "what"),
+    [
+        (["ghcr.io/SMA/backend:1", "ghcr.io/sma-platform/frontend:1"], "malformed"),
+        (["docker.io/library/nginx:1", "ghcr.io/sma-platform/frontend:1"], "allow-list|not the repository"),
+        (["ghcr.io/sma-platform/backend:1"], "no image for app"),
+    ],
+)
+def test_bad_image_references_are_refused(lab: LabState, envdir: Path, images: list[str], what: str) -> None:
+    """Malformed, foreign or incomplete image lists are refused with the reason."""
+    with pytest.raises(InputInvalid, match=what):
+        deploy(DeployRequest(environment="staging", images=images))
+
+
+def test_unknown_environment_is_refused(lab: LabState, envdir: Path) -> None:
+    """An environment without a profile is refused naming the known ones."""
+    with pytest.raises(InputInvalid, match="unknown environment 'qa'"):
+        promote("qa", commit())
+
+
+def test_breach_after_the_switch_rolls_back_automatically(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """An image that degrades after the gate is rolled back during the bake, within about one interval."""
+    sha = commit()
+    push_commit(lab, sha, degrade_after_s=9, degraded_error_rate=0.5)
+    before = live(kube, profile("staging"))
+    with pytest.raises(GateFailed, match="rolled back"):
+        promote("staging", sha, bake_s=30)
+    after = live(kube, profile("staging"))
+    for app in ("backend", "frontend"):
+        assert after[app]["live_colour"] == before[app]["live_colour"]
+        assert after[app]["digests"] == before[app]["digests"]
+        assert after[app]["rolled_back_release"] == f"staging-{sha}"
+
+
+def test_manual_rollback_returns_every_app_and_a_second_one_does_nothing(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """Rollback points every app back at its previous colour, with zero failed requests; repeating it changes nothing."""
+    sha = commit()
+    push_commit(lab, sha)
+    promote("staging", sha)
+    released = live(kube, profile("staging"))
+    with Load(lab, "rel-staging", "frontend", rps=150) as load:
+        result = rollback("staging", reason="test")
+        time.sleep(1)
+    assert load.report is not None and load.report.failed == 0, load.report.render()
+    after = live(kube, profile("staging"))
+    for app in ("backend", "frontend"):
+        assert result["apps"][app]["action"] == "switch"
+        assert after[app]["live_colour"] == released[app]["previous_colour"]
+    again = rollback("staging", reason="twice")
+    assert {s["action"] for s in again["apps"].values()} == {"noop"}
+    assert live(kube, profile("staging")) == after
+
+
+def test_two_releases_of_one_environment_are_serialised(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """Two promotions of staging at once run one after the other; the second releases on top of the first."""
+    a, b = commit(), commit()
+    push_commit(lab, a)
+    digests_b = push_commit(lab, b)
+    t1, o1 = in_thread(lambda: promote("staging", a))
+    time.sleep(0.3)
+    t2, o2 = in_thread(lambda: promote("staging", b))
+    t1.join(120)
+    t2.join(120)
+    assert "error" not in o1 and "error" not in o2, (o1.get("error"), o2.get("error"))
+    state = live(kube, profile("staging"))
+    assert {app: s["digests"][app] for app, s in state.items()} == digests_b
+    assert state["backend"]["previous_colour"] is not None
+
+
+def test_conflict_on_the_switch_stops_the_release_without_switching(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """A 409 on the live Service's patch stops the release: no app switched, the reason says why."""
+    sha = commit()
+    push_commit(lab, sha)
+    before = live(kube, profile("staging"))
+    supervisor.control(
+        lab,
+        "POST",
+        "/faults",
+        {"target": "kube-primary", "verb": "patch", "resource": "services", "status": 409, "count": -1},
+    )
+    try:
+        with pytest.raises(Conflict, match="not switching"):
+            promote("staging", sha)
+    finally:
+        supervisor.control(lab, "DELETE", "/faults?target=kube-primary")
+    after = live(kube, profile("staging"))
+    for app in ("backend", "frontend"):
+        assert after[app]["live_colour"] == before[app]["live_colour"]
+        assert after[app]["digests"] == before[app]["digests"]
+
+
+def test_kubernetes_5xx_bursts_are_survived(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """Bursts of 500s on reads and writes are retried and the release completes."""
+    sha = commit()
+    digests = push_commit(lab, sha)
+    for verb, resource in (
+        ("get", "services"),
+        ("get", "deployments"),
+        ("put", None),
+        ("create", "deployments"),
+    ):
+        supervisor.control(
+            lab,
+            "POST",
+            "/faults",
+            {"target": "kube-primary", "verb": verb, "resource": resource, "status": 500, "count": 2},
+        )
+    try:
+        result = promote("staging", sha)
+    finally:
+        supervisor.control(lab, "DELETE", "/faults?target=kube-primary")
+    assert result["outcome"] == "released"
+    assert {app: s["digests"][app] for app, s in live(kube, profile("staging")).items()} == digests
+
+
+def test_rerun_after_a_crash_converges_and_never_switches_twice(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """Killed between deploy and switch: a rerun resumes without redeploying; killed after the switch: a rerun does nothing."""
+    from tasks.kube import deploy_colour, read_app_state, switch_service, wait_rollout
+
+    sha = commit()
+    digests = push_commit(lab, sha)
+    prof = profile("staging")
+    state = {a.name: read_app_state.fn(prof, a.name) for a in prof.apps}
+    target = {}
+    for app, st in state.items():  # what a crashed run left: the new colour deployed, no switch
+        current = st.service.colour("color")
+        target[app] = "green" if current == "blue" else "blue"
+        deploy_colour.fn(prof, app, target[app], current, digests[app], f"staging-{sha}")
+        wait_rollout.fn(prof, app, target[app])
+    result = promote("staging", sha)
+    assert result["outcome"] == "released"
+    after = live(kube, prof)
+    for app in target:
+        assert after[app]["live_colour"] == target[app]
+    # killed right after switching: the rerun sees the release live and does nothing
+    svc_rv = kube.get("services", "backend", "rel-staging")["metadata"]["resourceVersion"]
+    again = promote("staging", sha)
+    assert again["outcome"] == "nothing-to-release"
+    assert kube.get("services", "backend", "rel-staging")["metadata"]["resourceVersion"] == svc_rv
+    _ = switch_service  # the switch is idempotent: decide_switch answers noop when already there
+
+
+def test_annotations_tell_the_truth_after_a_release(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """The live Service records active and previous colour, release id and digests, readable with kubectl."""
+    sha = commit()
+    digests = push_commit(lab, sha)
+    promote("staging", sha)
+    svc = kube.get("services", "backend", "rel-staging")
+    ann = svc["metadata"]["annotations"]
+    assert ann[ACTIVE_COLOUR] == svc["spec"]["selector"]["color"]
+    assert ann[PREVIOUS_COLOUR] != ann[ACTIVE_COLOUR]
+    assert ann[RELEASE_ID] == f"staging-{sha}"
+    assert json.loads(ann[DIGESTS]) == {"backend": digests["backend"]}
