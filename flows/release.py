@@ -56,6 +56,7 @@ from tasks.kube import (
     point_preview,
     read_app_state,
     rollback_app,
+    run_pre_deploy_job,
     scale_colour,
     switch_service,
     wait_rollout,
@@ -236,12 +237,19 @@ _switch_with_undo = switch_service.with_options(name="switch-traffic")
 _switch_with_undo.on_rollback(_undo_switch)
 
 
-def _switch_all(rel: Release, plans: tuple[AppPlan, ...]) -> None:
-    """Switch every app; if any switch fails, the ones already switched are switched back."""
+def _switch_all(rel: Release, plans: tuple[AppPlan, ...], planned_rv: dict[str, str | None]) -> None:
+    """Switch every app; if any switch fails, the ones already switched are switched back.
+
+    Each switch is guarded by the resourceVersion the release planned with (``planned_rv``)."""
     with transaction():
         for plan in plans:
             step = _switch_with_undo(
-                rel.profile, plan.app, plan.target_colour, rel.id, {plan.app: plan.digest}
+                rel.profile,
+                plan.app,
+                plan.target_colour,
+                rel.id,
+                {plan.app: plan.digest},
+                expected_rv=planned_rv.get(plan.app),
             )
             txn = get_transaction()
             if txn is not None:
@@ -332,6 +340,14 @@ def run_release(
     todo = [p for p in plan.apps if p.action != "nothing"]
     rel.say(f":rocket: release {rid} to {profile.name} started: " + "; ".join(p.reason for p in todo))
     rel.event("started")
+    if profile.release.pre_deploy_job:
+        try:
+            rel.step("pre-deploy job", "ok", run_pre_deploy_job(profile, rid, digests))
+        except GateFailed as e:
+            rel.step("pre-deploy job", "failed", str(e))
+            rel.say(f":no_entry: release {rid} stopped before deploying: {e}")
+            rel.event("pre-deploy-failed", reason=str(e))
+            raise
     verdicts = dict(zip([p.app for p in todo], parallel(lambda p: _prepare_app(rel, p), todo), strict=True))
     for app, v in verdicts.items():
         rel.report.table(
@@ -350,7 +366,9 @@ def run_release(
         f":white_check_mark: gate passed for {', '.join(verdicts)}: "
         + "; ".join(f"{a}: {v.reason}" for a, v in verdicts.items())
     )
-    _switch_all(rel, plan.to_switch)
+    _switch_all(
+        rel, plan.to_switch, {st.name: st.service.resource_version if st.service else None for st in states}
+    )
     colours = {p.app: p.target_colour for p in plan.to_switch}
     rel.say(f":twisted_rightwards_arrows: switched {', '.join(f'{a} to {c}' for a, c in colours.items())}")
     rel.event("switched", colours=colours)

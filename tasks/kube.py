@@ -13,8 +13,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+from string import Template
 from typing import Any
 
+import yaml
 from prefect import task
 
 from greenlight.clients.kube import Kube
@@ -296,11 +299,14 @@ def switch_service(
     release_id: str,
     digests: dict[str, str],
     wait_s: float = 30.0,
+    expected_rv: str | None = None,
 ) -> SwitchStep:
     """Point the app's live Service at ``colour`` with one merge patch guarded by the resourceVersion read.
 
     Only when every pod of the colour is ready (waits up to ``wait_s``); ``noop`` when already there.
     A Conflict (someone else changed the Service since it was read) is not retried: the release stops.
+    ``expected_rv``: the resourceVersion the release planned with; a Service changed since (a
+    rollback, a person) is a Conflict too, so a release never overrides what happened meanwhile.
     """
     app = profile.app(app_name)
     ns = profile.namespace
@@ -308,6 +314,11 @@ def switch_service(
     with cluster(profile) as kube:
         while True:
             svc = kube.get("services", app.service, ns)
+            if expected_rv is not None and svc["metadata"]["resourceVersion"] != expected_rv:
+                raise Conflict(
+                    f"{app.name}: live Service {app.service} changed since the release planned "
+                    f"(resourceVersion {expected_rv} -> {svc['metadata']['resourceVersion']}; a rollback or a person): not switching"
+                )
             eps = kube.find("endpoints", app.preview, ns)
             readiness = (
                 endpoint_readiness(eps, _replicas(kube, profile, app, colour))
@@ -341,12 +352,20 @@ def _replicas(kube: Kube, profile: Profile, app: App, colour: str) -> int:
 
 @task(name="scale-colour", **FRESH, **RETRIES)
 def scale_colour(profile: Profile, app_name: str, colour: str, replicas: int) -> str:
+    """Scale a colour's Deployment. Scaling to 0 first deletes the colour's HPA and PDB (an HPA
+    would scale it back up; a PDB of no pods blocks node drains): they go with the colour."""
     app = profile.app(app_name)
+    name = deployment_name(app, colour)
+    removed: list[str] = []
     with cluster(profile) as kube:
-        if kube.find("deployments", deployment_name(app, colour), profile.namespace) is None:
-            return f"{deployment_name(app, colour)}: no such Deployment"
-        kube.scale(deployment_name(app, colour), profile.namespace, replicas)
-    return f"{deployment_name(app, colour)} scaled to {replicas}"
+        if kube.find("deployments", name, profile.namespace) is None:
+            return f"{name}: no such Deployment"
+        if replicas == 0:
+            removed = [
+                f"{plural}/{name}" for plural in CLONED_KINDS if kube.delete(plural, name, profile.namespace)
+            ]
+        kube.scale(name, profile.namespace, replicas)
+    return f"{name} scaled to {replicas}" + (f" (deleted {', '.join(removed)})" if removed else "")
 
 
 @task(name="rollback-app", **FRESH)
@@ -367,6 +386,9 @@ def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | N
             step = decide_rollback(live, label, readiness, replicas, want)
             if step.action == "scale-up-previous":
                 log.info("%s", step.reason)
+                current = live.colour(label)
+                if current and prev:  # its HPA/PDB went when it was scaled down: clone the live colour's back
+                    _clone_companions(kube, profile, app, current, prev)
                 kube.scale(deployment_name(app, prev or ""), ns, step.scale_to or want)
                 continue
             if step.action == "wait":
@@ -423,3 +445,81 @@ def read_live(profile: Profile) -> dict[str, dict[str, Any]]:
 
 def digests_json(digests: dict[str, str]) -> str:
     return json.dumps(digests, sort_keys=True)
+
+
+def render_job(profile: Profile, rid: str, digests: dict[str, str]) -> dict[str, Any]:
+    """The pre-deploy Job of a release from the profile's manifest (placeholders: name, namespace,
+    release_id and image_<app> for each app, pinned by digest)."""
+    assert profile.release.pre_deploy_job is not None
+    path = Path(profile.release.pre_deploy_job)
+    path = path if path.is_absolute() else REPO_ROOT / "deployments" / "manifests" / path
+    if not path.is_file():
+        raise InputInvalid(f"release.pre_deploy_job: no manifest at {path}")
+    values = {
+        "name": f"greenlight-pre-{rid}"[:63].rstrip("-"),
+        "namespace": profile.namespace,
+        "release_id": rid,
+        **{
+            f"image_{a.name.replace('-', '_')}": str(
+                parse_image_ref(a.image_repository).pinned(digests[a.name])
+            )
+            for a in profile.apps
+        },
+    }
+    try:
+        doc = yaml.safe_load(Template(path.read_text()).substitute(values))
+    except (KeyError, ValueError) as e:
+        raise InputInvalid(f"release.pre_deploy_job {path}: unknown or malformed placeholder {e}") from e
+    if not isinstance(doc, dict) or doc.get("kind") != "Job":
+        raise InputInvalid(f"release.pre_deploy_job {path}: must be one batch/v1 Job")
+    doc.setdefault("metadata", {})["name"] = values["name"]
+    doc["metadata"]["namespace"] = profile.namespace
+    return doc
+
+
+@task(name="pre-deploy-job", **FRESH)
+def run_pre_deploy_job(profile: Profile, rid: str, digests: dict[str, str], poll_s: float = 0.5) -> str:
+    """Run the release's pre-deploy Job (e.g. migrations) to completion before any colour is deployed.
+
+    Idempotent: a rerun of the same release finds the Job it created and waits for it. A failed
+    Job (or one still running at the progress deadline) stops the release with its pods' logs.
+    """
+    body = render_job(profile, rid, digests)
+    name, ns = body["metadata"]["name"], profile.namespace
+    deadline = time.monotonic() + profile.release.progress_deadline_s
+    with cluster(profile) as kube:
+        if kube.find("jobs", name, ns) is None:
+            kube.create("jobs", body, ns)
+        while True:
+            job = kube.get("jobs", name, ns)
+            conds = {
+                c.get("type"): c
+                for c in (job.get("status") or {}).get("conditions") or []
+                if c.get("status") == "True"
+            }
+            if "Complete" in conds:
+                return f"job {name} completed"
+            if "Failed" in conds or time.monotonic() > deadline:
+                why = (
+                    conds["Failed"].get("message") or conds["Failed"].get("reason")
+                    if "Failed" in conds
+                    else "still running at the progress deadline"
+                )
+                raise GateFailed(
+                    f"pre-deploy job {ns}/{name} failed: {why}; logs:\n{_job_logs(kube, name, ns)}"
+                )
+            time.sleep(poll_s)
+
+
+def _job_logs(kube: Kube, name: str, ns: str, tail: int = 20) -> str:
+    pods = kube.items("pods", ns, label_selector=f"job-name={name}")
+    chunks = []
+    for p in pods[-3:]:
+        try:
+            chunks.append(
+                f"--- {p['metadata']['name']} ---\n"
+                + kube.pod_log(p["metadata"]["name"], ns, tail_lines=tail).strip()
+            )
+        except Exception as e:  # logs are evidence, not the outcome
+            chunks.append(f"--- {p['metadata']['name']}: logs unavailable: {e}")
+    return "\n".join(chunks) or "(no pods)"

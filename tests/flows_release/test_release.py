@@ -243,6 +243,16 @@ def test_conflict_on_the_switch_stops_the_release_without_switching(
     sha = commit()
     push_commit(lab, sha)
     before = live(kube, profile("staging"))
+    # point the previews at the candidate colours first, so that the release's only Service
+    # patches are the live switches: the 409 then hits the first of them
+    for app, state in before.items():
+        candidate = "green" if state["live_colour"] == "blue" else "blue"
+        kube.patch(
+            "services",
+            f"{app}-preview",
+            {"spec": {"selector": {"app": app, "color": candidate}}},
+            "rel-staging",
+        )
     supervisor.control(
         lab,
         "POST",
@@ -324,3 +334,33 @@ def test_annotations_tell_the_truth_after_a_release(lab: LabState, envdir: Path,
     assert ann[PREVIOUS_COLOUR] != ann[ACTIVE_COLOUR]
     assert ann[RELEASE_ID] == f"staging-{sha}"
     assert json.loads(ann[DIGESTS]) == {"backend": digests["backend"]}
+
+
+def test_a_change_to_the_live_service_during_the_release_stops_it_and_undoes_switched_apps(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """A person (or a rollback) touching frontend's live Service mid-release: frontend is not switched,
+    and backend, already switched, is switched back: all or none."""
+    sha = commit()
+    digests = push_commit(lab, sha)
+    before = live(kube, profile("staging"))
+    t, out = in_thread(lambda: promote("staging", sha))
+    deadline = time.monotonic() + 60
+    target = "green" if before["frontend"]["live_colour"] == "blue" else "blue"
+    while time.monotonic() < deadline:  # wait until the release has planned and deployed
+        dep = kube.find("deployments", f"frontend-{target}", "rel-staging")
+        if dep and digests["frontend"] in dep["spec"]["template"]["spec"]["containers"][0]["image"]:
+            break
+        time.sleep(0.1)
+    kube.patch(
+        "services",
+        "frontend",
+        {"metadata": {"annotations": {"example.com/touched-by": "a person"}}},
+        "rel-staging",
+    )
+    t.join(120)
+    assert isinstance(out.get("error"), Conflict), out
+    assert "changed since the release planned" in str(out["error"])
+    after = live(kube, profile("staging"))
+    for app in ("backend", "frontend"):
+        assert after[app]["live_colour"] == before[app]["live_colour"]

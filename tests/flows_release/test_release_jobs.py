@@ -1,0 +1,118 @@
+"""Pre-deploy Jobs run to completion before a colour is deployed; HPAs and PDBs live and go with their colour."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.maintenance import cleanup
+from flows.release import PromoteRequest, build_promote
+from greenlight.clients.kube import Kube
+from greenlight.commands.setup import ensure_setup
+from greenlight.errors import GateFailed
+from greenlight.lab import supervisor
+from greenlight.lab.bootstrap import bootstrap_environment
+from greenlight.lab.state import LabState
+
+from .support import NAMESPACES, live, profile, push_commit, write_profiles
+
+pytestmark = pytest.mark.lab
+
+JOB = """apiVersion: batch/v1
+kind: Job
+metadata: {name: $name}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - {name: migrate, image: IMAGE}
+"""
+
+
+@pytest.fixture(scope="module")
+def envdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Staging with a pre-deploy Job whose image the test chooses, and no scale-down delay."""
+    directory = tmp_path_factory.mktemp("release-jobs")
+    job = directory / "job.yaml"
+    write_profiles(directory, staging={"release.pre_deploy_job": str(job), "release.scale_down_delay_s": 0})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GREENLIGHT_ENVIRONMENTS", str(directory))
+        ensure_setup(["staging", "production"])
+        kube = Kube.connect(context="lab-primary")
+        try:
+            for env in NAMESPACES:
+                bootstrap_environment(kube, env, directory, {}, lab.env)
+        finally:
+            kube.close()
+        yield directory
+
+
+def set_job_image(envdir: Path, image: str) -> None:
+    (envdir / "job.yaml").write_text(JOB.replace("IMAGE", image))
+
+
+def test_failed_pre_deploy_job_stops_the_release_with_its_logs(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """A migration Job that fails stops the release before any colour is deployed, quoting its pods' logs."""
+    sha = uuid.uuid4().hex[:10]
+    push_commit(lab, sha)
+    bad = f"ghcr.io/sma-platform/migrate:{sha}"
+    supervisor.control(lab, "POST", "/images", {"ref": bad, "version": "migrate", "crash": True})
+    set_job_image(envdir, bad)
+    before = live(kube, profile("staging"))
+    with pytest.raises(GateFailed, match="pre-deploy job") as err:
+        build_promote(PromoteRequest(environment="staging", commit=sha, actor="dave"))
+    assert "logs:" in str(err.value) and "greenlight-pre-staging-" in str(err.value)
+    assert live(kube, profile("staging")) == before  # no colour was touched
+
+
+def test_pre_deploy_job_completes_then_the_release_goes_on(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """A Job that completes lets the release deploy, gate and switch."""
+    sha = uuid.uuid4().hex[:10]
+    digests = push_commit(lab, sha)
+    set_job_image(envdir, f"ghcr.io/sma-platform/backend:{sha}")
+    result = build_promote(PromoteRequest(environment="staging", commit=sha, actor="dave"))
+    assert result["outcome"] == "released"
+    job = kube.get("jobs", f"greenlight-pre-staging-{sha}", "rel-staging")
+    assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"])
+    assert live(kube, profile("staging"))["backend"]["digests"] == {"backend": digests["backend"]}
+
+
+def test_hpa_is_cloned_with_the_colour_and_deleted_when_it_is_scaled_down(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """The live colour's HPA is cloned onto the new colour; cleanup scales the old colour to 0 and deletes its HPA."""
+    prof = profile("staging")
+    ns = "rel-staging"
+    old = live(kube, prof)["backend"]["live_colour"]
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"backend-{old}"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"backend-{old}"},
+            "minReplicas": 2,
+            "maxReplicas": 5,
+        },
+    }
+    if kube.find("horizontalpodautoscalers", f"backend-{old}", ns) is None:
+        kube.create("horizontalpodautoscalers", hpa, ns)
+    sha = uuid.uuid4().hex[:10]
+    push_commit(lab, sha)
+    set_job_image(envdir, f"ghcr.io/sma-platform/backend:{sha}")
+    build_promote(PromoteRequest(environment="staging", commit=sha, actor="dave"))
+    new = live(kube, prof)["backend"]["live_colour"]
+    assert new != old
+    clone = kube.get("horizontalpodautoscalers", f"backend-{new}", ns)
+    assert clone["spec"]["scaleTargetRef"]["name"] == f"backend-{new}"
+    result = cleanup("staging")
+    assert any(f"backend-{old}" in line for line in result["scaled_down"])
+    assert kube.find("horizontalpodautoscalers", f"backend-{old}", ns) is None
+    assert kube.get("deployments", f"backend-{old}", ns)["spec"]["replicas"] == 0
+    assert kube.get("deployments", f"backend-{new}", ns)["spec"]["replicas"] == 2
