@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint typecheck contracts pytest demo bench clean
+.PHONY: install test lint typecheck contracts pytest demo clean
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -36,10 +36,7 @@ pytest: install
 test: lint typecheck contracts pytest
 
 demo: install
-	$(UV) run python -m greenlight.demo
-
-bench: install
-	$(UV) run python -m bench
+	$(UV) run python -m greenlight.lab.demo
 
 clean:
 	rm -rf .venv .tools .lab .pytest_cache .mypy_cache .ruff_cache

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from greenlight.lab.state import pid_alive
+
 SUPERUSER = "greenlight"
 PASSWORD_FILE = "greenlight-lab-password"
 UNPRIVILEGED_USERS = ("postgres", "nobody")
@@ -96,7 +98,7 @@ def postmaster_pid(data_dir: Path) -> int | None:
         pid = int(first.strip())
     except (OSError, IndexError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 def init_and_start(data_dir: Path, port: int, log_path: Path) -> PgInstance:
@@ -296,26 +298,9 @@ def _pg_ctl(
         raise LabPostgresError(f"{e}{tail}") from e
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    while _alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
