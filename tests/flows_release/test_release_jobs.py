@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,3 +117,32 @@ def test_hpa_is_cloned_with_the_colour_and_deleted_when_it_is_scaled_down(
     assert kube.find("horizontalpodautoscalers", f"backend-{old}", ns) is None
     assert kube.get("deployments", f"backend-{old}", ns)["spec"]["replicas"] == 0
     assert kube.get("deployments", f"backend-{new}", ns)["spec"]["replicas"] == 2
+
+
+def test_rollback_to_a_scaled_down_colour_scales_it_up_and_waits_first(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """After cleanup scaled the old colour to 0, a rollback scales it up (its HPA cloned back), waits until
+    every pod is ready, then switches; no request fails."""
+    from flows.rollback import rollback
+
+    from .support import Load
+
+    prof = profile("staging")
+    ns = "rel-staging"
+    state = live(kube, prof)["backend"]
+    old, current = state["previous_colour"], state["live_colour"]
+    assert kube.get("deployments", f"backend-{old}", ns)["spec"]["replicas"] == 0  # left so by the test above
+    with Load(lab, ns, "backend", rps=100) as load:
+        result = rollback("staging", reason="scaled-down rollback test")
+        time.sleep(1)
+    assert result["apps"]["backend"]["action"] == "switch"
+    after = live(kube, prof)["backend"]
+    assert after["live_colour"] == old
+    assert after["colours"][old]["ready"] == after["colours"][old]["replicas"] == 2
+    assert (
+        kube.get("horizontalpodautoscalers", f"backend-{old}", ns)["spec"]["scaleTargetRef"]["name"]
+        == f"backend-{old}"
+    )
+    assert load.report is not None and load.report.failed == 0, load.report.render()
+    assert current != old
