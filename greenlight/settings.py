@@ -155,6 +155,14 @@ class Slack(_Model):
     token_secret_block: str | None = None  # Prefect Secret block holding the bot token
 
 
+class GitHub(_Model):
+    """Which GitHub workflow runs start a release of this environment (the webhook receiver's filter)."""
+
+    repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")  # OWNER/NAME
+    workflow: str  # the workflow's name, as in workflow_run.name
+    branch: str  # a successful run on this branch releases to this environment
+
+
 class Probe(_Model):
     table: str = Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
     min_rows: int = Field(0, ge=0)
@@ -211,6 +219,7 @@ class Profile(_Model):
     gate: Gate = Gate()
     monitoring: Monitoring
     slack: Slack | None = None
+    github: GitHub | None = None
     backups: Backups | None = None
     dr: DisasterRecovery | None = None
 
