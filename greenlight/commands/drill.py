@@ -1,0 +1,80 @@
+"""The ``drill DR_ENV [--keep] [--dry-run]`` command: run the DR drill and print its timeline.
+
+Prints every step with its offset and duration, RTO and RPO against their targets, and returns
+0 when the drill passed, 1 after ``FAILED: <reason>`` when it failed a step, missed a target or
+left something behind. ``--dry-run`` prints what the drill would restore, apply and deploy,
+changing nothing. The flow is imported when the command runs, so ``greenlight --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+from greenlight.core.drill import DrillStep, step_line
+from greenlight.errors import GreenlightError
+
+COMMANDS = {"drill"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``drill`` subcommand."""
+    p = sub.add_parser(
+        "drill", help="run the DR drill: restore, apply, deploy, validate, measure RTO/RPO, tear down"
+    )
+    p.add_argument("env", metavar="DR_ENV", help="a DR environment (its profile has a 'dr' section)")
+    p.add_argument(
+        "--keep", action="store_true", help="leave the DR workloads and database running afterwards"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print what the drill would do, change nothing")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run (or with ``--dry-run`` plan) the drill of ``args.env``; 0 when it passed."""
+    try:
+        if getattr(args, "dry_run", False):
+            from flows.dr_drill import plan_drill
+
+            for line in plan_drill(args.env):
+                print(line)
+            print("DRY RUN: nothing restored, applied or deleted")
+            return 0
+        from flows.dr_drill import DrillFailed, dr_drill
+
+        try:
+            result = dr_drill(args.env, keep=bool(getattr(args, "keep", False)))
+        except DrillFailed as e:
+            print_result(e.result)
+            print(f"FAILED: {e}")
+            return 1
+    except GreenlightError as e:
+        print(f"FAILED: {e}")
+        return 1
+    print_result(result)
+    print(
+        f"OK: DR drill {result['drill_id']} of {result['environment']} passed: {result['rto']}; {result['rpo']}"
+    )
+    return 0
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """The timeline (one line per step), then RTO, RPO and the values behind them."""
+    for s in result.get("steps") or []:
+        print(step_line(DrillStep(**{**s, "started_at": datetime.fromisoformat(s["started_at"])})))
+    for key in ("rto", "rpo"):
+        if key in result:
+            print(f"{key.upper():<18} {result[key]}")
+    for key in (
+        "dump",
+        "dump_time",
+        "newest_row",
+        "dump_lag_seconds",
+        "bundle",
+        "database",
+        "pinned",
+        "leftovers",
+    ):
+        if key in result:
+            print(f"{key:<18} {result[key]}")
