@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from greenlight.commands import backups as backup_commands
+from greenlight.commands import drill as drill_commands
 from greenlight.commands import release as release_commands
 from greenlight.errors import GreenlightError, InputInvalid
 from greenlight.settings import available_environments, environments_dir, load_profile
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_commands(sub)
     release_commands.register(sub)
     backup_commands.register(sub)
+    drill_commands.register(sub)
     # The lab is a stand-in, not the product: the CLI is the one place that mounts its commands.
     from greenlight.lab import cli as lab_cli
 
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "profile":
             return _run_profile(args)
+        if args.command in drill_commands.COMMANDS:
+            return drill_commands.run(args)
         if args.command in backup_commands.COMMANDS:
             return backup_commands.run(args)
         if args.command in release_commands.COMMANDS:

@@ -1,30 +1,88 @@
-"""``greenlight setup``: create, idempotently, what the flows need in the Prefect API."""
+"""``greenlight setup``: create, idempotently, what the flows need in the Prefect API.
+
+- the work pool the deployments of prefect.yaml name (``greenlight-local``, type process);
+- a global concurrency limit per environment (one release at a time, held across approval);
+- a Prefect Variable per environment for release freezes (``greenlight_release_freeze_<env>``,
+  created as "off"; set it to a reason to freeze releases);
+- Secret blocks for credentials the flows read, from the environment when given:
+  ``SLACK_BOT_TOKEN`` -> the block each profile's ``slack.token_secret_block`` names, and
+  ``GREENLIGHT_GITHUB_WEBHOOK_SECRET`` -> ``greenlight-github-webhook-secret``. Values are never
+  printed, and an existing block is left as it is.
+
+The automations (GitHub triggers, the backup dead man's switch) are declared in prefect.yaml and
+created by ``prefect deploy``. Running setup twice changes nothing the second time.
+"""
 
 from __future__ import annotations
 
+import os
+
+from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, VariableCreate, WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 
-from flows.release import lock_name
-from greenlight.settings import available_environments
+from flows.release import FREEZE_VARIABLE, lock_name
+from greenlight.settings import available_environments, load_profile
+
+WORK_POOL = "greenlight-local"
+WEBHOOK_SECRET_BLOCK = "greenlight-github-webhook-secret"
+
+
+def _secret_blocks(environments: list[str]) -> dict[str, str]:
+    """block name -> environment variable holding its value."""
+    blocks = {}
+    for env in environments:
+        slack = load_profile(env).slack
+        if slack and slack.token_secret_block:
+            blocks[slack.token_secret_block] = "SLACK_BOT_TOKEN"
+    blocks[WEBHOOK_SECRET_BLOCK] = "GREENLIGHT_GITHUB_WEBHOOK_SECRET"
+    return blocks
 
 
 def ensure_setup(environments: list[str] | None = None, dry_run: bool = False) -> list[str]:
-    """One line per object: 'exists ...' or 'created ...' (or 'would create ...'). Running it twice changes nothing."""
-    lines = []
+    """One line per object: 'exists ...', 'created ...' or 'would create ...'."""
+    envs = environments or available_environments()
+    lines: list[str] = []
+    verb = "would create" if dry_run else "created"
     with get_client(sync_client=True) as client:
-        for env in environments or available_environments():
+        try:
+            pool = client.read_work_pool(WORK_POOL)
+            lines.append(f"exists  work pool {WORK_POOL} (type {pool.type})")
+        except ObjectNotFound:
+            if not dry_run:
+                client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+            lines.append(f"{verb} work pool {WORK_POOL} (type process)")
+        for env in envs:
             name = lock_name(env)
             try:
                 existing = client.read_global_concurrency_limit_by_name(name)
                 lines.append(f"exists  global concurrency limit {name} (limit {existing.limit})")
-                continue
             except ObjectNotFound:
-                pass
-            if dry_run:
-                lines.append(f"would create global concurrency limit {name} (limit 1)")
-                continue
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            lines.append(f"created global concurrency limit {name} (limit 1): one release of {env} at a time")
+                if not dry_run:
+                    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                lines.append(
+                    f"{verb} global concurrency limit {name} (limit 1): one release of {env} at a time"
+                )
+            var = FREEZE_VARIABLE.format(env=env.replace("-", "_"))
+            if client.read_variable_by_name(var) is not None:
+                lines.append(f"exists  variable {var}")
+            else:
+                if not dry_run:
+                    client.create_variable(VariableCreate(name=var, value="off"))
+                lines.append(f"{verb} variable {var} = off (set it to a reason to freeze {env} releases)")
+    for block, env_var in sorted(_secret_blocks(envs).items()):
+        try:
+            Secret.load(block)
+            lines.append(f"exists  secret block {block}")
+            continue
+        except ValueError:
+            pass
+        value = os.environ.get(env_var)
+        if not value:
+            lines.append(f"skipped secret block {block}: ${env_var} is not set")
+            continue
+        if not dry_run:
+            Secret(value=value).save(block)
+        lines.append(f"{verb} secret block {block} from ${env_var} (value not shown)")
     return lines
