@@ -363,7 +363,7 @@ def plan_apply(
     skipped: list[str] = []
     pinned: dict[str, str] = {}
     chosen: dict[str, AppTarget] = {}
-    left_out: set[str] = set()
+    left_out: dict[str, str] = {}  # idle-colour Deployment -> why it is left out
     for app in apps:
         svc = services.get(app.service)
         if svc is None:
@@ -383,10 +383,7 @@ def plan_apply(
         chosen[name], pinned[app.name] = app, name
         for d in mine:
             if _name(d) != name:
-                left_out.add(_name(d))
-                skipped.append(
-                    f"deployments/{_name(d)}: idle colour of {app.name} (not selected by {app.service})"
-                )
+                left_out[_name(d)] = f"idle colour of {app.name} (not selected by {app.service})"
     objects: list[tuple[str, str, dict[str, Any]]] = []
     for kind, plural in PLURALS.items():
         for obj in sorted(by_kind.get(kind, []), key=_name):
@@ -412,10 +409,10 @@ def plan_apply(
     return ApplyPlan(tuple(objects), pinned, tuple(skipped), secrets, tuple(problems))
 
 
-def _leave_out(kind: str, obj: Mapping[str, Any], idle: set[str]) -> str | None:
+def _leave_out(kind: str, obj: Mapping[str, Any], idle: Mapping[str, str]) -> str | None:
     name = _name(obj)
     if kind == "Deployment" and name in idle:
-        return "idle colour"
+        return idle[name]
     if kind == "ConfigMap" and name in CLUSTER_CONFIGMAPS:
         return "created by the DR cluster itself"
     if kind == "HorizontalPodAutoscaler":
