@@ -9,8 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from greenlight.commands import backups as backup_commands
+from greenlight.commands import deployments as deployment_commands
 from greenlight.commands import drill as drill_commands
 from greenlight.commands import release as release_commands
+from greenlight.commands import webhook as webhook_commands
 from greenlight.errors import GreenlightError, InputInvalid
 from greenlight.settings import available_environments, environments_dir, load_profile
 
@@ -53,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     release_commands.register(sub)
     backup_commands.register(sub)
     drill_commands.register(sub)
+    deployment_commands.register(sub)
+    webhook_commands.register(sub)
     # The lab is a stand-in, not the product: the CLI is the one place that mounts its commands.
     from greenlight.lab import cli as lab_cli
 
@@ -67,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "profile":
             return _run_profile(args)
+        if args.command in webhook_commands.COMMANDS:
+            return webhook_commands.run(args)
+        if args.command in deployment_commands.COMMANDS:
+            return deployment_commands.run(args)
         if args.command in drill_commands.COMMANDS:
             return drill_commands.run(args)
         if args.command in backup_commands.COMMANDS:

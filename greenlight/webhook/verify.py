@@ -1,0 +1,197 @@
+"""Pure decisions of the GitHub receiver: is a delivery signed, and what does it ask for?
+
+No I/O here: the app (``greenlight.webhook.app``) reads the request, calls these functions and
+acts on what they return. Every decision carries a reason, which becomes the delivery's log
+line and, for ignored deliveries, the answer's ``{"ignored": reason}``.
+
+The filter: a ``workflow_run`` event, action ``completed``, conclusion ``success``, for a
+profile's ``github.repository`` and ``github.workflow``, on that profile's ``github.branch``,
+releases that profile's environment. Everything else is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from greenlight.errors import InputInvalid
+
+SIGNATURE_PREFIX = "sha256="
+EVENT_NAME = "github.workflow_run.completed"
+
+
+class PayloadInvalid(InputInvalid):
+    """The delivery's JSON lacks a field the decision needs, or has it with the wrong type."""
+
+    def __init__(self, field: str, problem: str = "missing") -> None:
+        super().__init__(f"field {field}: {problem}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Route:
+    """A successful run of ``workflow`` in ``repository`` on ``branch`` releases ``environment``."""
+
+    environment: str
+    repository: str
+    workflow: str
+    branch: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a delivery: ``emit`` (with the event's payload), ``ignore`` or ``ping``."""
+
+    action: Literal["emit", "ignore", "ping"]
+    reason: str
+    environment: str | None = None
+    payload: Mapping[str, Any] | None = None
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value GitHub sends for ``body``: ``sha256=<hex HMAC-SHA256>``."""
+    return SIGNATURE_PREFIX + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(secret: bytes, body: bytes, header: str | None) -> bool:
+    """True when ``header`` is ``sha256=`` followed by the HMAC-SHA256 of ``body`` under ``secret``.
+
+    The comparison is constant-time over the whole value; a missing header, an empty secret, a
+    wrong prefix or any other algorithm (``sha1=``) is False.
+    """
+    if not secret or not header:
+        return False
+    expected = sign(secret, body).encode("ascii")
+    return hmac.compare_digest(expected, header.strip().encode("utf-8", "replace"))
+
+
+def build_routes(githubs: Iterable[tuple[str, Any]]) -> tuple[Route, ...]:
+    """Routes from ``(environment, profile.github)`` pairs; pairs whose github is None are skipped.
+
+    Raises :class:`InputInvalid` when two environments claim the same repository, workflow and
+    branch: one successful run must release exactly one environment.
+    """
+    routes: dict[tuple[str, str, str], Route] = {}
+    for environment, github in githubs:
+        if github is None:
+            continue
+        key = (github.repository.lower(), github.workflow, github.branch)
+        if key in routes:
+            raise InputInvalid(
+                f"environments '{routes[key].environment}' and '{environment}' both release on "
+                f"{github.repository} workflow '{github.workflow}' branch '{github.branch}': "
+                "give each its own branch"
+            )
+        routes[key] = Route(environment, github.repository, github.workflow, github.branch)
+    return tuple(routes.values())
+
+
+def field(payload: Mapping[str, Any], path: str, kind: type | tuple[type, ...] = str) -> Any:
+    """The value at dotted ``path``; :class:`PayloadInvalid` naming ``path`` when it is absent or
+    not of ``kind``. A ``None`` value is returned as is when ``kind`` admits ``type(None)``."""
+    value: Any = payload
+    walked: list[str] = []
+    for part in path.split("."):
+        walked.append(part)
+        if not isinstance(value, Mapping):
+            raise PayloadInvalid(".".join(walked[:-1]) or "(body)", "expected an object")
+        if part not in value:
+            raise PayloadInvalid(path)
+        value = value[part]
+    if not isinstance(value, kind):
+        raise PayloadInvalid(path, f"expected {_kind_name(kind)}, got {_json_type(value)}")
+    return value
+
+
+def decide(event: str, delivery: str, payload: Mapping[str, Any], routes: Iterable[Route]) -> Decision:
+    """Decide what the delivery ``delivery`` of GitHub event ``event`` asks for.
+
+    Raises :class:`PayloadInvalid` (naming the field) when a field the decision needs is
+    missing or has the wrong type. Checks in order: event, action, repository, workflow,
+    conclusion, branch; the first that does not match is the reason it is ignored.
+    """
+    if event == "ping":
+        return Decision("ping", "ping")
+    if event != "workflow_run":
+        return Decision("ignore", f"event {event} is not workflow_run")
+    action = field(payload, "action")
+    if action != "completed":
+        return Decision("ignore", f"action {action} is not completed")
+    repository = field(payload, "repository.full_name")
+    candidates = [r for r in routes if r.repository.lower() == repository.lower()]
+    if not candidates:
+        return Decision("ignore", f"repository {repository} is not configured")
+    workflow = field(payload, "workflow_run.name")
+    candidates = [r for r in candidates if r.workflow == workflow]
+    if not candidates:
+        return Decision("ignore", f"workflow '{workflow}' of {repository} is not configured")
+    conclusion = field(payload, "workflow_run.conclusion", (str, type(None)))
+    if conclusion != "success":
+        return Decision("ignore", f"conclusion {conclusion} is not success")
+    branch = field(payload, "workflow_run.head_branch", (str, type(None)))
+    route = next((r for r in candidates if r.branch == branch), None)
+    if route is None:
+        return Decision("ignore", f"branch {branch} releases no environment")
+    event_payload = {
+        "sha": field(payload, "workflow_run.head_sha"),
+        "branch": branch,
+        "actor": _actor(payload),
+        "delivery": delivery,
+        "environment": route.environment,
+        "repository": repository,
+        "workflow": workflow,
+        "run_url": field(payload, "workflow_run.html_url", (str, type(None))),
+    }
+    return Decision(
+        "emit", f"{branch} of {repository} releases {route.environment}", route.environment, event_payload
+    )
+
+
+def resource_id(repository: str) -> str:
+    """The Prefect resource id of a repository: ``github.repo.OWNER/NAME``."""
+    return f"github.repo.{repository}"
+
+
+def event_resource(payload: Mapping[str, Any]) -> dict[str, str]:
+    """The event's resource: the repository, labelled with the branch and the environment it releases.
+
+    Prefect triggers match resource labels, not the payload, so a deployment's trigger selects
+    its environment with ``match: {"prefect.resource.id": "github.repo.OWNER/NAME",
+    "greenlight.environment": "staging"}``.
+    """
+    return {
+        "prefect.resource.id": resource_id(payload["repository"]),
+        "prefect.resource.name": str(payload["repository"]),
+        "github.branch": str(payload["branch"]),
+        "greenlight.environment": str(payload["environment"]),
+    }
+
+
+def _actor(payload: Mapping[str, Any]) -> str:
+    """Who ran the workflow: ``workflow_run.actor.login``, else ``sender.login``."""
+    run = payload.get("workflow_run")
+    actor = run.get("actor") if isinstance(run, Mapping) else None
+    if isinstance(actor, Mapping) and isinstance(actor.get("login"), str):
+        return str(actor["login"])
+    try:
+        return str(field(payload, "sender.login"))
+    except PayloadInvalid:
+        raise PayloadInvalid("workflow_run.actor.login") from None
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is type(None) else _JSON_NAMES.get(k, k.__name__) for k in kinds)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return next((name for k, name in _JSON_NAMES.items() if isinstance(value, k)), type(value).__name__)
+
+
+_JSON_NAMES: dict[type, str] = {bool: "a boolean", str: "a string", int: "a number", float: "a number"}
+_JSON_NAMES.update({dict: "an object", list: "an array"})
