@@ -10,7 +10,7 @@ import time
 from typing import Any
 from uuid import UUID
 
-from greenlight.errors import InputInvalid
+from greenlight.errors import InputInvalid, NotFound
 from greenlight.settings import load_profile
 
 
@@ -247,6 +247,7 @@ def _switch(args: argparse.Namespace) -> int:
 
 def _answer(args: argparse.Namespace, approve: bool) -> int:
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
     from prefect.flow_runs import resume_flow_run
 
     try:
@@ -256,7 +257,12 @@ def _answer(args: argparse.Namespace, approve: bool) -> int:
     if not args.approver.strip():
         raise InputInvalid("--approver must name a person")
     with get_client(sync_client=True) as client:
-        run = client.read_flow_run(run_id)
+        try:
+            run = client.read_flow_run(run_id)
+        except ObjectNotFound as e:
+            raise NotFound(
+                f"no flow run {run_id} in the Prefect API: nothing to {'approve' if approve else 'reject'}"
+            ) from e
     if run.state is None or not run.state.is_paused():
         raise InputInvalid(
             f"flow run {run_id} is not waiting for approval (state: {run.state.name if run.state else 'unknown'})"

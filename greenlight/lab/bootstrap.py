@@ -51,6 +51,7 @@ def bootstrap_environment(
     template = TEMPLATE.read_text()
     blue, green = profile.release.colours
     result: dict[str, Any] = {}
+    created = []
     for app in profile.apps:
         ref = f"{app.image_repository}:baseline"
         if ref not in pushed:
@@ -70,9 +71,11 @@ def bootstrap_environment(
                 }
             if kube.find(PLURALS[doc["kind"]], doc["metadata"]["name"], profile.namespace) is None:
                 kube.create(PLURALS[doc["kind"]], doc, profile.namespace)
+                if doc["kind"] == "Deployment":
+                    created.append(app)
         result[app.name] = {"deployment": f"{app.name}-{blue}", "image": image}
     deadline = time.monotonic() + timeout_s
-    for app in profile.apps:
+    for app in created:  # an app already there is left as it is (a release may have moved it on)
         name = f"{app.name}-{blue}"
         while True:
             dep = kube.get("deployments", name, profile.namespace)
