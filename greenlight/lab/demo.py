@@ -1,13 +1,15 @@
 """``make demo``: the main job in the lab, start to finish, with a summary.
 
-1. starts the lab (its own Prefect server on SQLite) and runs ``greenlight setup``;
-2. releases a good commit to staging (GitHub's webhook will start this once issue 5 lands;
-   until then the demo runs the same flow by hand);
-3. promotes it to production and approves the paused run, under load;
-4. pushes a bad image (20% errors) for the next commit: stopped at the gate, under load;
-5. verifies the newest nightly backup by restoring it;
+1. starts the lab (its own Prefect server on SQLite), runs ``greenlight setup``, deploys
+   prefect.yaml, and starts a worker and the GitHub webhook receiver;
+2. sends a signed GitHub ``workflow_run`` webhook for a good commit on develop: the receiver
+   emits an event, the staging deployment's trigger starts a run, the worker releases it;
+3. promotes it to production and approves the paused run;
+4. sends the webhook for a bad commit (its images answer 20% errors): stopped at the gate;
+   the lab's load generator runs against production the whole time;
+5. verifies the newest nightly backup by restoring it, and runs a DR drill;
 6. prints each step's outcome and time, the failed requests under load, the Prefect UI links;
-   stops the lab unless KEEP=1 (then prints the UI address).
+   stops everything it started unless KEEP=1 (then prints the UI address).
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from greenlight.lab import supervisor
-from greenlight.lab.state import LabState, lab_dir
+from greenlight.lab.state import LabState, free_port, lab_dir, stop_pid
+from greenlight.settings import REPO_ROOT
 
 STEPS: list[tuple[str, str, float, str]] = []
+RUNS: list[tuple[str, str]] = []  # (what, flow run id) for the summary's links
+SECRET = "demo-webhook-secret"  # the lab's receiver only; a real one lives in a Prefect Secret block
 
 
 def gl(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -57,6 +62,26 @@ def step(name: str, fn: Any, expect_ok: bool = True) -> Any:
     return out
 
 
+def _wait_http(url: str, timeout_s: float = 60) -> str:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return f"{url} answers"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s")
+
+
+def _expect(state: str, wanted: str) -> str:
+    if state != wanted:
+        raise RuntimeError(f"run ended {state}, expected {wanted}")
+    return f"run ended {state}, as expected"
+
+
 def _last_lines(text: str, n: int = 3) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return " | ".join(lines[-n:])[:400]
@@ -75,6 +100,65 @@ class Load:
         self.proc.terminate()
         out, _ = self.proc.communicate(timeout=30)
         return dict(json.loads(out))
+
+
+def send_webhook(url: str, secret: str, sha: str, branch: str) -> dict[str, Any]:
+    """POST a signed workflow_run (completed, success) as GitHub does."""
+    import hashlib
+    import hmac
+
+    import httpx
+
+    body = json.dumps(
+        {
+            "action": "completed",
+            "workflow_run": {
+                "name": "build-images", "head_sha": sha, "head_branch": branch, "conclusion": "success",
+                "status": "completed", "html_url": f"https://github.com/sma-platform/sma/actions/runs/{sha}",
+                "actor": {"login": "dave"},
+            },
+            "repository": {"full_name": "sma-platform/sma"},
+            "sender": {"login": "dave"},
+        }
+    ).encode()  # fmt: skip
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {
+        "X-GitHub-Event": "workflow_run", "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": signature, "Content-Type": "application/json",
+    }  # fmt: skip
+    r = httpx.post(url + "/github", content=body, headers=headers, timeout=10)
+    answer = {"status": r.status_code, **r.json()}
+    if r.status_code != 202 or not answer.get("emitted"):
+        raise RuntimeError(f"the receiver did not emit an event: {answer}")
+    return answer
+
+
+def wait_for_run(env: dict[str, str], deployment: str, sha: str, timeout_s: float = 300) -> str:
+    """Wait for the deployment's run whose parameters carry ``sha`` to finish; returns its final state name."""
+    code = f"""
+import json, sys, time
+from prefect.client.orchestration import get_client
+deadline = time.monotonic() + {timeout_s}
+with get_client(sync_client=True) as c:
+    dep = c.read_deployment_by_name({deployment!r})
+    while time.monotonic() < deadline:
+        runs = [r for r in c.read_flow_runs(limit=50) if r.deployment_id == dep.id
+                and (r.parameters.get("request") or {{}}).get("commit") == {sha!r}]
+        done = [r for r in runs if r.state and r.state.is_final()]
+        if done:
+            print(json.dumps({{"state": done[0].state.name, "id": str(done[0].id)}})); sys.exit(0)
+        time.sleep(1)
+print(json.dumps({{"state": "no finished run", "id": ""}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout_s + 60
+    )
+    try:
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return f"unreadable: {out.stderr[-300:]}"
+    RUNS.append((f"{deployment} {sha}", result["id"]))
+    return str(result["state"])
 
 
 def approve_when_paused(env: dict[str, str], proc: subprocess.Popen[str], lines: list[str]) -> None:
@@ -97,24 +181,48 @@ def main() -> int:
     state: LabState = step("start the lab", lambda: supervisor.up(directory, echo=lambda _: None))
     if not isinstance(state, LabState):
         return _summary(t_start, None, keep)
-    env = {**os.environ, **state.env}
+    env = {**os.environ, **state.env, "GREENLIGHT_HOME": str(REPO_ROOT), "GREENLIGHT_GITHUB_WEBHOOK_SECRET": SECRET,
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "GREENLIGHT_WEBHOOK_STATE": str(directory / "webhook.sqlite")}  # fmt: skip
     load: Load | None = None
+    background: list[subprocess.Popen[bytes]] = []
+    report = None
     try:
         step("greenlight setup", lambda: gl(env, "setup"))
+        step("deploy prefect.yaml", lambda: subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT,
+            capture_output=True, text=True, env=env, timeout=300))  # fmt: skip
+        logs = directory / "logs"
+        port = free_port()
+        for name, argv in (
+            ("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "greenlight-local"]),
+            ("webhook", [sys.executable, "-m", "greenlight.cli", "webhook", "serve", "--port", str(port)]),
+        ):
+            with open(logs / f"demo-{name}.log", "ab") as out:
+                background.append(
+                    subprocess.Popen(
+                        argv,
+                        cwd=REPO_ROOT,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        hook = f"http://127.0.0.1:{port}"
+        step("start a worker and the webhook receiver", lambda: _wait_http(hook + "/healthz"))
         good, bad = uuid.uuid4().hex[:7], uuid.uuid4().hex[:7]
         for app in ("backend", "frontend"):
             gl(env, "lab", "image", "push", f"ghcr.io/sma-platform/{app}:{good}")
             gl(env, "lab", "image", "push", f"ghcr.io/sma-platform/{app}:{bad}", "--error-rate", "0.2")
         url = supervisor.control(state, "GET", "/urls")["lab-primary/sma-production/backend"] + "/"
         load = Load(env, url)
-        step(
-            f"release {good} to staging",
-            lambda: gl(env, "promote", "staging", "--commit", good, "--actor", "dave"),
-        )
+        step(f"GitHub webhook: {good} built on develop", lambda: send_webhook(hook, SECRET, good, "develop"))
+        step(f"staging release of {good} by the worker",
+             lambda: _expect(wait_for_run(env, "build-promote/staging-from-github", good), "Completed"))  # fmt: skip
 
         def production() -> subprocess.CompletedProcess[str]:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "greenlight.cli", "promote", "production", "--commit", good, "--actor", "dave"],
+                [sys.executable, "-m", "greenlight.cli", "promote", "production", "--commit", good, "--actor", "erin"],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
             )  # fmt: skip
             lines: list[str] = []
@@ -125,15 +233,22 @@ def main() -> int:
             return subprocess.CompletedProcess(proc.args, rc, "".join(lines), "")
 
         step(f"promote {good} to production, approved by alice", production)
-        step(f"release bad image {bad} to staging (20% errors): stopped at the gate",
-             lambda: gl(env, "promote", "staging", "--commit", bad), expect_ok=False)  # fmt: skip
+        step(
+            f"GitHub webhook: {bad} (images with 20% errors) built on develop",
+            lambda: send_webhook(hook, SECRET, bad, "develop"),
+        )
+        step(f"staging release of {bad}: stopped at the gate, nothing switched",
+             lambda: _expect(wait_for_run(env, "build-promote/staging-from-github", bad), "Failed"))  # fmt: skip
         step(
             "verify the newest production backup by restoring it",
             lambda: gl(env, "verify-backups", "production"),
         )
+        step("DR drill into lab-dr: RTO and RPO against targets", lambda: gl(env, "drill", "dr"))
         step("status of production", lambda: gl(env, "status", "production"))
     finally:
         report = load.stop() if load else None
+        for proc in background:
+            stop_pid(proc.pid)
     return _summary(t_start, report, keep, state, directory)
 
 
@@ -153,6 +268,9 @@ def _summary(
     if state:
         ui = state.env["PREFECT_API_URL"].removesuffix("/api")
         print(f"Prefect UI: {ui}/runs  (release reports: {ui}/artifacts)")
+        for what, run_id in RUNS:
+            if run_id:
+                print(f"  {what}: {ui}/runs/flow-run/{run_id}")
     print(f"total {time.monotonic() - t_start:.0f} s")
     bad = [s for s in STEPS if s[1] != "as expected"] or (
         [("load", "", 0, "")] if load and load["failed"] else []
