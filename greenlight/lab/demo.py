@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from greenlight.lab import supervisor
+from greenlight.lab.github import signed, workflow_run
 from greenlight.lab.state import LabState, free_port, lab_dir, stop_pid
 from greenlight.settings import REPO_ROOT
 
@@ -103,29 +104,10 @@ class Load:
 
 
 def send_webhook(url: str, secret: str, sha: str, branch: str) -> dict[str, Any]:
-    """POST a signed workflow_run (completed, success) as GitHub does."""
-    import hashlib
-    import hmac
-
+    """POST a signed workflow_run (completed, success) as GitHub does; the receiver must emit an event."""
     import httpx
 
-    body = json.dumps(
-        {
-            "action": "completed",
-            "workflow_run": {
-                "name": "build-images", "head_sha": sha, "head_branch": branch, "conclusion": "success",
-                "status": "completed", "html_url": f"https://github.com/sma-platform/sma/actions/runs/{sha}",
-                "actor": {"login": "dave"},
-            },
-            "repository": {"full_name": "sma-platform/sma"},
-            "sender": {"login": "dave"},
-        }
-    ).encode()  # fmt: skip
-    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    headers = {
-        "X-GitHub-Event": "workflow_run", "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": signature, "Content-Type": "application/json",
-    }  # fmt: skip
+    body, headers = signed(workflow_run(sha, branch), secret)
     r = httpx.post(url + "/github", content=body, headers=headers, timeout=10)
     answer = {"status": r.status_code, **r.json()}
     if r.status_code != 202 or not answer.get("emitted"):

@@ -9,27 +9,15 @@ from pathlib import Path
 import pytest
 
 from greenlight.clients.kube import Kube
-from greenlight.commands.setup import ensure_setup
-from greenlight.lab.bootstrap import bootstrap_environment
 from greenlight.lab.state import LabState
 
-from .support import NAMESPACES, write_profiles
+from .support import release_environments
 
 
 @pytest.fixture(scope="module")
 def envdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    directory = tmp_path_factory.mktemp("release-envs")
-    write_profiles(directory)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GREENLIGHT_ENVIRONMENTS", str(directory))
-        ensure_setup(["staging", "production"])
-        kube = Kube.connect(context="lab-primary")
-        try:
-            pushed: dict[str, str] = {}
-            for env in NAMESPACES:
-                bootstrap_environment(kube, env, directory, pushed, lab.env)
-        finally:
-            kube.close()
+    """The release profiles (rel-staging / rel-production), selected for the module."""
+    with release_environments(lab, tmp_path_factory.mktemp("release-envs")) as directory:
         yield directory
 
 

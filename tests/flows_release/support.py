@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import pytest
 import yaml
 
 from greenlight.clients.kube import Kube
@@ -122,3 +124,25 @@ def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t, out
+
+
+@contextlib.contextmanager
+def release_environments(lab: LabState, directory: Path, **changes: Any) -> Iterator[Path]:
+    """Profile copies (rel-staging / rel-production, with dotted ``changes``) selected through
+    GREENLIGHT_ENVIRONMENTS, their release locks created and their namespaces bootstrapped
+    (idempotent: apps already there are left as earlier tests left them)."""
+    from greenlight.commands.setup import ensure_setup
+    from greenlight.lab.bootstrap import bootstrap_environment
+
+    write_profiles(directory, **changes)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GREENLIGHT_ENVIRONMENTS", str(directory))
+        ensure_setup(list(NAMESPACES))
+        kube = Kube.connect(context="lab-primary")
+        try:
+            pushed: dict[str, str] = {}
+            for env in NAMESPACES:
+                bootstrap_environment(kube, env, directory, pushed, lab.env)
+        finally:
+            kube.close()
+        yield directory

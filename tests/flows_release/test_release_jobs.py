@@ -12,13 +12,11 @@ import pytest
 from flows.maintenance import cleanup
 from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
-from greenlight.commands.setup import ensure_setup
 from greenlight.errors import GateFailed
 from greenlight.lab import supervisor
-from greenlight.lab.bootstrap import bootstrap_environment
 from greenlight.lab.state import LabState
 
-from .support import NAMESPACES, live, profile, push_commit, write_profiles
+from .support import live, profile, push_commit, release_environments
 
 pytestmark = pytest.mark.lab
 
@@ -39,18 +37,9 @@ spec:
 def envdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Staging with a pre-deploy Job whose image the test chooses, and no scale-down delay."""
     directory = tmp_path_factory.mktemp("release-jobs")
-    job = directory / "job.yaml"
-    write_profiles(directory, staging={"release.pre_deploy_job": str(job), "release.scale_down_delay_s": 0})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GREENLIGHT_ENVIRONMENTS", str(directory))
-        ensure_setup(["staging", "production"])
-        kube = Kube.connect(context="lab-primary")
-        try:
-            for env in NAMESPACES:
-                bootstrap_environment(kube, env, directory, {}, lab.env)
-        finally:
-            kube.close()
-        yield directory
+    changes = {"release.pre_deploy_job": str(directory / "job.yaml"), "release.scale_down_delay_s": 0}
+    with release_environments(lab, directory, staging=changes) as envs:
+        yield envs
 
 
 def set_job_image(envdir: Path, image: str) -> None:

@@ -1,0 +1,354 @@
+"""Release rules in the lab: approval timeout and allow-list, freeze, Slack outage and thread,
+evidence (artifact and events), cleanup after the delay, manual switch, HPA clone."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.flow_runs import resume_flow_run
+from prefect.variables import Variable
+
+from flows.maintenance import cleanup
+from flows.release import FREEZE_VARIABLE, PromoteRequest, build_promote
+from flows.traffic_switch import switch
+from greenlight.clients.kube import Kube
+from greenlight.errors import InputInvalid, ReleaseRefused
+from greenlight.lab import supervisor
+from greenlight.lab.state import LabState
+
+from .support import NAMESPACES, in_thread, live, paused_run, profile, push_commit, write_profiles
+
+pytestmark = pytest.mark.lab
+
+NS = NAMESPACES["staging"]
+FREEZE = FREEZE_VARIABLE.format(env="production")
+
+
+def commit() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def promote(env: str, sha: str, actor: str = "dave", **kw: Any) -> dict[str, Any]:
+    return build_promote(PromoteRequest(environment=env, commit=sha, actor=actor, **kw))
+
+
+def use_profiles(mp: pytest.MonkeyPatch, directory: Path, **changes: dict[str, Any]) -> Path:
+    """Write profile copies (same namespaces) with ``changes`` into ``directory`` and select them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_profiles(directory, **changes)
+    mp.setenv("GREENLIGHT_ENVIRONMENTS", str(directory))
+    return directory
+
+
+@pytest.fixture
+def overrides(envdir: Path, tmp_path: Path) -> Iterator[Any]:
+    """Call with dotted profile overrides to switch this test to profile copies that carry them."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield lambda **changes: use_profiles(mp, tmp_path / uuid.uuid4().hex[:6], **changes)
+
+
+def hpa(name: str, target: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                }
+            ],
+        },
+    }
+
+
+def ensure_live_hpa(kube: Kube) -> str:
+    """An HPA on the backend's live colour (created when missing); returns that colour."""
+    colour = live(kube, profile("staging"))["backend"]["live_colour"]
+    name = f"backend-{colour}"
+    if kube.find("horizontalpodautoscalers", name, NS) is None:
+        kube.create("horizontalpodautoscalers", hpa(name, name), NS)
+    return str(colour)
+
+
+@pytest.fixture(scope="module")
+def staged(lab: LabState, envdir: Path) -> dict[str, Any]:
+    """One staging release (author dave) with an HPA on the backend's live colour beforehand."""
+    kube = Kube.connect(context="lab-primary")
+    try:
+        sha = commit()
+        digests = push_commit(lab, sha)
+        before = live(kube, profile("staging"))
+        hpa_colour = ensure_live_hpa(kube)
+        result = promote("staging", sha)
+        after = live(kube, profile("staging"))
+    finally:
+        kube.close()
+    return {"sha": sha, "digests": digests, "result": result, "before": before, "after": after, "hpa_colour": hpa_colour}  # fmt: skip
+
+
+def production_attempt(sha: str, answer: dict[str, Any] | None) -> BaseException | dict[str, Any]:
+    """Promote ``sha`` to production, answer the pause with ``answer`` (None: let it time out)."""
+    t, out = in_thread(lambda: promote("production", sha, actor="erin"))
+    if answer is not None:
+        resume_flow_run(paused_run(sha), run_input=answer)
+    t.join(120)
+    assert not t.is_alive(), "the production promotion did not finish"
+    return out.get("error") or out["result"]
+
+
+# --- approval ---------------------------------------------------------------------------------
+
+
+def test_approval_timeout_is_a_rejection_and_nothing_changes(
+    staged: dict[str, Any], overrides: Any, kube: Kube
+) -> None:
+    """An approval nobody answers within the profile's timeout refuses the release and leaves production as it was."""
+    overrides(production={"release.approval.timeout_s": 4})
+    before = live(kube, profile("production"))
+    t0 = time.monotonic()
+    outcome = production_attempt(staged["sha"], None)
+    assert isinstance(outcome, ReleaseRefused), outcome
+    assert "timed out" in str(outcome) and "nothing changed" in str(outcome)
+    assert time.monotonic() - t0 < 40
+    assert live(kube, profile("production")) == before
+
+
+def test_approver_outside_the_allow_list_is_refused(staged: dict[str, Any], kube: Kube) -> None:
+    """An approval by someone not on the profile's allow-list is refused naming the list; production is untouched."""
+    before = live(kube, profile("production"))
+    outcome = production_attempt(
+        staged["sha"], {"approve": True, "approver": "mallory", "reason": "looks fine"}
+    )
+    assert isinstance(outcome, ReleaseRefused), outcome
+    assert "mallory is not an allowed approver" in str(outcome)
+    assert "alice, bob, carol" in str(outcome)
+    assert live(kube, profile("production")) == before
+
+
+# --- freeze -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def freeze() -> Iterator[str]:
+    """A release freeze declared for production for the duration of the test."""
+    reason = "black friday code freeze"
+    Variable.set(FREEZE, reason, overwrite=True)
+    try:
+        yield reason
+    finally:
+        Variable.unset(FREEZE)
+
+
+def release_report(rid: str, env: str = "staging") -> str:
+    """The newest version of the ``release-<env>`` markdown artifact that mentions ``rid``."""
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"release-{env}"]))
+        )
+    texts = [str(a.data) for a in sorted(arts, key=lambda a: str(a.created), reverse=True)]
+    return next((t for t in texts if f"Release {rid} " in t), "")
+
+
+def test_freeze_refuses_production_unless_forced_with_a_reason_on_the_record(
+    staged: dict[str, Any], freeze: str, kube: Kube
+) -> None:
+    """A declared freeze stops a production promotion at preflight; forced with a reason it goes through approval and the reason is in the report."""
+    sha = staged["sha"]
+    before = live(kube, profile("production"))
+    with pytest.raises(ReleaseRefused, match="preflight") as err:
+        promote("production", sha, actor="erin")
+    assert freeze in str(err.value)
+    assert live(kube, profile("production")) == before
+
+    t, out = in_thread(lambda: promote("production", sha, actor="erin", force_reason="hotfix"))
+    resume_flow_run(paused_run(sha), run_input={"approve": True, "approver": "bob", "reason": "hotfix ok"})
+    t.join(120)
+    assert "error" not in out, out.get("error")
+    assert out["result"]["outcome"] == "released"
+    state = live(kube, profile("production"))
+    assert {app: s["digests"][app] for app, s in state.items()} == staged["digests"]
+    report = release_report(f"production-{sha}", "production")
+    assert "hotfix" in report and freeze in report
+
+
+# --- Slack --------------------------------------------------------------------------------------
+
+
+def test_release_completes_while_slack_is_down(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """Every Slack call failing with 500 for a whole release does not stop the release."""
+    sha = commit()
+    digests = push_commit(lab, sha)
+    sent_before = len(supervisor.control(lab, "GET", "/slack"))
+    supervisor.control(lab, "POST", "/faults", {"target": "slack", "status": 500, "count": -1})
+    try:
+        result = promote("staging", sha)
+    finally:
+        supervisor.control(lab, "DELETE", "/faults?target=slack")
+    assert result["outcome"] == "released"
+    assert {app: s["digests"][app] for app, s in live(kube, profile("staging")).items()} == digests
+    recorded = supervisor.control(lab, "GET", "/slack")[sent_before:]
+    assert not [m for m in recorded if f"staging-{sha}" in (m["text"] or "")]
+
+
+def test_release_messages_form_one_slack_thread(lab: LabState, staged: dict[str, Any]) -> None:
+    """A staging release posts one top-level message and its started, gate, switched and finished news as replies in its thread."""
+    rid = f"staging-{staged['sha']}"
+    messages = [m for m in supervisor.control(lab, "GET", "/slack") if m["kind"] == "postMessage"]
+    roots = [m for m in messages if m["thread_ts"] is None and rid in (m["text"] or "")]
+    assert len(roots) == 1, roots
+    root = roots[0]
+    assert "started" in root["text"] and root["channel_name"] == "releases-staging"
+    replies = [m["text"] for m in messages if m["thread_ts"] == root["ts"]]
+    joined = "\n".join(replies)
+    gate = next(t for t in replies if "gate passed" in t)
+    assert any(ch.isdigit() for ch in gate.split(":", 1)[1])  # the gate's values, not only a verdict
+    assert "switched backend to" in joined and "switched" in joined
+    assert f"release {rid} finished" in joined
+    stray = [
+        m for m in messages if rid in (m["text"] or "") and m is not root and m["thread_ts"] != root["ts"]
+    ]
+    assert not stray
+
+
+# --- evidence -----------------------------------------------------------------------------------
+
+
+def test_release_report_artifact_holds_id_digests_and_gate_table(staged: dict[str, Any]) -> None:
+    """The markdown artifact release-staging carries the release id, each digest and the gate table."""
+    rid = f"staging-{staged['sha']}"
+    report = release_report(rid)
+    assert report, f"no release-staging artifact mentions {rid}"
+    for digest in staged["digests"].values():
+        assert digest in report
+    assert "**Outcome: released**" in report
+    for app in ("backend", "frontend"):
+        assert f"## Gate: {app}" in report
+        assert "| app | check | value | limit | ok | reason |" in report
+        rows = [line for line in report.splitlines() if line.startswith(f"| {app} | ")]
+        assert any("error_rate" in row and "| ok |" in row for row in rows), rows
+
+
+def read_events(name: str, rid: str, timeout_s: float = 20) -> list[Any]:
+    """Events called ``name`` whose payload names release ``rid`` (waits for the server to store them)."""
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50)
+            found = [e for e in page.events if e.payload.get("release_id") == rid]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
+
+def test_release_emits_switched_event(staged: dict[str, Any]) -> None:
+    """A release emits greenlight.release.switched about its environment with the colours and digests."""
+    rid = f"staging-{staged['sha']}"
+    events = read_events("greenlight.release.switched", rid)
+    assert len(events) == 1, events
+    ev = events[0]
+    assert ev.resource.id == "greenlight.environment.staging"
+    assert ev.payload["digests"] == staged["digests"]
+    assert ev.payload["colours"] == staged["result"]["colours"]
+    assert read_events("greenlight.release.finished", rid)
+
+
+# --- HPA clone ----------------------------------------------------------------------------------
+
+
+def test_hpa_is_cloned_onto_the_new_colour(staged: dict[str, Any], kube: Kube) -> None:
+    """The live colour's HPA is cloned for the new colour, targeting the new colour's Deployment."""
+    new = staged["after"]["backend"]["live_colour"]
+    assert new != staged["hpa_colour"]
+    clone = kube.get("horizontalpodautoscalers", f"backend-{new}", NS)
+    assert clone["spec"]["scaleTargetRef"]["name"] == f"backend-{new}"
+    assert kube.find("horizontalpodautoscalers", f"backend-{staged['hpa_colour']}", NS) is not None
+
+
+# --- cleanup ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cleaned(lab: LabState, envdir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A staging release (with an HPA on the live colour), then cleanup with the default delay, then with delay 0."""
+    kube = Kube.connect(context="lab-primary")
+    mp = pytest.MonkeyPatch()
+    try:
+        ensure_live_hpa(kube)
+        sha = commit()
+        push_commit(lab, sha)
+        promote("staging", sha)
+        released = live(kube, profile("staging"))
+        default = cleanup("staging")
+        after_default = live(kube, profile("staging"))
+        use_profiles(mp, tmp_path_factory.mktemp("no-delay"), staging={"release.scale_down_delay_s": 0})
+        immediate = cleanup("staging")
+        after_immediate = live(kube, profile("staging"))
+        hpas = {c: kube.find("horizontalpodautoscalers", f"backend-{c}", NS) for c in ("blue", "green")}
+    finally:
+        mp.undo()
+        kube.close()
+    return {"released": released, "default": default, "after_default": after_default,
+            "immediate": immediate, "after_immediate": after_immediate, "hpas": hpas}  # fmt: skip
+
+
+def test_cleanup_respects_the_delay_then_scales_the_idle_colour(cleaned: dict[str, Any]) -> None:
+    """Within the scale-down delay cleanup scales nothing; with delay 0 it scales the old colour to 0 and keeps the live one."""
+    released = cleaned["released"]
+    assert cleaned["default"]["scaled_down"] == []
+    assert cleaned["after_default"] == released
+    assert len(cleaned["immediate"]["scaled_down"]) == 2
+    for app, state in released.items():
+        old, new = state["previous_colour"], state["live_colour"]
+        assert state["colours"][old]["replicas"] > 0  # kept warm until now
+        after = cleaned["after_immediate"][app]
+        assert after["colours"][old]["replicas"] == 0
+        assert after["colours"][new]["replicas"] == state["colours"][new]["replicas"] > 0
+        assert after["live_colour"] == new
+        assert f"{app}-{new}" in cleaned["immediate"]["kept"]
+
+
+def test_cleanup_deletes_the_idle_colours_hpa(cleaned: dict[str, Any]) -> None:
+    """Cleanup removes the HPA of the colour it scales down and keeps the live colour's."""
+    live_colour = cleaned["released"]["backend"]["live_colour"]
+    old = cleaned["released"]["backend"]["previous_colour"]
+    assert cleaned["hpas"][live_colour] is not None
+    assert cleaned["hpas"][old] is None
+
+
+# --- manual switch ------------------------------------------------------------------------------
+
+
+def test_manual_switch_returns_to_the_warm_colour_and_refuses_a_missing_one(
+    lab: LabState, envdir: Path, kube: Kube, overrides: Any
+) -> None:
+    """Switching by hand to the previous (warm) colour points live back at it; a colour without a Deployment is refused."""
+    sha = commit()
+    push_commit(lab, sha)
+    promote("staging", sha)
+    released = live(kube, profile("staging"))
+    previous = released["backend"]["previous_colour"]
+    result = switch("staging", previous)
+    assert {o["action"] for o in result["apps"].values()} == {"switch"}
+    after = live(kube, profile("staging"))
+    for app in ("backend", "frontend"):
+        assert after[app]["live_colour"] == previous
+        assert after[app]["digests"][app] == released[app]["colours"][previous]["digest"]
+
+    versions = {app: kube.get("services", app, NS)["metadata"]["resourceVersion"] for app in after}
+    overrides(staging={"release.colours": ["blue", "purple"]})  # a colour nothing was ever deployed to
+    with pytest.raises(InputInvalid, match="no Deployment backend-purple"):
+        switch("staging", "purple")
+    assert {app: kube.get("services", app, NS)["metadata"]["resourceVersion"] for app in after} == versions
