@@ -21,7 +21,7 @@ from prefect import task
 from greenlight.clients.monitoring import ENDPOINT_ENV, INSECURE_ENV, MonitoringClient, SeriesSum
 from greenlight.core.gate import GateConfig, Sample
 from greenlight.settings import Profile
-from tasks.policy import FRESH, RETRIES, logger
+from tasks.policy import FRESH, logger, retry_transient
 
 PERCENTILES = (50, 95, 99)
 ERROR_CODES = "5.."
@@ -83,7 +83,11 @@ def _worst(groups: list[SeriesSum]) -> float | None:
     return max(values) if values else None
 
 
-@task(name="sample-colour", **FRESH, **RETRIES)
+# a gate interval cannot wait long for Monitoring: two quick retries, then the interval is
+# inconclusive (fail closed) and the gate moves on
+@task(
+    name="sample-colour", **FRESH, retries=2, retry_delay_seconds=[0.5, 1], retry_condition_fn=retry_transient
+)
 def sample_colour(profile: Profile, app: str, colour: str, start: datetime, end: datetime) -> Sample:
     """Requests, 5xx errors and p50/p95/p99 latency (ms) of ``app``'s ``colour`` over ``[start, end)``.
 

@@ -29,7 +29,7 @@ def write_profiles(directory: Path, **changes: Any) -> None:
         doc = yaml.safe_load((LAB_ENVIRONMENTS / f"{env}.yaml").read_text())
         doc["namespace"] = ns
         # shorter than the lab profiles, to keep the suite fast: 2 intervals of 1 s at 40 rps
-        doc["release"]["bake_s"] = 3
+        doc["release"]["bake_s"] = 2
         doc["gate"].update({"interval_s": 1, "intervals": 2, "synthetic_rps": 40})
         for dotted, value in changes.get(env, {}).items():
             node = doc

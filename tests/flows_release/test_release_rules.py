@@ -1,5 +1,5 @@
 """Release rules in the lab: approval timeout and allow-list, freeze, Slack outage and thread,
-evidence (artifact and events), cleanup after the delay, manual switch, HPA clone."""
+evidence (artifact and events), cleanup after the delay, manual switch (the HPA clone and its cleanup: test_release_jobs)."""
 
 from __future__ import annotations
 
@@ -55,48 +55,19 @@ def overrides(envdir: Path, tmp_path: Path) -> Iterator[Any]:
         yield lambda **changes: use_profiles(mp, tmp_path / uuid.uuid4().hex[:6], **changes)
 
 
-def hpa(name: str, target: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-            "minReplicas": 2,
-            "maxReplicas": 4,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
-                }
-            ],
-        },
-    }
-
-
-def ensure_live_hpa(kube: Kube) -> str:
-    """An HPA on the backend's live colour (created when missing); returns that colour."""
-    colour = live(kube, profile("staging"))["backend"]["live_colour"]
-    name = f"backend-{colour}"
-    if kube.find("horizontalpodautoscalers", name, NS) is None:
-        kube.create("horizontalpodautoscalers", hpa(name, name), NS)
-    return str(colour)
-
-
 @pytest.fixture(scope="module")
 def staged(lab: LabState, envdir: Path) -> dict[str, Any]:
-    """One staging release (author dave) with an HPA on the backend's live colour beforehand."""
+    """One staging release (author dave)."""
     kube = Kube.connect(context="lab-primary")
     try:
         sha = commit()
         digests = push_commit(lab, sha)
         before = live(kube, profile("staging"))
-        hpa_colour = ensure_live_hpa(kube)
         result = promote("staging", sha)
         after = live(kube, profile("staging"))
     finally:
         kube.close()
-    return {"sha": sha, "digests": digests, "result": result, "before": before, "after": after, "hpa_colour": hpa_colour}  # fmt: skip
+    return {"sha": sha, "digests": digests, "result": result, "before": before, "after": after}  # fmt: skip
 
 
 def production_attempt(sha: str, answer: dict[str, Any] | None) -> BaseException | dict[str, Any]:
@@ -265,28 +236,15 @@ def test_release_emits_switched_event(staged: dict[str, Any]) -> None:
     assert read_events("greenlight.release.finished", rid)
 
 
-# --- HPA clone ----------------------------------------------------------------------------------
-
-
-def test_hpa_is_cloned_onto_the_new_colour(staged: dict[str, Any], kube: Kube) -> None:
-    """The live colour's HPA is cloned for the new colour, targeting the new colour's Deployment."""
-    new = staged["after"]["backend"]["live_colour"]
-    assert new != staged["hpa_colour"]
-    clone = kube.get("horizontalpodautoscalers", f"backend-{new}", NS)
-    assert clone["spec"]["scaleTargetRef"]["name"] == f"backend-{new}"
-    assert kube.find("horizontalpodautoscalers", f"backend-{staged['hpa_colour']}", NS) is not None
-
-
 # --- cleanup ------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def cleaned(lab: LabState, envdir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A staging release (with an HPA on the live colour), then cleanup with the default delay, then with delay 0."""
+    """A staging release, then cleanup with the default delay, then with delay 0."""
     kube = Kube.connect(context="lab-primary")
     mp = pytest.MonkeyPatch()
     try:
-        ensure_live_hpa(kube)
         sha = commit()
         push_commit(lab, sha)
         promote("staging", sha)
@@ -296,12 +254,11 @@ def cleaned(lab: LabState, envdir: Path, tmp_path_factory: pytest.TempPathFactor
         use_profiles(mp, tmp_path_factory.mktemp("no-delay"), staging={"release.scale_down_delay_s": 0})
         immediate = cleanup("staging")
         after_immediate = live(kube, profile("staging"))
-        hpas = {c: kube.find("horizontalpodautoscalers", f"backend-{c}", NS) for c in ("blue", "green")}
     finally:
         mp.undo()
         kube.close()
     return {"released": released, "default": default, "after_default": after_default,
-            "immediate": immediate, "after_immediate": after_immediate, "hpas": hpas}  # fmt: skip
+            "immediate": immediate, "after_immediate": after_immediate}  # fmt: skip
 
 
 def test_cleanup_respects_the_delay_then_scales_the_idle_colour(cleaned: dict[str, Any]) -> None:
@@ -318,14 +275,6 @@ def test_cleanup_respects_the_delay_then_scales_the_idle_colour(cleaned: dict[st
         assert after["colours"][new]["replicas"] == state["colours"][new]["replicas"] > 0
         assert after["live_colour"] == new
         assert f"{app}-{new}" in cleaned["immediate"]["kept"]
-
-
-def test_cleanup_deletes_the_idle_colours_hpa(cleaned: dict[str, Any]) -> None:
-    """Cleanup removes the HPA of the colour it scales down and keeps the live colour's."""
-    live_colour = cleaned["released"]["backend"]["live_colour"]
-    old = cleaned["released"]["backend"]["previous_colour"]
-    assert cleaned["hpas"][live_colour] is not None
-    assert cleaned["hpas"][old] is None
 
 
 # --- manual switch ------------------------------------------------------------------------------
