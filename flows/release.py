@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextvars
 import getpass
-import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
+from prefect.settings import PREFECT_UI_URL
 from prefect.transactions import get_transaction, transaction
 from prefect.variables import Variable
 from pydantic import BaseModel, Field
@@ -119,13 +119,9 @@ def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
 
 
 def ui_url(path: str) -> str | None:
-    api = os.environ.get("PREFECT_API_URL") or ""
-    if not api:
-        from prefect.settings import PREFECT_API_URL
-
-        api = PREFECT_API_URL.value() or ""
-    ui = os.environ.get("PREFECT_UI_URL") or api.removesuffix("/api")
-    return f"{ui}/{path.lstrip('/')}" if ui else None
+    """A link into the Prefect UI (Prefect derives the UI address from the API's)."""
+    ui = PREFECT_UI_URL.value()
+    return f"{ui.rstrip('/')}/{path.lstrip('/')}" if ui else None
 
 
 def current_run_link() -> str:

@@ -236,6 +236,10 @@ def wait_rollout(profile: Profile, app_name: str, colour: str, poll_s: float = 0
                 sel = ",".join(f"{k}={v}" for k, v in dep["spec"]["selector"]["matchLabels"].items())
                 pods = kube.items("pods", ns, label_selector=sel)
             except TransientError as e:
+                if time.time() - started > deadline:
+                    raise TransientError(
+                        f"{app.name}: rollout of {name} unreadable until the progress deadline: {e}"
+                    ) from e
                 logger().warning("reading rollout of %s: %s (will retry)", name, e)
                 time.sleep(poll_s)
                 continue
