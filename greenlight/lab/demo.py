@@ -120,12 +120,14 @@ def wait_for_run(env: dict[str, str], deployment: str, sha: str, timeout_s: floa
     code = f"""
 import json, sys, time
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 deadline = time.monotonic() + {timeout_s}
 with get_client(sync_client=True) as c:
     dep = c.read_deployment_by_name({deployment!r})
+    only = DeploymentFilter(id=DeploymentFilterId(any_=[dep.id]))
     while time.monotonic() < deadline:
-        runs = [r for r in c.read_flow_runs(limit=50) if r.deployment_id == dep.id
-                and (r.parameters.get("request") or {{}}).get("commit") == {sha!r}]
+        runs = [r for r in c.read_flow_runs(deployment_filter=only, limit=200)
+                if (r.parameters.get("request") or {{}}).get("commit") == {sha!r}]
         done = [r for r in runs if r.state and r.state.is_final()]
         if done:
             print(json.dumps({{"state": done[0].state.name, "id": str(done[0].id)}})); sys.exit(0)

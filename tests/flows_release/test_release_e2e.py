@@ -71,12 +71,16 @@ def stack(lab: LabState, envdir: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def runs_for(sha: str) -> list[Any]:
+    """The staging-from-github runs whose parameters carry ``sha`` (filtered on the server: the lab's
+    Prefect holds every run of the session)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name("build-promote/staging-from-github")
-        return [
-            r for r in client.read_flow_runs(limit=50)
-            if r.deployment_id == dep.id and (r.parameters.get("request") or {}).get("commit") == sha
-        ]  # fmt: skip
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])), limit=200
+        )
+    return [r for r in runs if (r.parameters.get("request") or {}).get("commit") == sha]
 
 
 def test_signed_webhook_releases_the_commit_to_staging(
