@@ -146,3 +146,18 @@ def release_environments(lab: LabState, directory: Path, **changes: Any) -> Iter
         finally:
             kube.close()
         yield directory
+
+
+def read_events(name: str, rid: str, timeout_s: float = 20) -> list[Any]:
+    """Events called ``name`` whose payload names release ``rid`` (waits for the server to store them)."""
+    deadline = time.monotonic() + timeout_s
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50)
+            found = [e for e in page.events if e.payload.get("release_id") == rid]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)

@@ -19,7 +19,7 @@ from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
 from tasks.records import RECORD
 
-from .support import Load, in_thread, live, paused_run, profile, push_commit
+from .support import Load, in_thread, live, paused_run, profile, push_commit, read_events
 
 pytestmark = pytest.mark.lab
 
@@ -221,19 +221,25 @@ def test_manual_rollback_returns_every_app_and_a_second_one_does_nothing(
 
 
 def test_two_releases_of_one_environment_are_serialised(lab: LabState, envdir: Path, kube: Kube) -> None:
-    """Two promotions of staging at once run one after the other; the second releases on top of the first."""
+    """Two promotions of staging at once both release, one after the other (never interleaved), and staging
+    serves the one that finished last."""
     a, b = commit(), commit()
-    push_commit(lab, a)
-    digests_b = push_commit(lab, b)
+    digests = {a: push_commit(lab, a), b: push_commit(lab, b)}
     t1, o1 = in_thread(lambda: promote("staging", a))
-    time.sleep(0.3)
     t2, o2 = in_thread(lambda: promote("staging", b))
     t1.join(120)
     t2.join(120)
     assert "error" not in o1 and "error" not in o2, (o1.get("error"), o2.get("error"))
+    spans = {}
+    for sha in (a, b):
+        rid = f"staging-{sha}"
+        started = read_events("greenlight.release.started", rid)[0].occurred
+        finished = read_events("greenlight.release.finished", rid)[0].occurred
+        spans[sha] = (started, finished)
+    first, last = sorted((a, b), key=lambda sha: spans[sha][0])
+    assert spans[first][1] <= spans[last][0], spans  # the second started only after the first finished
     state = live(kube, profile("staging"))
-    assert {app: s["digests"][app] for app, s in state.items()} == digests_b
-    assert state["backend"]["previous_colour"] is not None
+    assert {app: s["digests"][app] for app, s in state.items()} == digests[last]
 
 
 def test_conflict_on_the_switch_stops_the_release_without_switching(

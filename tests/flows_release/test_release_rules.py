@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.flow_runs import resume_flow_run
 from prefect.variables import Variable
 
@@ -24,7 +23,16 @@ from greenlight.errors import InputInvalid, ReleaseRefused
 from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
 
-from .support import NAMESPACES, in_thread, live, paused_run, profile, push_commit, write_profiles
+from .support import (
+    NAMESPACES,
+    in_thread,
+    live,
+    paused_run,
+    profile,
+    push_commit,
+    read_events,
+    write_profiles,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -210,18 +218,6 @@ def test_release_report_artifact_holds_id_digests_and_gate_table(staged: dict[st
         assert "| app | check | value | limit | ok | reason |" in report
         rows = [line for line in report.splitlines() if line.startswith(f"| {app} | ")]
         assert any("error_rate" in row and "| ok |" in row for row in rows), rows
-
-
-def read_events(name: str, rid: str, timeout_s: float = 20) -> list[Any]:
-    """Events called ``name`` whose payload names release ``rid`` (waits for the server to store them)."""
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while True:
-            page = client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50)
-            found = [e for e in page.events if e.payload.get("release_id") == rid]
-            if found or time.monotonic() > deadline:
-                return found
-            time.sleep(0.5)
 
 
 def test_release_emits_switched_event(staged: dict[str, Any]) -> None:
