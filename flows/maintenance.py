@@ -37,6 +37,11 @@ def cleanup(environment: str, dry_run: bool = False) -> dict[str, Any]:
     done = []
     for app, colour, reason in todo:
         done.append(reason if dry_run else scale_colour(profile, app, colour, 0))
-    return {"environment": environment, "dry_run": dry_run, "scaled_down": done, "kept": [
-        f"{app}-{c}" for app, s in live.items() for c, d in s["colours"].items() if d["replicas"] and (app, c) not in {(a, cc) for a, cc, _ in todo}
-    ]}  # fmt: skip
+    idle = {(app, colour) for app, colour, _ in todo}
+    kept = [
+        f"{app}-{c}"
+        for app, s in live.items()
+        for c, d in s["colours"].items()
+        if d["replicas"] and (app, c) not in idle
+    ]
+    return {"environment": environment, "dry_run": dry_run, "scaled_down": done, "kept": kept}

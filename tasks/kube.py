@@ -8,7 +8,6 @@ instead of being silently overwritten.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -285,8 +284,7 @@ def point_preview(profile: Profile, app_name: str, colour: str) -> str:
 def colour_endpoints(kube: Kube, profile: Profile, app: App, colour: str) -> EndpointReadiness:
     """Ready pods of the colour, counted as the Service will see them (the Endpoints of its preview)."""
     ns, label = profile.namespace, profile.release.colour_label
-    dep = kube.find("deployments", deployment_name(app, colour), ns)
-    expected = int((dep or {}).get("spec", {}).get("replicas", 0) or 0)
+    expected = _replicas(kube, profile, app, colour)
     pods = kube.items("pods", ns, label_selector=f"app={app.name},{label}={colour}")
     ready = sum(
         1 for p in pods
@@ -423,15 +421,9 @@ def read_live(profile: Profile) -> dict[str, dict[str, Any]]:
             snap = snapshot_service(svc) if svc else None
             colours = {}
             for c in profile.release.colours:
-                dep = kube.find("deployments", deployment_name(app, c), ns)
-                if dep is not None:
-                    st = dep.get("status") or {}
-                    colours[c] = {
-                        "digest": container_digest(dep, app.container),
-                        "replicas": int(dep["spec"].get("replicas", 0) or 0),
-                        "ready": int(st.get("readyReplicas", 0) or 0),
-                        "switched_at": None,
-                    }
+                state = _colour_state(kube.find("deployments", deployment_name(app, c), ns), app, c)
+                if state is not None:
+                    colours[c] = {"digest": state.digest, "replicas": state.replicas, "ready": state.ready}
             out[app.name] = {
                 "name": app.name,
                 "image_repository": app.image_repository,
@@ -445,10 +437,6 @@ def read_live(profile: Profile) -> dict[str, dict[str, Any]]:
                 "colours": colours,
             }
     return out
-
-
-def digests_json(digests: dict[str, str]) -> str:
-    return json.dumps(digests, sort_keys=True)
 
 
 def render_job(profile: Profile, rid: str, digests: dict[str, str]) -> dict[str, Any]:
