@@ -41,6 +41,7 @@ from greenlight.core.images import (
 )
 from greenlight.core.release import (
     AppPlan,
+    AppState,
     ReleasePlan,
     check_preflight,
     check_promotion,
@@ -331,6 +332,15 @@ def run_release(
     if plan.blocked:
         raise ReleaseRefused(plan.reason)
     if plan.nothing_to_release:
+        unfinished = _unfinished_switch(profile, states, rid)
+        if unfinished:
+            # an earlier run switched every app and stopped (killed) before its bake ended: finish
+            # that release (bake, record) instead of calling it done unwatched and unrecorded
+            rel.step("resume", "ok", f"switched by an earlier run, not recorded: baking {unfinished}")
+            rel.say(
+                f":repeat: release {rid} was switched by an earlier run that did not finish: baking it now"
+            )
+            return _bake_and_record(rel, unfinished, {}, bake_s)
         rel.say(f":white_check_mark: {rid}: nothing to release: {profile.name} already serves these digests")
         return {"outcome": "nothing-to-release", "release_id": rid, "plan": plan.reason}
     todo = [p for p in plan.apps if p.action != "nothing"]
@@ -368,15 +378,46 @@ def run_release(
     colours = {p.app: p.target_colour for p in plan.to_switch}
     rel.say(f":twisted_rightwards_arrows: switched {', '.join(f'{a} to {c}' for a, c in colours.items())}")
     rel.event("switched", colours=colours)
+    return _bake_and_record(rel, colours, gate_values, bake_s)
+
+
+def _unfinished_switch(profile: Profile, states: list[AppState], rid: str) -> dict[str, str]:
+    """app -> live colour when every app's live Service records release ``rid`` but the record
+    has no finished entry for it (the run that switched was killed); empty otherwise."""
+    label = profile.release.colour_label
+    colours = {}
+    for st in states:
+        colour = st.service.colour(label) if st.service else None
+        if st.service is None or st.service.release_id != rid or colour is None:
+            return {}
+        colours[st.name] = colour
+    if any(r.get("release_id") == rid and r.get("outcome") for r in read_records(profile)):
+        return {}
+    return colours
+
+
+def _bake_and_record(
+    rel: Release, colours: dict[str, str], gate_values: dict[str, Any], bake_s: float | None
+) -> dict[str, Any]:
+    """Watch the switched colours for the bake time; roll back on breach, else record the release."""
+    profile, rid, digests, commit, author = rel.profile, rel.id, rel.digests, rel.commit, rel.author
     bake = profile.release.bake_s if bake_s is None else bake_s
     status, detail = watch(profile, colours, bake, on_interval=lambda app, text: rel.say(f":warning: {text}"))
     rel.step("bake", "ok" if status == "ok" else "failed", f"{bake:g} s: {detail}")
     if status != "ok":
+        decided = datetime.now(UTC)
         steps = rollback_all(rel, colours, f"breach after switch: {detail}")
+        restored = datetime.now(UTC)
         for s in steps:
             rel.step("rollback", "ok", s)
         rel.say(f":rewind: rolled back release {rid}: {detail}")
-        rel.event("rolled-back", reason=detail)
+        rel.event(
+            "rolled-back",
+            reason=detail,
+            decided_at=decided.isoformat(),
+            restored_at=restored.isoformat(),
+            rollback_s=round((restored - decided).total_seconds(), 3),
+        )
         raise GateFailed(f"release {rid} rolled back after the switch: {detail}")
     record_release(
         profile,
@@ -392,6 +433,9 @@ def run_release(
         "colours": colours,
         "gate": gate_values,
         "digests": digests,
+        "timeline": [
+            {"step": st.name, "outcome": st.outcome, "at": st.at.isoformat()} for st in rel.report.steps
+        ],
     }
 
 
@@ -524,7 +568,11 @@ def promote(
         author = author_of(records, digests) or author
     rel = Release(profile, rid, digests, commit, author)
     try:
-        with concurrency(lock_name(profile.name), occupy=1, strict=True):
+        # the lease is renewed while the release runs; if the process dies, the server frees the
+        # lock once the lease expires, so a rerun after a crash waits at most about that long
+        with concurrency(
+            lock_name(profile.name), occupy=1, strict=True, lease_duration=profile.release.lock_lease_s
+        ):
             rel.step("lock", "ok", f"holding {lock_name(profile.name)}")
             if required:
                 rel.step("preflight", "ok", preflight(profile, force_reason))

@@ -19,6 +19,8 @@ Messages name what is wrong and never carry secret values.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GreenlightError(Exception):
     """Base of every error Greenlight raises on purpose."""
@@ -27,9 +29,18 @@ class GreenlightError(Exception):
 class TransientError(GreenlightError):
     """A failure that may pass: retry, after ``retry_after`` seconds when the server said so."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, exhausted: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # the client already retried for its whole budget: retrying the task would start it over
+        self.exhausted = exhausted
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only fields survive pickling (Prefect states)
+        return (_transient, (str(self), self.retry_after, self.exhausted))
+
+
+def _transient(message: str, retry_after: float | None, exhausted: bool) -> TransientError:
+    return TransientError(message, retry_after=retry_after, exhausted=exhausted)
 
 
 class PermanentError(GreenlightError):

@@ -41,6 +41,8 @@ class Cluster(_Model):
     context: str | None = None
     kubeconfig: str | None = None
     in_cluster: bool = False
+    # each API call's client-side timeout: a call that hangs longer is retried as transient
+    request_timeout_s: Seconds = 10
 
     @model_validator(mode="after")
     def _one_way(self) -> Cluster:
@@ -99,6 +101,10 @@ class Release(_Model):
     approval: Approval = Approval()
     on_bake_data_loss: Literal["keep-and-alert", "rollback"] = "keep-and-alert"
     pre_deploy_job: str | None = None  # path of a Job manifest under deployments/manifests
+    # the environment's release lock is a lease renewed while the release runs: after a crash the
+    # server frees it within this (plus its sweep, 15 s by default), so a rerun does not wait for
+    # ever; Prefect's server accepts no lease under 60 s
+    lock_lease_s: float = Field(60, ge=60)
 
     @field_validator("colours")
     @classmethod

@@ -50,6 +50,7 @@ def cluster(profile: Profile) -> Iterator[Kube]:
         context=profile.cluster.context,
         kubeconfig=profile.cluster.kubeconfig,
         in_cluster=profile.cluster.in_cluster,
+        timeout_s=profile.cluster.request_timeout_s,
     )
     try:
         yield kube
@@ -293,7 +294,7 @@ def colour_endpoints(kube: Kube, profile: Profile, app: App, colour: str) -> End
     return EndpointReadiness(ready=ready, not_ready=len(pods) - ready, expected=expected)
 
 
-@task(name="switch-traffic", **FRESH)
+@task(name="switch-traffic", **FRESH, **RETRIES)
 def switch_service(
     profile: Profile,
     app_name: str,
@@ -317,6 +318,9 @@ def switch_service(
         while True:
             svc = kube.get("services", app.service, ns)
             if expected_rv is not None and svc["metadata"]["resourceVersion"] != expected_rv:
+                landed = _own_switch(svc, profile, colour, release_id)
+                if landed is not None:
+                    return landed
                 raise Conflict(
                     f"{app.name}: live Service {app.service} changed since the release planned "
                     f"(resourceVersion {expected_rv} -> {svc['metadata']['resourceVersion']}; a rollback or a person): not switching"
@@ -345,6 +349,22 @@ def switch_service(
                     f"not switching ({e})"
                 ) from e
             return step
+
+
+def _own_switch(svc: dict[str, Any], profile: Profile, colour: str, release_id: str) -> SwitchStep | None:
+    """A noop step when the Service already selects ``colour`` for this very release: an earlier
+    attempt's patch landed although its answer was lost (a timeout, a dropped connection), so the
+    changed resourceVersion is this release's own switch, not someone else's."""
+    snap = snapshot_service(svc)
+    if snap.selector.get(profile.release.colour_label) != colour or snap.release_id != release_id:
+        return None
+    return SwitchStep(
+        "noop",
+        f"already on {colour} for {release_id}: an earlier attempt's switch landed",
+        snap.name,
+        colour,
+        colour,
+    )
 
 
 def _replicas(kube: Kube, profile: Profile, app: App, colour: str) -> int:

@@ -13,11 +13,12 @@ from greenlight.errors import TransientError
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: yes for a TransientError, no for anything else."""
+    """Prefect ``retry_condition_fn``: yes for a TransientError, no for anything else, nor for one
+    whose client already spent its own retry budget (starting over would multiply the wait)."""
     try:
         state.result()
-    except TransientError:
-        return True
+    except TransientError as e:
+        return not e.exhausted
     except BaseException:
         return False
     return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,11 @@ INDEX = "index.json"
 
 
 def gcs() -> GcsClient:
-    """A GCS client from the environment (the emulator when ``STORAGE_EMULATOR_HOST`` is set, else ADC)."""
-    return GcsClient()
+    """A GCS client from the environment (the emulator when ``STORAGE_EMULATOR_HOST`` is set, else ADC).
+
+    ``GREENLIGHT_GCS_TIMEOUT_S`` (default 60) is each operation's budget, its retries included;
+    a task does not start an operation over once that budget is spent."""
+    return GcsClient(timeout_s=float(os.environ.get("GREENLIGHT_GCS_TIMEOUT_S", "60")))
 
 
 def stored(info: ObjectInfo) -> StoredObject:

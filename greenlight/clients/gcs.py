@@ -370,7 +370,9 @@ def translate(e: BaseException, what: str) -> GreenlightError | None:
         return TransientError(f"{what}: {_reason(e)}", retry_after=_retry_after(e))
     if isinstance(e, gexc.RetryError):
         cause = e.cause if e.cause is not None else e
-        return TransientError(f"{what}: gave up retrying: {type(cause).__name__}: {_reason(cause)}")
+        return TransientError(
+            f"{what}: gave up retrying: {type(cause).__name__}: {_reason(cause)}", exhausted=True
+        )
     if isinstance(
         e,
         requests.ConnectionError

@@ -89,6 +89,7 @@ class Daemon:
                 web.get("/urls", self._urls),
                 web.get("/faults", self._faults_list),
                 web.post("/faults", self._faults_add),
+                web.get("/faults/{id}", self._faults_get),
                 web.delete("/faults", self._faults_clear),
                 web.get("/images", self._images_list),
                 web.post("/images", self._images_push),
@@ -115,6 +116,15 @@ class Daemon:
 
     async def _faults_list(self, _: web.Request) -> web.Response:
         return web.json_response(self.faults.list())
+
+    async def _faults_get(self, request: web.Request) -> web.Response:
+        try:
+            rule = self.faults.get(int(request.match_info["id"]))
+        except ValueError:
+            rule = None
+        if rule is None:
+            return web.json_response({"error": f"no fault rule {request.match_info['id']}"}, status=404)
+        return web.json_response(rule)
 
     async def _faults_add(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = await request.json()

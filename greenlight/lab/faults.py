@@ -52,6 +52,7 @@ class FaultRule:
 class FaultRegistry:
     def __init__(self) -> None:
         self._rules: list[FaultRule] = []
+        self._history: dict[int, FaultRule] = {}  # every rule ever added, spent or cleared, by id
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
@@ -63,6 +64,7 @@ class FaultRegistry:
         with self._lock:
             rule.id = next(self._ids)
             self._rules.append(rule)
+            self._history[rule.id] = rule
         return rule
 
     def clear(self, target: str | None = None) -> int:
@@ -86,6 +88,12 @@ class FaultRegistry:
                             self._rules.remove(rule)
                     return rule
         return None
+
+    def get(self, rule_id: int) -> dict[str, Any] | None:
+        """A rule by id, also once spent or cleared: ``fired`` tells how often it was applied."""
+        with self._lock:
+            rule = self._history.get(rule_id)
+            return None if rule is None else {**rule.to_dict(), "active": rule in self._rules}
 
     def list(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -42,6 +42,8 @@ class LoadReport:
     max_ms: float = 0.0
     elapsed_s: float = 0.0
     backends: dict[str, int] = field(default_factory=dict)
+    first_failed_at: float | None = None  # wall-clock time (epoch s) of the first / last failed request
+    last_failed_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-ready data."""
@@ -81,6 +83,14 @@ class _Tally:
         self.latencies_ms: list[float] = []
         self.succeeded = 0
         self.failed = 0
+        self.first_failed_at: float | None = None
+        self.last_failed_at: float | None = None
+
+    def fail(self) -> None:
+        self.failed += 1
+        now = time.time()
+        self.first_failed_at = self.first_failed_at or now
+        self.last_failed_at = now
 
 
 async def _one(
@@ -94,11 +104,11 @@ async def _one(
             backend = resp.headers.get("X-Pod") or resp.headers.get("X-Backend")
     except TimeoutError:
         tally.errors["timeout"] += 1
-        tally.failed += 1
+        tally.fail()
         return
     except aiohttp.ClientError as e:
         tally.errors[type(e).__name__] += 1
-        tally.failed += 1
+        tally.fail()
         return
     tally.latencies_ms.append((time.perf_counter() - began) * 1000.0)
     tally.status[str(code)] += 1
@@ -107,7 +117,7 @@ async def _one(
     if 200 <= code < 400:
         tally.succeeded += 1
     else:
-        tally.failed += 1
+        tally.fail()
 
 
 async def run_load(
@@ -165,6 +175,8 @@ async def run_load(
         max_ms=round(latencies[-1], 2) if latencies else 0.0,
         elapsed_s=round(loop.time() - began, 3),
         backends=dict(tally.backends),
+        first_failed_at=tally.first_failed_at,
+        last_failed_at=tally.last_failed_at,
     )
 
 

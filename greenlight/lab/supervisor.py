@@ -226,7 +226,13 @@ def up(directory: Path, echo: Callable[[str], None] = print) -> LabState:
                 "--host", "127.0.0.1", "--port", str(state.ports["prefect"]), "--analytics-off",
             ],
             logs / "prefect.log",
-            env={"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            env={
+                "PREFECT_HOME": str(prefect_home),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                # sweep expired concurrency leases every 2 s (default 15): a release lock left by
+                # a killed run frees soon after its lease ends
+                "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
+            },
         )  # fmt: skip
         state.pids["prefect"] = prefect.pid
         daemon = _spawn(

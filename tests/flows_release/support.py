@@ -85,8 +85,9 @@ class Load:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.stop.set)
+        if self._loop is not None and not self._loop.is_closed():  # closed: it ran its full time
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self.stop.set)
         self._thread.join(30)
 
 

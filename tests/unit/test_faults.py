@@ -61,3 +61,16 @@ def test_skip_lets_the_first_matching_calls_through() -> None:
         True,
         False,
     ]
+
+
+def test_spent_and_cleared_rules_stay_readable_with_their_fired_count() -> None:
+    reg = FaultRegistry()
+    spent = reg.add(FaultRule(target="gcs", count=2))
+    cleared = reg.add(FaultRule(target="slack", count=-1))
+    for _ in range(3):
+        reg.take("gcs")
+    reg.take("slack")
+    reg.clear("slack")
+    assert reg.get(spent.id) == {**spent.to_dict(), "fired": 2, "active": False}
+    assert reg.get(cleared.id) is not None and reg.get(cleared.id)["fired"] == 1  # type: ignore[index]
+    assert reg.get(999) is None
