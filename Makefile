@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint typecheck contracts pytest demo clean
+.PHONY: install test lint typecheck contracts pytest demo bench clean
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -37,6 +37,10 @@ test: lint typecheck contracts pytest
 
 demo: install
 	$(UV) run python -m greenlight.lab.demo
+
+# The five figures of bench/README.md, in a lab of its own; BIG=1 adds a 1 GB dump.
+bench: install
+	$(UV) run python -m bench.run $(if $(BIG),--big) $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .tools .lab .pytest_cache .mypy_cache .ruff_cache

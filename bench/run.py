@@ -1,0 +1,222 @@
+"""``make bench``: start a lab of its own, measure the five figures, print them, write them as JSON
+and markdown under bench/results/, stop the lab.
+
+The machines are noisy: every figure is a ratio or a difference measured within this one run,
+medians over repeats, next to the machine's core count.
+
+    uv run python -m bench.run [--big] [--repeats N] [--only switch,rollback,overhead,scale,backups]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+FIGURES = ("switch", "rollback", "overhead", "scale", "backups")
+
+
+def echo(text: str) -> None:
+    print(text, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--big", action="store_true", help="also a 1 GB dump (make bench BIG=1)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of each timed run (median reported)")
+    parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures to run")
+    args = parser.parse_args(argv)
+    only = [f.strip() for f in args.only.split(",") if f.strip()]
+    unknown = sorted(set(only) - set(FIGURES))
+    if unknown:
+        print(f"FAILED: unknown figure(s) {unknown}; known: {', '.join(FIGURES)}")
+        return 2
+
+    from greenlight.lab import supervisor
+
+    t_start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="greenlight-bench-"))
+    lab_dir = work / "lab"
+    envs = work / "environments"
+    envs.mkdir(parents=True)
+    results: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "repeats": args.repeats,
+        "figures": {},
+    }
+    failed: list[str] = []
+    echo(f"bench: {os.cpu_count()} cores; starting a lab in {lab_dir}")
+    state = supervisor.up(lab_dir, echo=lambda line: echo(f"  lab: {line}"))
+    try:
+        os.environ.update(state.env)
+        os.environ["GREENLIGHT_ENVIRONMENTS"] = str(envs)
+        import prefect.context
+
+        prefect.context.refresh_global_settings_context()
+        from bench import releases
+
+        echo("preparing the bench environments")
+        releases.prepare(state, envs, echo)
+        steps: dict[str, Callable[[], Any]] = {
+            "switch": lambda: releases.switch_under_load(state, echo),
+            "rollback": lambda: releases.rollback_on_breach(state, echo, args.repeats),
+            "overhead": lambda: releases.release_overhead(state, echo, args.repeats),
+            "scale": lambda: releases.scale(state, echo, max(1, args.repeats - 1)),
+            "backups": lambda: _backups(state, work, args, echo),
+        }
+        for name in only:
+            echo(f"figure {name}")
+            t0 = time.monotonic()
+            try:
+                results["figures"][name] = steps[name]()
+            except Exception as e:  # one figure failing must not hide the others
+                failed.append(name)
+                results["figures"][name] = {"error": f"{type(e).__name__}: {e}"}
+                echo(f"  FAILED: {type(e).__name__}: {e}")
+            results["figures"].setdefault(name, {})["seconds"] = round(time.monotonic() - t0, 1)
+    finally:
+        _drain_prefect()
+        supervisor.down(lab_dir, echo=lambda _: None)
+        shutil.rmtree(work, ignore_errors=True)
+    results["wall_s"] = round(time.monotonic() - t_start, 1)
+    table = render(results)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(table + "\n")
+    echo(f"wrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.md'}")
+    if failed:
+        print(f"FAILED: figure(s) {', '.join(failed)} did not complete (see above)")
+        return 1
+    return 0
+
+
+def _backups(state: Any, work: Path, args: argparse.Namespace, echo: Callable[[str], None]) -> Any:
+    from bench import backups
+
+    sizes = [10, 200] + ([1024] if args.big else [])
+    return backups.run(state, sizes, args.repeats, work / "backups", echo)
+
+
+def _drain_prefect() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=10, at_exit=False)
+        except RuntimeError:
+            pass
+
+
+def _goal(ok: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: "-"}[ok]
+
+
+def render(results: dict[str, Any]) -> str:
+    """The markdown table of every figure with its goal."""
+    f = results["figures"]
+    m = results["machine"]
+    rows: list[tuple[str, str, str, str]] = []
+
+    def add(figure: str, value: str, goal: str, ok: bool | None) -> None:
+        rows.append((figure, value, goal, _goal(ok)))
+
+    def err(name: str) -> bool:
+        if "error" in f.get(name, {}):
+            add(name, f"error: {f[name]['error']}", "-", False)
+            return True
+        return name not in f
+
+    if not err("switch"):
+        for phase in ("switch", "rollback"):
+            p = f["switch"][phase]
+            add(
+                f"1. requests while {'switching' if phase == 'switch' else 'rolling back'}",
+                f"{p['sent']} sent, {p['failed']} failed ({p['actions']} {phase}es; p99 {p['p99_ms']:.0f} ms)",
+                "0 failed, >= 5,000 sent",
+                p["failed"] == 0 and p["sent"] >= 5000,
+            )
+    if not err("rollback"):
+        r = f["rollback"]
+        add(
+            "2. breach onset -> selector restored",
+            f"{r['onset_to_selector_restored_s']:.2f} s = {r['onset_to_selector_restored_intervals']:.2f} intervals "
+            f"of {r['interval_s']:g} s (+{r['ingestion_delay_s']:g} s ingestion delay); last failed request "
+            f"{r['onset_to_last_failure_s']:.2f} s after onset",
+            "<= 1 interval",
+            r["onset_to_selector_restored_intervals"] <= 1.0,
+        )
+        add(
+            "2. rollback decision -> selector restored",
+            f"{r['decision_to_selector_restored_s']:.2f} s",
+            "about 1 s",
+            r["decision_to_selector_restored_s"] <= 1.5,
+        )
+    if not err("overhead"):
+        for env, o in f["overhead"].items():
+            add(
+                f"3. overhead of a {env} release",
+                f"{o['overhead_s']:.1f} s (wall {o['wall_s']:.1f} s - lab waits {o['imposed_waits_s']:.1f} s)",
+                "a few seconds",
+                o["overhead_s"] <= 5.0,
+            )
+    if not err("scale"):
+        s = f["scale"]
+        parts = ", ".join(f"N={n}: {v['wall_s']:.1f} s (x{v['ratio_to_1']:.2f})" for n, v in s.items())
+        worst = s[str(max(int(n) for n in s))]["ratio_to_1"]
+        add("4. release of N apps vs N=1", parts, "<= 1.5 at N=20", worst <= 1.5)
+    if not err("backups"):
+        b = f["backups"]
+        for size, v in (b.get("sizes") or {}).items():
+            ver, base = v["verification"], v["pg_restore"]
+            add(
+                f"5. backup verification, {v['dump']['bytes'] / 1e6:.0f} MB dump ({size} MB asked)",
+                f"x{v['ratio']['median']:.2f} of plain pg_restore ({ver['median_s']:.1f} s vs {base['median_s']:.1f} s, "
+                f"n={v['repeats']}); flow peak RSS {ver['peak_rss_mb']:.0f} MB",
+                "ratio close to 1",
+                None,
+            )
+        rss = b.get("rss") or {}
+        if "growth_mb" in rss:
+            add(
+                "5. flow peak RSS, smallest to largest dump",
+                f"+{rss['growth_mb']:.0f} MB for +{rss['dump_growth_mb']:.0f} MB of dump "
+                f"({', '.join(f'{k} MB: {v:.0f} MB' for k, v in rss['flow_peak_mb'].items())})",
+                "flat",
+                rss["growth_mb"] <= 20,
+            )
+    lines = [
+        f"# Greenlight bench, {results['started']}",
+        "",
+        f"Machine: {m['cores']} cores, Python {m['python']}, {m['platform']}; repeats {results['repeats']} "
+        f"(medians); wall {results.get('wall_s', 0):.0f} s",
+        "",
+        "| figure | measured | goal | |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    extra = (f.get("backups") or {}).get("extra")
+    if extra:
+        lines += ["", f"Backups: {extra}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
