@@ -5,6 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
+# Python may cache compiled modules: every process here (lab daemons, the Prefect server, each CLI
+# call in the tests) imports Prefect and the SDKs, which takes twice as long compiled from source.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install test lint typecheck contracts pytest demo bench clean
 

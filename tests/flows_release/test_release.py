@@ -99,11 +99,18 @@ def test_production_refuses_digests_that_did_not_pass_staging(lab: LabState, env
         promote("production", sha)
 
 
-def test_author_cannot_approve_their_own_release(lab: LabState, envdir: Path, kube: Kube) -> None:
-    """The author recorded with the staging release is refused as approver; production stays as it was."""
+@pytest.fixture(scope="module")
+def carols(lab: LabState, envdir: Path) -> str:
+    """A commit carol released to staging (production attempts of it that are refused leave it as is)."""
     sha = commit()
     push_commit(lab, sha)
     promote("staging", sha, actor="carol")
+    return sha
+
+
+def test_author_cannot_approve_their_own_release(carols: str, kube: Kube) -> None:
+    """The author recorded with the staging release is refused as approver; production stays as it was."""
+    sha = carols
     before = live(kube, profile("production"))
     t, out = in_thread(lambda: promote("production", sha, actor="carol"))
     resume_flow_run(paused_run(sha), run_input={"approve": True, "approver": "carol", "reason": "mine"})
@@ -113,11 +120,9 @@ def test_author_cannot_approve_their_own_release(lab: LabState, envdir: Path, ku
     assert live(kube, profile("production")) == before
 
 
-def test_empty_or_negative_answer_does_not_approve(lab: LabState, envdir: Path, kube: Kube) -> None:
+def test_empty_or_negative_answer_does_not_approve(carols: str, kube: Kube) -> None:
     """A resume with the defaults (approve false) is a rejection; nothing changes."""
-    sha = commit()
-    push_commit(lab, sha)
-    promote("staging", sha)
+    sha = carols
     before = live(kube, profile("production"))
     t, out = in_thread(lambda: promote("production", sha))
     resume_flow_run(paused_run(sha), run_input={"approver": "alice"})
