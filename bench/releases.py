@@ -292,8 +292,7 @@ def imposed_waits(result: dict[str, Any], profile: Any, bake_s: float) -> dict[s
             readiness = max(readiness, ready - deployed)
     delay = profile.monitoring.ingestion_delay_s
     gate = profile.gate.intervals * profile.gate.interval_s + delay
-    n_bake = max(1, -(-int(bake_s * 1000) // int(profile.gate.interval_s * 1000)))
-    bake = n_bake * profile.gate.interval_s + delay
+    bake = max(bake_s, profile.gate.interval_s) + delay  # the last sliding window ends at the bake's end
     approval = 0.0
     approved = _at(tl, "approval")
     if approved is not None:

@@ -19,7 +19,7 @@ import pytest
 from greenlight.clients.kube import Kube
 from greenlight.lab.state import LabState
 
-from .support import NAMESPACES, live, profile, push_commit
+from .support import NAMESPACES, Load, live, profile, push_commit
 
 pytestmark = pytest.mark.lab
 
@@ -174,11 +174,16 @@ class Reader:
 
 
 def test_production_promotion_waits_for_an_approval_from_another_terminal(
-    promoted: dict[str, Any], envdir: Path, kube: Kube, tmp_path: Path
+    lab: LabState, promoted: dict[str, Any], envdir: Path, kube: Kube, tmp_path: Path
 ) -> None:
-    """`greenlight promote production` prints the approve command while it waits; `greenlight approve` from another process releases it."""
+    """`greenlight promote production` prints the approve command while it waits; `greenlight approve`
+    from another process releases it, with zero failed requests under load while traffic moves."""
     sha = promoted["sha"]
-    with (tmp_path / "stderr.log").open("w") as err:
+    before = live(kube, profile("production"))["backend"]["digests"]
+    with (
+        (tmp_path / "stderr.log").open("w") as err,
+        Load(lab, NAMESPACES["production"], "backend", rps=150) as load,
+    ):
         proc = subprocess.Popen(
             [GREENLIGHT, "promote", "production", "--commit", sha, "--actor", "erin"],
             env=cli_env(envdir),
@@ -190,6 +195,7 @@ def test_production_promotion_waits_for_an_approval_from_another_terminal(
             out = Reader(proc)
             m = out.wait_for(r"approve: greenlight approve ([0-9a-f-]{36}) --approver", 90)
             assert any("/runs/flow-run/" in line for line in out.lines)
+            assert live(kube, profile("production"))["backend"]["digests"] == before  # nothing yet
             answer = greenlight(envdir, "approve", m.group(1), "--approver", "alice", "--reason", "ok")
             assert answer.returncode == 0, answer.stdout + answer.stderr[-3000:]
             assert f"approved flow run {m.group(1)} as alice" in answer.stdout
@@ -200,6 +206,10 @@ def test_production_promotion_waits_for_an_approval_from_another_terminal(
     assert "outcome: released" in out.text()
     state = live(kube, profile("production"))
     assert {app: s["digests"][app] for app, s in state.items()} == promoted["digests"]
+    assert load.report is not None and load.report.sent > 1000
+    assert load.report.failed == 0, load.report.render()
+    colours = {b.rsplit("-", 2)[0].split("-")[-1] for b in load.report.backends}
+    assert len(colours) == 2  # traffic really moved from one colour to the other under load
 
 
 @pytest.mark.parametrize(
