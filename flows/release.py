@@ -327,7 +327,8 @@ def _watch_windows(
         if w_end >= last_end:
             break
         # the next window, or the newest readable one if judging fell behind (a slow or failing
-        # Monitoring): windows that closed meanwhile are covered by it, not judged one by one late
+        # Monitoring): the bake goes on from the present rather than judging stale windows late
+        # (when it fell behind by more than an interval, the time in between is not judged)
         readable = datetime.now(UTC) - timedelta(seconds=delay)
         w_end = min(last_end, max(w_end + timedelta(seconds=step), readable))
     return "ok", f"{n} window(s) of {interval:g} s, one every {step:g} s, without breach"
