@@ -5,7 +5,6 @@ with the lab's load generator sending real HTTP through the live Services."""
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import threading
 import time
@@ -19,7 +18,7 @@ import yaml
 
 from greenlight.clients.kube import Kube
 from greenlight.lab import supervisor
-from greenlight.lab.load import LoadReport, run_load
+from greenlight.lab.load import BackgroundLoad, LoadReport
 from greenlight.lab.state import LAB_ENVIRONMENTS, LabState
 
 Echo = Callable[[str], None]
@@ -93,38 +92,9 @@ def new_commit() -> str:
     return uuid.uuid4().hex[:10]
 
 
-class Load:
-    """The lab's load generator against one URL in a thread (until stopped)."""
-
-    def __init__(self, url: str, rps: float, seconds: float = 600) -> None:
-        self.url, self.rps, self.seconds = url, rps, seconds
-        self.report: LoadReport | None = None
-        self._stop: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def go() -> None:
-            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            self._started.set()
-            self.report = await run_load(self.url, self.rps, self.seconds, concurrency=64, stop=self._stop)
-
-        asyncio.run(go())
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        self._started.wait(10)
-        time.sleep(0.3)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            try:
-                self._loop.call_soon_threadsafe(self._stop.set)
-            except RuntimeError:
-                pass
-        self._thread.join(60)
+def load_on(url: str, rps: float, seconds: float = 600) -> BackgroundLoad:
+    """The lab's load generator against ``url`` for the length of a ``with`` block."""
+    return BackgroundLoad(url, rps, seconds, concurrency=64, settle_s=0.3)
 
 
 def live_url(lab: LabState, namespace: str, service: str) -> str:
@@ -158,7 +128,7 @@ def switch_under_load(lab: LabState, echo: Echo, rps: float = 250, seconds: floa
     out: dict[str, Any] = {}
     # phase 1: switches
     switches = 0
-    with Load(url, rps) as load:
+    with load_on(url, rps) as load:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             _, other = colours()
@@ -170,7 +140,7 @@ def switch_under_load(lab: LabState, echo: Echo, rps: float = 250, seconds: floa
     echo(f"  switching: {switches} switches, {load.report.sent} requests, {load.report.failed} failed")
     # phase 2: rollbacks (each re-armed by a switch: a rollback returns to the previous colour once)
     rollbacks = 0
-    with Load(url, rps) as load:
+    with load_on(url, rps) as load:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             _, other = colours()
@@ -219,7 +189,7 @@ def rollback_on_breach(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any
         sha = new_commit()
         # degrade once the pod has run past the gate (rollout + 2 intervals + ingestion) and the switch
         push(lab, apps, sha, degrade_after_s=14, degraded_error_rate=0.5)
-        with Load(url, 150) as load:
+        with load_on(url, 150) as load:
             try:
                 build_promote(PromoteRequest(environment="staging", commit=sha, actor="bench", bake_s=60))
                 raise RuntimeError(f"release {sha} was not rolled back: the breach never showed")

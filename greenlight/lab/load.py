@@ -12,10 +12,12 @@ percentiles.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -178,6 +180,50 @@ async def run_load(
         first_failed_at=tally.first_failed_at,
         last_failed_at=tally.last_failed_at,
     )
+
+
+class BackgroundLoad:
+    """``run_load`` in a thread of its own while a ``with`` block runs (at most ``seconds``);
+    ``report`` is set once the block has ended."""
+
+    def __init__(
+        self, url: str, rps: float, seconds: float = 60, concurrency: int = 32, settle_s: float = 0.5
+    ) -> None:
+        self.url, self.rps, self.seconds, self.concurrency, self.settle_s = (
+            url,
+            rps,
+            seconds,
+            concurrency,
+            settle_s,
+        )
+        self.report: LoadReport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        async def go() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._started.set()
+            self.report = await run_load(
+                self.url, self.rps, self.seconds, concurrency=self.concurrency, stop=self._stop
+            )
+
+        asyncio.run(go())
+
+    def __enter__(self) -> BackgroundLoad:
+        self._thread.start()
+        self._started.wait(10)
+        time.sleep(self.settle_s)  # requests already flowing when the block starts
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():  # closed: it ran its full time
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        self._thread.join(60)
 
 
 async def _run_until_signalled(url: str, rps: float, seconds: float) -> LoadReport:

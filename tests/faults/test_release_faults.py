@@ -32,6 +32,7 @@ from tests.flows_release.support import (
     push_commit,
     read_events,
     release_environments,
+    write_profiles,
 )
 
 from .conftest import Fault
@@ -353,8 +354,6 @@ def test_approval_that_times_out_changes_nothing(
     fault: Fault, lab: LabState, envdir: Path, kube: Kube
 ) -> None:
     """A production promotion nobody approves within the timeout is refused; production is untouched."""
-    from tests.flows_release.support import write_profiles
-
     sha = commit()
     push_commit(lab, sha)
     promote("staging", sha)

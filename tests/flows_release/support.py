@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
@@ -16,7 +15,7 @@ import yaml
 
 from greenlight.clients.kube import Kube
 from greenlight.lab import supervisor
-from greenlight.lab.load import LoadReport, run_load
+from greenlight.lab.load import BackgroundLoad
 from greenlight.lab.state import LAB_ENVIRONMENTS, LabState
 from greenlight.settings import Profile, load_profile
 
@@ -63,36 +62,14 @@ def profile(env: str) -> Profile:
     return load_profile(env)
 
 
-class Load:
+class Load(BackgroundLoad):
     """The lab's load generator against a live Service, in the background."""
 
     def __init__(
         self, lab: LabState, namespace: str, service: str, rps: float = 150, seconds: float = 60
     ) -> None:
-        self.url = supervisor.control(lab, "GET", "/urls")[f"lab-primary/{namespace}/{service}"] + "/"
-        self.stop = asyncio.Event()
-        self.report: LoadReport | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.rps, self.seconds = rps, seconds
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        async def go() -> None:
-            self._loop = asyncio.get_running_loop()
-            self.report = await run_load(self.url, self.rps, self.seconds, stop=self.stop)
-
-        asyncio.run(go())
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and not self._loop.is_closed():  # closed: it ran its full time
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self.stop.set)
-        self._thread.join(30)
+        url = supervisor.control(lab, "GET", "/urls")[f"lab-primary/{namespace}/{service}"] + "/"
+        super().__init__(url, rps, seconds)
 
 
 def paused_run(commit: str, timeout_s: float = 60) -> UUID:

@@ -31,19 +31,6 @@ def promote(env: str, sha: str, actor: str = "dave", **kw: object) -> dict:
     return build_promote(PromoteRequest(environment=env, commit=sha, actor=actor, **kw))
 
 
-def staging_then_production(
-    lab: LabState, sha: str, approver: str = "alice", author: str = "dave"
-) -> tuple[dict, dict]:
-    promote("staging", sha, actor=author)
-    t, out = in_thread(lambda: promote("production", sha, actor="someone"))
-    run_id = paused_run(sha)
-    resume_flow_run(run_id, run_input={"approve": True, "approver": approver, "reason": "tested in staging"})
-    t.join(120)
-    if "error" in out:
-        raise out["error"]
-    return out["result"], {"run_id": run_id}
-
-
 def test_staging_release_moves_every_app_to_the_commits_digests(
     lab: LabState, envdir: Path, kube: Kube
 ) -> None:
