@@ -16,9 +16,20 @@ person with kubectl, can see where things stand:
                                       set by a rollback to the release it took out of service;
                                       cleared by the next switch. While set, rolling back again
                                       does nothing: it would bring that release back.
+    greenlight.dev/overlap            while an overlap switch runs: JSON {"from", "to", "release"}
+
+Two ways to move traffic (``release.switch_mode``):
+
+- ``direct``: one patch points the selector at the new colour. Where the data plane keeps the
+  old endpoints until it has attached the new ones (kube-proxy, a mesh), nothing is lost.
+- ``overlap``: first *widen* the selector to both colours (the colour label is dropped, so the
+  Service selects every pod of the app), wait until the new colour serves, then *narrow* to it.
+  Container-native load balancing (GKE NEGs) detaches removed endpoints before it attaches new
+  ones (kubernetes/ingress-gce#638): a direct switch leaves seconds with no backend there.
 
 The live colour is read from the selector, which is what routes traffic; the active-colour
-annotation is the record, and a Service whose selector has no colour is not blue-green.
+annotation is the record, and a Service whose selector has no colour is not blue-green unless
+an overlap switch recorded on it is under way (then the colour it moves from is live).
 """
 
 from __future__ import annotations
@@ -34,8 +45,10 @@ from greenlight.errors import InputInvalid
 PREVIOUS_RELEASE_ID = ANNOTATION_PREFIX + "previous-release-id"
 PREVIOUS_DIGESTS = ANNOTATION_PREFIX + "previous-digests"
 ROLLED_BACK = ANNOTATION_PREFIX + "rolled-back-release"
+OVERLAP = ANNOTATION_PREFIX + "overlap"
 
-SwitchAction = Literal["switch", "noop", "wait", "refuse"]
+SwitchAction = Literal["switch", "widen", "narrow", "noop", "wait", "refuse"]
+SwitchMode = Literal["direct", "overlap"]
 RollbackAction = Literal["scale-up-previous", "wait", "switch", "noop", "refuse"]
 
 
@@ -50,8 +63,25 @@ class ServiceSnapshot:
     namespace: str = ""
 
     def colour(self, colour_label: str) -> str | None:
-        """The colour receiving traffic: the selector's ``colour_label`` value (None without one)."""
-        return self.selector.get(colour_label) or None
+        """The colour receiving traffic: the selector's ``colour_label`` value; during an overlap
+        switch (no colour in the selector) the colour it moves from; else None."""
+        selected = self.selector.get(colour_label)
+        if selected:
+            return selected
+        overlap = self.overlap
+        return overlap.from_colour if overlap else None
+
+    @property
+    def overlap(self) -> Overlap | None:
+        """The overlap switch under way on this Service (its selector selects both colours)."""
+        text = self.annotations.get(OVERLAP)
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+            return Overlap(str(value["from"]), str(value["to"]), str(value.get("release") or ""))
+        except (ValueError, KeyError, TypeError):
+            return None
 
     @property
     def active_colour(self) -> str | None:
@@ -77,6 +107,22 @@ class ServiceSnapshot:
     def rolled_back_release(self) -> str | None:
         """The release a rollback took out of service, until the next switch clears it."""
         return self.annotations.get(ROLLED_BACK) or None
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """An overlap switch recorded on a live Service: from a colour to another, for a release."""
+
+    from_colour: str
+    to_colour: str
+    release_id: str
+
+    def text(self) -> str:
+        return json.dumps(
+            {"from": self.from_colour, "to": self.to_colour, "release": self.release_id},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
 
 
 @dataclass(frozen=True)
@@ -109,6 +155,7 @@ class SwitchStep:
     from_colour: str | None
     to_colour: str
     patch: dict[str, Any] | None = None
+    at: float | None = None  # epoch seconds the patch that moved traffic was sent (set by the caller)
 
 
 @dataclass(frozen=True)
@@ -122,6 +169,7 @@ class RollbackStep:
     to_colour: str | None
     scale_to: int | None = None
     patch: dict[str, Any] | None = None
+    at: float | None = None  # epoch seconds the patch that moved traffic was sent (set by the caller)
 
 
 def snapshot_service(svc: Mapping[str, Any]) -> ServiceSnapshot:
@@ -176,25 +224,43 @@ def decide_switch(
     endpoints: EndpointReadiness,
     release_id: str,
     digests: Mapping[str, str],
+    mode: SwitchMode = "direct",
 ) -> SwitchStep:
     """Whether and how to point ``live`` at ``target_colour``.
 
     ``noop`` when the selector already points there (and the recorded release is this one or
     none); ``refuse`` when it points there for another release, when the Service does not select
-    by ``colour_label``, when the snapshot has no resourceVersion, or when the target has no
-    ready endpoint (switching would empty the Service); ``wait`` while the target's endpoints
-    are not all ready; otherwise ``switch`` with the merge patch (see the module docstring).
+    by ``colour_label``, when another overlap switch is under way, when the snapshot has no
+    resourceVersion, or when the target has no ready endpoint (switching would empty the
+    Service); ``wait`` while the target's endpoints are not all ready. Otherwise, in ``direct``
+    mode, ``switch`` with the merge patch (see the module docstring); in ``overlap`` mode
+    ``widen`` (the selector without the colour, the overlap recorded), and once this release's
+    overlap is recorded on the Service, ``narrow``: the switch patch, clearing the overlap.
     """
     current = live.selector.get(colour_label)
+    overlap = live.overlap
 
     def step(action: SwitchAction, reason: str, patch: dict[str, Any] | None = None) -> SwitchStep:
-        return SwitchStep(action, reason, live.name, current, target_colour, patch)
+        return SwitchStep(
+            action, reason, live.name, current or live.colour(colour_label), target_colour, patch
+        )
 
-    if current is None:
+    if current is None and overlap is None:
         return step(
             "refuse",
             f"refusing: Service {live.name} has no '{colour_label}' in its selector "
             f"({_selector_text(live.selector)}): it is not a blue-green Service",
+        )
+    if (
+        current is None
+        and overlap is not None
+        and (overlap.to_colour != target_colour or overlap.release_id != release_id)
+    ):
+        return step(
+            "refuse",
+            f"refusing: {live.name} is mid-switch from {overlap.from_colour} to {overlap.to_colour} "
+            f"for release {overlap.release_id or '(unrecorded)'} (it selects both colours); "
+            "finish or roll back that switch first",
         )
     if current == target_colour:
         recorded = live.release_id
@@ -217,15 +283,39 @@ def decide_switch(
         )
     if not endpoints.all_ready:
         return step("wait", f"delaying switch: {target_colour} {endpoints.summary}")
+    from_colour = current or (overlap.from_colour if overlap else "")
+    if current is not None and mode == "overlap":
+        widened = {k: v for k, v in live.selector.items() if k != colour_label}
+        record = Overlap(current, target_colour, release_id)
+        return step(
+            "widen",
+            f"widening {live.name} to both colours ({_selector_text(widened)}) before narrowing "
+            f"to {target_colour}: {endpoints.summary}",
+            {
+                "metadata": {
+                    "resourceVersion": live.resource_version,
+                    "annotations": {OVERLAP: record.text()},
+                },
+                # a merge patch deletes a key given as null: the colour leaves the selector
+                "spec": {"selector": {**widened, colour_label: None}},
+            },
+        )
     annotations: dict[str, str | None] = {
         ACTIVE_COLOUR: target_colour,
-        PREVIOUS_COLOUR: current,
+        PREVIOUS_COLOUR: from_colour,
         RELEASE_ID: release_id,
         DIGESTS: _digests_text(digests),
         PREVIOUS_RELEASE_ID: live.release_id,
         PREVIOUS_DIGESTS: live.annotations.get(DIGESTS),
         ROLLED_BACK: None,
+        OVERLAP: None,
     }
+    if current is None:
+        return step(
+            "narrow",
+            f"narrowing {live.name} from both colours to {target_colour}: {endpoints.summary}",
+            _patch(live, colour_label, target_colour, annotations),
+        )
     return step(
         "switch",
         f"switching {live.name} from {current} to {target_colour}: {endpoints.summary}",
@@ -239,22 +329,38 @@ def decide_rollback(
     previous_ready: EndpointReadiness,
     previous_replicas: int,
     want_replicas: int,
+    app: str | None = None,
+    previous_digest: str | None = None,
 ) -> RollbackStep:
     """The next step of returning ``live`` to its recorded previous colour.
 
     ``refuse`` without a recorded previous colour, or when the Service does not select by
-    ``colour_label``; ``noop`` when the selector is already on the previous colour, or when a
-    rollback already happened (the rolled-back marker is set); ``scale-up-previous`` (to
-    ``want_replicas``) when the previous colour has fewer replicas; ``wait`` until its endpoints
-    are all ready; then ``switch``, whose patch restores the previous release's record and
-    marks the release taken out of service.
+    ``colour_label``, or when the previous colour no longer runs the previous release's digest
+    for ``app`` (``previous_digest`` is what its Deployment runs now: a release has deployed onto
+    it, and rolling back would send traffic to a build nobody gated); ``noop`` when the selector
+    is already on the previous colour, or when a rollback already happened (the rolled-back
+    marker is set); ``scale-up-previous`` (to ``want_replicas``) when the previous colour has
+    fewer replicas; ``wait`` until its endpoints are all ready; then ``switch``, whose patch
+    restores the previous release's record and marks the release taken out of service. During
+    an overlap switch (both colours selected) the rollback narrows back to the colour it started
+    from.
     """
     previous = live.previous_colour
     current = live.selector.get(colour_label)
+    overlap = live.overlap
 
     def step(action: RollbackAction, reason: str, **extra: Any) -> RollbackStep:
         return RollbackStep(action, reason, live.name, current, previous, **extra)
 
+    if current is None and overlap is not None:
+        return RollbackStep(
+            "switch",
+            f"abandoning the overlap switch to {overlap.to_colour}: narrowing back to {overlap.from_colour}",
+            live.name,
+            None,
+            overlap.from_colour,
+            patch=_patch(live, colour_label, overlap.from_colour, {OVERLAP: None}),
+        )
     if current is None:
         return step(
             "refuse",
@@ -271,6 +377,14 @@ def decide_rollback(
             "noop",
             f"already rolled back: release {live.rolled_back_release} was taken out of service "
             f"and {current} is live; rolling back again would bring it back",
+        )
+    recorded = _parse_digests(live.annotations.get(PREVIOUS_DIGESTS)).get(app or "")
+    if recorded and previous_digest != recorded:
+        return step(
+            "refuse",
+            f"refusing: {previous} now runs {_short(previous_digest)}, not the previous release's "
+            f"{_short(recorded)}: a release has deployed onto it, and rolling back would send "
+            "traffic to a build nobody gated",
         )
     if previous_replicas < want_replicas:
         return step(
@@ -300,6 +414,12 @@ def decide_rollback(
         f"fast rollback: {previous} still warm with {previous_ready.ready}/{wanted.expected} ready",
         patch=_patch(live, colour_label, previous, annotations),
     )
+
+
+def _short(digest: str | None) -> str:
+    if not digest:
+        return "no pinned digest"
+    return digest[:19]
 
 
 def _patch(

@@ -9,10 +9,12 @@ import pytest
 
 from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS, PREVIOUS_COLOUR, RELEASE_ID
 from greenlight.core.switch import (
+    OVERLAP,
     PREVIOUS_DIGESTS,
     PREVIOUS_RELEASE_ID,
     ROLLED_BACK,
     EndpointReadiness,
+    Overlap,
     ServiceSnapshot,
     decide_rollback,
     decide_switch,
@@ -285,6 +287,7 @@ def test_switch_patch_guards_version_records_previous_and_moves_selector() -> No
                 PREVIOUS_RELEASE_ID: "staging-aaa",
                 PREVIOUS_DIGESTS: OLD_DIGESTS,
                 ROLLED_BACK: None,
+                OVERLAP: None,
             },
         },
         "spec": {"selector": {"app": "backend", "color": "green"}},
@@ -464,3 +467,98 @@ def test_rollback_of_unrecorded_release_still_marks_it() -> None:
     step = decide_rollback(live("green", **{PREVIOUS_COLOUR: "blue"}), "color", READY3, 3, 3)
     assert step.patch is not None
     assert step.patch["metadata"]["annotations"][ROLLED_BACK] == "unrecorded-on-green"
+
+
+# --- overlap switches (select both colours, wait, narrow) and the rollback's digest check -------
+
+
+def overlapping(release: str = "staging-bbb", **annotations: str) -> ServiceSnapshot:
+    """The live Service mid-overlap from blue to green for ``release`` (no colour in its selector)."""
+    record = Overlap("blue", "green", release).text()
+    return live(None, **RECORDED, **{OVERLAP: record}, **annotations)
+
+
+def test_overlap_mode_widens_to_both_colours_recording_the_overlap() -> None:
+    """In overlap mode the first step drops the colour from the selector (null in the merge patch) and records the overlap."""
+    step = decide_switch(live("blue", **RECORDED), "green", "color", READY3, "staging-bbb", {}, "overlap")
+    assert step.action == "widen"
+    assert step.patch == {
+        "metadata": {
+            "resourceVersion": "41",
+            "annotations": {OVERLAP: '{"from":"blue","release":"staging-bbb","to":"green"}'},
+        },
+        "spec": {"selector": {"app": "backend", "color": None}},
+    }
+
+
+def test_overlap_recorded_for_this_release_narrows_with_the_switch_record() -> None:
+    """Once this release's overlap is on the Service, the next step narrows to the new colour and clears the overlap."""
+    snap = overlapping()
+    assert snap.colour("color") == "blue"  # traffic is taken to be on the colour it moves from
+    step = decide_switch(snap, "green", "color", READY3, "staging-bbb", {"backend": D2}, "overlap")
+    assert step.action == "narrow"
+    assert step.patch is not None
+    annotations = step.patch["metadata"]["annotations"]
+    assert (annotations[ACTIVE_COLOUR], annotations[PREVIOUS_COLOUR], annotations[OVERLAP]) == (
+        "green",
+        "blue",
+        None,
+    )
+    assert step.patch["spec"]["selector"] == {"app": "backend", "color": "green"}
+
+
+OVERLAP_REFUSALS = [
+    # id, snapshot, target, release
+    ("other-release", overlapping("staging-ccc"), "green", "staging-bbb"),
+    ("other-target", overlapping(), "blue", "staging-bbb"),
+]
+
+
+@pytest.mark.parametrize(
+    ("snap", "target", "release"), [c[1:] for c in OVERLAP_REFUSALS], ids=[c[0] for c in OVERLAP_REFUSALS]
+)
+def test_another_switchs_overlap_is_refused(snap: ServiceSnapshot, target: str, release: str) -> None:
+    """A Service mid-overlap for another release or towards another colour is not switched over."""
+    step = decide_switch(snap, target, "color", READY3, release, {}, "overlap")
+    assert step.action == "refuse"
+    assert "mid-switch from blue to green" in step.reason
+
+
+def test_direct_mode_never_widens() -> None:
+    """Direct mode switches with one patch, whatever the Service."""
+    step = decide_switch(live("blue", **RECORDED), "green", "color", READY3, "staging-bbb", {}, "direct")
+    assert step.action == "switch"
+
+
+def test_rollback_mid_overlap_narrows_back_to_where_it_started() -> None:
+    """A rollback of a Service mid-overlap points it back at the colour the overlap moved from."""
+    step = decide_rollback(overlapping(), "color", EndpointReadiness(0, 0, 0), 0, 3, "backend", None)
+    assert (step.action, step.to_colour) == ("switch", "blue")
+    assert step.patch is not None
+    assert step.patch["spec"]["selector"] == {"app": "backend", "color": "blue"}
+    assert step.patch["metadata"]["annotations"] == {OVERLAP: None}
+
+
+ROLLBACK_DIGESTS = [
+    # id, digest the previous colour runs now, action
+    ("still-the-previous-release", D1, "switch"),
+    ("a-release-deployed-onto-it", D2, "refuse"),
+    ("not-pinned", None, "refuse"),
+]
+
+
+@pytest.mark.parametrize(
+    ("digest", "action"), [c[1:] for c in ROLLBACK_DIGESTS], ids=[c[0] for c in ROLLBACK_DIGESTS]
+)
+def test_rollback_only_to_a_colour_still_running_the_previous_digest(digest: str | None, action: str) -> None:
+    """A rollback returns to the previous colour only while it runs the previous release's digest."""
+    step = decide_rollback(live("green", **AFTER_SWITCH), "color", READY3, 3, 3, "backend", digest)
+    assert step.action == action
+    if action == "refuse":
+        assert "a release has deployed onto it" in step.reason
+
+
+def test_rollback_without_recorded_previous_digest_is_not_blocked() -> None:
+    """Without a recorded previous digest for the app (a first release), the check cannot apply and the rollback goes on."""
+    snap = live("green", **{k: v for k, v in AFTER_SWITCH.items() if k != PREVIOUS_DIGESTS})
+    assert decide_rollback(snap, "color", READY3, 3, 3, "backend", D2).action == "switch"
