@@ -33,6 +33,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 BEHAVIOUR_LABEL = "dev.greenlight.lab.behaviour"
+SHUTDOWN_MODES = ("graceful", "abrupt")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,21 @@ class Behaviour:
     answer, ``startup_s`` before the pod turns ready, ``crash`` never turns ready at all.
     ``degrade_after_s`` > 0: once a pod has run that long its error rate becomes
     ``degraded_error_rate`` (a release that passes its gate and breaks later, as a leak does).
+
+    ``shutdown`` is what the app does on SIGTERM. ``"graceful"``: it stops accepting
+    connections, lets the requests in flight finish (answered with ``Connection: close``),
+    closes idle keep-alive connections at once and exits when none remain (or is killed at
+    the end of the grace period). ``"abrupt"`` (the default): it exits at once; every
+    connection is reset and the requests in flight get no answer. Abrupt is the default
+    because it is what an app does unless someone coded (or configured) otherwise: a Node.js
+    ``http`` server, a Go ``net/http`` server and Python's ``http.server`` have no SIGTERM
+    handler and die (Go's ``Server.Shutdown`` drains only if the app calls it); Spring Boot
+    shut down immediately by default until 3.4 made ``server.shutdown=graceful`` the default;
+    nginx treats SIGTERM as a fast shutdown (its official image sets STOPSIGNAL SIGQUIT, the
+    graceful one, to compensate). Servers that do drain on SIGTERM (gunicorn, uvicorn,
+    Spring Boot >= 3.4) are ``"graceful"`` images. A blue-green release must lose no request
+    either way: pods leave the endpoints when their deletion starts, and a preStop
+    sleep covers the data plane's propagation delay.
     """
 
     version: str
@@ -52,10 +68,15 @@ class Behaviour:
     crash: bool = False
     degrade_after_s: float = 0.0
     degraded_error_rate: float = 0.0
+    shutdown: str = "abrupt"
 
     def __post_init__(self) -> None:
         if not isinstance(self.version, str) or not self.version:
             raise ValueError(f"behaviour version must be a non-empty string, not {self.version!r}")
+        if self.shutdown not in SHUTDOWN_MODES:
+            raise ValueError(
+                f"behaviour shutdown must be one of {', '.join(SHUTDOWN_MODES)}, not {self.shutdown!r}"
+            )
         # Numbers are stored as floats so that 300 and 300.0 give one manifest, one digest.
         for field_name in ("error_rate", "latency_ms", "startup_s", "degrade_after_s", "degraded_error_rate"):
             value = getattr(self, field_name)
@@ -75,6 +96,14 @@ class Behaviour:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def digest_dict(self) -> dict[str, Any]:
+        """What the image config carries: every field, except ``shutdown`` when it is the
+        default, so that images pushed before the field existed keep their digests."""
+        data = self.to_dict()
+        if data["shutdown"] == "abrupt":
+            del data["shutdown"]
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Behaviour:
         return cls(
@@ -85,6 +114,7 @@ class Behaviour:
             crash=bool(data.get("crash", False)),
             degrade_after_s=float(data.get("degrade_after_s", 0.0)),
             degraded_error_rate=float(data.get("degraded_error_rate", 0.0)),
+            shutdown=str(data.get("shutdown", "abrupt")),
         )
 
 
@@ -105,7 +135,7 @@ def build_manifest(repository: str, behaviour: Behaviour) -> tuple[str, bytes, b
             "os": "linux",
             "config": {
                 "Labels": {
-                    BEHAVIOUR_LABEL: json.dumps(behaviour.to_dict(), sort_keys=True),
+                    BEHAVIOUR_LABEL: json.dumps(behaviour.digest_dict(), sort_keys=True),
                     "org.opencontainers.image.source": repository,
                     "org.opencontainers.image.version": behaviour.version,
                 }

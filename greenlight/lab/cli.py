@@ -18,7 +18,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     lab.add_argument("--dir", help="lab directory (default $GREENLIGHT_LAB_DIR or ./.lab)")
     cmds = lab.add_subparsers(dest="lab_command", required=True)
-    cmds.add_parser("up", help="start the lab in the background; returns when it is ready")
+    lab_up = cmds.add_parser("up", help="start the lab in the background; returns when it is ready")
+    lab_up.add_argument(
+        "--data-plane",
+        choices=supervisor.DATA_PLANES,
+        help="the Services' default data plane (env GREENLIGHT_LAB_DATA_PLANE, lab.yaml data_plane; "
+        "default kube-proxy); a Service's annotations may choose another",
+    )
+    lab_up.add_argument(
+        "--endpoint-delay-s",
+        type=float,
+        help="kube-proxy's endpoint propagation delay, jitter a third of it "
+        "(env GREENLIGHT_LAB_ENDPOINT_DELAY_S, lab.yaml endpoint_delay_s; default 1.5)",
+    )
     cmds.add_parser("down", help="stop everything the lab started")
     st = cmds.add_parser("status", help="processes, ports and objects")
     st.add_argument("--json", action="store_true")
@@ -42,12 +54,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="after this long a pod's error rate becomes --degraded-error-rate",
     )
     push.add_argument("--degraded-error-rate", type=float, default=0.0)
+    push.add_argument(
+        "--shutdown",
+        choices=["graceful", "abrupt"],
+        default="abrupt",
+        help="on SIGTERM: drain in-flight requests (graceful) or exit at once (abrupt, the default)",
+    )
     img.add_parser("list", help="the pushed images")
     cmds.add_parser("slack", help="the messages the Slack stand-in received")
     load = cmds.add_parser("load", help="load generator: sent, succeeded, failed, latency percentiles")
     load.add_argument("url")
     load.add_argument("--rps", type=float, default=100)
     load.add_argument("--seconds", type=float, default=10)
+    load.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="keep-alive connections in the pool (extras open when all are busy)",
+    )
     load.add_argument("--json", action="store_true")
     fault = cmds.add_parser("fault", help="inject faults").add_subparsers(dest="fault_command", required=True)
     add = fault.add_parser("add", help="fail or stall the next N matching calls")
@@ -73,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     directory = lab_dir(args.dir)
     cmd = args.lab_command
     if cmd == "up":
-        state = supervisor.up(directory)
+        state = supervisor.up(directory, data_plane=args.data_plane, endpoint_delay_s=args.endpoint_delay_s)
+        print(f"data plane:    {supervisor.describe_data_plane(state)}")
         print(f"kube contexts: lab-primary, lab-dr  (KUBECONFIG={state.env['KUBECONFIG']})")
         print(f"Prefect UI:    {state.env['PREFECT_API_URL'].removesuffix('/api')}")
         print(f"timings (s from start): {json.dumps(state.timings)}")
@@ -126,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 "crash": args.crash,
                 "degrade_after_s": args.degrade_after_s,
                 "degraded_error_rate": args.degraded_error_rate,
+                "shutdown": args.shutdown,
             }
             out = supervisor.control(state, "POST", "/images", body)
             print(f"pushed {out['ref']} -> {out['digest']}")
@@ -144,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "load":
         from greenlight.lab.load import main_load
 
-        return main_load(args.url, args.rps, args.seconds, args.json)
+        return main_load(args.url, args.rps, args.seconds, args.json, connections=args.connections)
     if cmd == "fault":
         if args.fault_command == "add":
             body = {

@@ -1,8 +1,9 @@
 """The lab daemon: one asyncio process hosting every stand-in written by us.
 
-Run as ``python -m greenlight.lab.daemon DIR --gcs-upstream URL``. It starts two Kubernetes
-API servers with their controllers (``lab-primary``, ``lab-dr``), the pods and Service
-proxies they drive, the OCI registry, the Slack endpoint, the GCS fault front, the gRPC
+Run as ``python -m greenlight.lab.daemon DIR --gcs-upstream URL [--data-plane MODE]
+[--endpoint-delay-s S]``. It starts two Kubernetes API servers with their controllers
+(``lab-primary``, ``lab-dr``), the pods and Service proxies they drive (every Service on the
+``--data-plane`` default, ``kube-proxy``, unless its annotations choose another), the OCI registry, the Slack endpoint, the GCS fault front, the gRPC
 Monitoring service and a small control API, then writes ``DIR/daemon.json`` with their ports.
 SIGTERM stops everything (pods drain) and exits.
 """
@@ -29,7 +30,7 @@ from greenlight.lab.kube.cluster import KubeCluster
 from greenlight.lab.metrics import RequestRecorder
 from greenlight.lab.monitoring import MonitoringServer
 from greenlight.lab.pods import PodRuntime
-from greenlight.lab.proxy import ServiceProxies
+from greenlight.lab.proxy import DATA_PLANES, DEFAULT_DATA_PLANE, DEFAULT_ENDPOINT_DELAY_S, ServiceProxies
 from greenlight.lab.registry import RegistryStandIn
 from greenlight.lab.slack import SlackStandIn
 
@@ -38,13 +39,20 @@ CLUSTERS = ("lab-primary", "lab-dr")
 
 
 class Daemon:
-    def __init__(self, directory: Path, gcs_upstream: str, project: str) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        gcs_upstream: str,
+        project: str,
+        data_plane: str = DEFAULT_DATA_PLANE,
+        endpoint_delay_s: float = DEFAULT_ENDPOINT_DELAY_S,
+    ) -> None:
         self.dir = directory
         self.faults = FaultRegistry()
         self.catalogue = Catalogue(directory / "images.json")
         self.recorder = RequestRecorder()
         self.pods = PodRuntime(self.catalogue, self.recorder)
-        self.proxies = ServiceProxies()
+        self.proxies = ServiceProxies(default_mode=data_plane, endpoint_delay_s=endpoint_delay_s)
         self.clusters = {name: KubeCluster(name, self.faults, self.pods, self.proxies) for name in CLUSTERS}
         self.registry = RegistryStandIn(self.catalogue, self.faults)
         self.slack = SlackStandIn(self.faults)
@@ -109,7 +117,10 @@ class Daemon:
             name: {plural: len(c.store.list(plural)[0]) for plural in ("pods", "deployments", "services")}
             for name, c in self.clusters.items()
         }
-        return web.json_response({"ports": self.ports, "objects": counts, "faults": self.faults.list()})
+        data_plane = {**self.proxies.settings(), "services": self.proxies.describe()}
+        return web.json_response(
+            {"ports": self.ports, "objects": counts, "faults": self.faults.list(), "data_plane": data_plane}
+        )
 
     async def _urls(self, _: web.Request) -> web.Response:
         return web.json_response(self.proxies.urls())
@@ -160,8 +171,10 @@ class Daemon:
         return web.json_response(self.slack.messages)
 
 
-async def _main(directory: Path, gcs_upstream: str, project: str) -> None:
-    daemon = Daemon(directory, gcs_upstream, project)
+async def _main(
+    directory: Path, gcs_upstream: str, project: str, data_plane: str, endpoint_delay_s: float
+) -> None:
+    daemon = Daemon(directory, gcs_upstream, project, data_plane, endpoint_delay_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -170,7 +183,8 @@ async def _main(directory: Path, gcs_upstream: str, project: str) -> None:
         ports = await daemon.start()
         out = directory / "daemon.json"
         tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports}))
+        settings = {"data_plane": data_plane, "endpoint_delay_s": endpoint_delay_s}
+        tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports, **settings}))
         tmp.replace(out)
         log.info("lab daemon ready: %s", ports)
         await stop.wait()
@@ -184,9 +198,13 @@ def main() -> None:
     parser.add_argument("dir", type=Path)
     parser.add_argument("--gcs-upstream", required=True)
     parser.add_argument("--project", default="lab-project")
+    parser.add_argument("--data-plane", choices=DATA_PLANES, default=DEFAULT_DATA_PLANE)
+    parser.add_argument("--endpoint-delay-s", type=float, default=DEFAULT_ENDPOINT_DELAY_S)
     args = parser.parse_args()
+    if args.endpoint_delay_s < 0:
+        parser.error("--endpoint-delay-s must be >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(_main(args.dir, args.gcs_upstream, args.project))
+    asyncio.run(_main(args.dir, args.gcs_upstream, args.project, args.data_plane, args.endpoint_delay_s))
 
 
 if __name__ == "__main__":

@@ -21,17 +21,32 @@ behaviour: 500 with probability ``error_rate``, else 200 and JSON
 ``X-Pod: <pod>``. Every request except the runtime's own probes is recorded with
 ``recorder.record(labels | {"instance": "<pod>:<port>"}, code, latency_s)``.
 
+Termination, as the kubelet does it (``terminate``): the container's ``preStop`` hook runs
+first while the pod keeps serving (an ``exec`` sleep, ``sleep`` action or ``httpGet`` to the
+pod; other commands cannot run in the lab and are skipped with a warning), then SIGTERM: the
+app shuts down as its image's ``behaviour.shutdown`` says ("abrupt": every connection reset
+at once; "graceful": listener closed, in-flight requests answered with ``Connection: close``,
+idle connections closed). The preStop hook is bounded by the grace period; after SIGTERM the
+app gets what is left of it, at least ``MIN_TERM_WINDOW_S`` (the kubelet's minimum), then
+SIGKILL resets whatever is left. ``stop`` is the lab's own quick shutdown (no hook).
+
 Many pods share one event loop: a pod is an ``asyncio.Server``, not a thread or process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import os
 import random
+import re
 import secrets
+import socket
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -60,6 +75,8 @@ CRASH_BACKOFF_CAP_S = 4.0
 PROBE_TIMEOUT_S = 1.0
 PROBE_FAILURE_THRESHOLD = 3
 PROBE_USER_AGENT = "kube-probe/1.32"
+LIFECYCLE_USER_AGENT = "kube-lifecycle/1.32"
+MIN_TERM_WINDOW_S = 2.0  # the kubelet always leaves a container this long between SIGTERM and SIGKILL
 LATENCY_JITTER = 0.1  # +-10 % around behaviour.latency_ms
 
 
@@ -71,6 +88,7 @@ class BehaviourLike(Protocol):
     latency_ms: float
     startup_s: float
     crash: bool
+    shutdown: str  # "graceful" | "abrupt"
 
 
 class CatalogueLike(Protocol):
@@ -137,6 +155,10 @@ class _Pod:
         self.record_labels: dict[str, str] = {}
         self.life: asyncio.Task[None] | None = None
         self.prober: asyncio.Task[None] | None = None
+        self.termination: asyncio.Task[None] | None = None
+        self.kill_at = math.inf  # loop time of the SIGKILL once terminating
+        self.deadline_moved = asyncio.Event()
+        self.hurry = False  # stop() during a termination: no hook, no minimum window
 
 
 class PodRuntime:
@@ -189,7 +211,14 @@ class PodRuntime:
         forgotten (``status`` returns None). Unknown keys are ignored.
         """
         pod = self._pods.get(key)
-        if pod is None or pod.stopping:
+        if pod is None:
+            return
+        if pod.termination is not None:
+            pod.hurry = True
+            self._move_deadline(pod, asyncio.get_running_loop().time() + max(0.0, grace_s))
+            await asyncio.shield(pod.termination)
+            return
+        if pod.stopping:
             return
         pod.stopping = True
         for task in (pod.life, pod.prober):
@@ -200,6 +229,24 @@ class PodRuntime:
         if self._pods.get(key) is pod:
             del self._pods[key]
             self._notify(key)
+
+    async def terminate(self, key: str, grace_s: float, pre_stop: dict[str, Any] | None = None) -> None:
+        """Terminate pod ``key`` as the kubelet does and return once it is gone (forgotten).
+
+        ``pre_stop`` is the container's ``lifecycle.preStop`` as in the pod spec. The hook
+        runs while the pod keeps serving, bounded by ``grace_s``; then SIGTERM (the image's
+        ``shutdown`` behaviour), at least ``MIN_TERM_WINDOW_S`` later SIGKILL. Calling again
+        while it terminates can only bring the SIGKILL closer (a shorter grace period, or 0
+        for a forced deletion). Unknown keys are ignored.
+        """
+        pod = self._pods.get(key)
+        if pod is None or (pod.stopping and pod.termination is None):
+            return
+        loop = asyncio.get_running_loop()
+        self._move_deadline(pod, loop.time() + max(0.0, float(grace_s)))
+        if pod.termination is None:
+            pod.termination = loop.create_task(self._terminate(pod, pre_stop), name=f"terminate {key}")
+        await asyncio.shield(pod.termination)
 
     def on_change(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(key)`` (via loop.call_soon) after every change of a pod's state."""
@@ -300,6 +347,135 @@ class PodRuntime:
             await asyncio.wait(busy, timeout=grace_s)
         for conn in list(pod.conns):
             conn.writer.transport.abort()
+        pod.conns.clear()
+
+    # -- termination --------------------------------------------------------------------------
+
+    @staticmethod
+    def _move_deadline(pod: _Pod, kill_at: float) -> None:
+        if kill_at < pod.kill_at:
+            pod.kill_at = kill_at
+            pod.deadline_moved.set()
+
+    async def _bounded(self, pod: _Pod, work: Awaitable[Any]) -> bool:
+        """Run ``work`` until the pod's SIGKILL deadline (which may move closer); True if it ended."""
+        task = asyncio.ensure_future(work)
+        loop = asyncio.get_running_loop()
+        try:
+            while not task.done():
+                remaining = pod.kill_at - loop.time()
+                if remaining <= 0:
+                    break
+                pod.deadline_moved.clear()
+                moved = loop.create_task(pod.deadline_moved.wait())
+                try:
+                    await asyncio.wait({task, moved}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    moved.cancel()
+            return task.done()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _terminate(self, pod: _Pod, pre_stop: dict[str, Any] | None) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            hook = pre_stop if pre_stop and not pod.hurry and pod.kill_at > loop.time() else None
+            if hook is not None and not await self._bounded(pod, self._pre_stop(pod, hook)):
+                log.info("pod %s: preStop hook cut off by the grace period", pod.key)
+            # SIGTERM
+            pod.stopping = True
+            for task in (pod.life, pod.prober):
+                if task is not None:
+                    task.cancel()
+            self._set(pod, ready=False, message="terminating")
+            if not pod.hurry:
+                pod.kill_at = max(pod.kill_at, loop.time() + MIN_TERM_WINDOW_S)
+            graceful = pod.behaviour is not None and pod.behaviour.shutdown == "graceful"
+            if graceful and not await self._bounded(pod, self._drain(pod)):
+                log.info("pod %s: killed at the end of its grace period", pod.key)
+            self._kill(pod)  # SIGKILL (or the abrupt app's own exit)
+        except Exception:
+            log.exception("pod %s: termination failed", pod.key)
+            self._kill(pod)
+        finally:
+            if self._pods.get(pod.key) is pod:
+                del self._pods[pod.key]
+                self._notify(pod.key)
+
+    async def _pre_stop(self, pod: _Pod, hook: dict[str, Any]) -> None:
+        """Run a preStop hook the way the lab can: sleeps, and HTTP GETs to the pod itself."""
+        if isinstance(hook.get("sleep"), dict):
+            await asyncio.sleep(max(0.0, float(hook["sleep"].get("seconds") or 0)))
+            return
+        if isinstance(hook.get("exec"), dict):
+            command = [str(c) for c in hook["exec"].get("command") or []]
+            seconds = sleep_seconds(command)
+            if seconds is None:
+                log.warning("pod %s: the lab cannot run preStop exec %r; skipped", pod.key, command)
+                return
+            await asyncio.sleep(seconds)
+            return
+        if isinstance(hook.get("httpGet"), dict):
+            await self._pre_stop_get(pod, hook["httpGet"])
+            return
+        log.warning("pod %s: unsupported preStop hook %r; skipped", pod.key, hook)
+
+    async def _pre_stop_get(self, pod: _Pod, get: dict[str, Any]) -> None:
+        """GET the hook's path from the pod (whatever port it names: the pod has one) and
+        wait for the answer."""
+        port = pod.state.port
+        if port is None or pod.server is None:
+            log.warning("pod %s: preStop httpGet: the container is not listening; skipped", pod.key)
+            return
+        path = str(get.get("path") or "/")
+        headers = "".join(
+            f"{h['name']}: {h['value']}\r\n" for h in get.get("httpHeaders") or [] if "name" in h
+        )
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {self._host}:{port}\r\nUser-Agent: {LIFECYCLE_USER_AGENT}\r\n"
+            f"{headers}Connection: close\r\n\r\n"
+        ).encode()
+        writer = None
+        try:
+            reader, writer = await asyncio.open_connection(self._host, port)
+            writer.write(request)
+            response = await read_response_head(reader)
+            await reader.read()  # the body, until the pod closes (Connection: close)
+            log.info("pod %s: preStop GET %s answered %s", pod.key, path, response.status)
+        except (OSError, EOFError, HttpError) as e:
+            log.warning("pod %s: preStop GET %s failed: %s", pod.key, path, e)
+        finally:
+            if writer is not None:
+                close_quietly(writer)
+
+    async def _drain(self, pod: _Pod) -> None:
+        """A graceful app's SIGTERM: close the listener and idle connections, finish the rest."""
+        pod.serving = False
+        server, pod.server = pod.server, None
+        if server is not None:
+            server.close()
+        for conn in list(pod.conns):
+            if not conn.busy:
+                close_quietly(conn.writer)
+        while pod.conns:
+            tasks = [c.task for c in pod.conns if c.task is not None and not c.task.done()]
+            if not tasks:
+                break
+            await asyncio.wait(tasks)
+
+    def _kill(self, pod: _Pod) -> None:
+        """The process is gone: the listener closes and every connection is reset, unanswered."""
+        pod.serving = False
+        server, pod.server = pod.server, None
+        if server is not None:
+            server.close()
+        for conn in list(pod.conns):
+            if conn.task is not None and conn.task is not asyncio.current_task():
+                conn.task.cancel()
+            reset(conn.writer)
         pod.conns.clear()
 
     # -- readiness ----------------------------------------------------------------------------
@@ -411,3 +587,31 @@ class PodRuntime:
             return 500, json_bytes({"error": "internal error", "version": behaviour.version, "pod": pod.name})
         color = pod.labels.get("color", "")
         return 200, json_bytes({"version": behaviour.version, "pod": pod.name, "color": color})
+
+
+_SLEEP_ARG = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(s|m|h)?$")
+_SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh"})
+
+
+def sleep_seconds(command: list[str]) -> float | None:
+    """How long a preStop exec command sleeps, when all it does is sleep; else None.
+
+    ``["sleep", "5"]``, ``["/bin/sleep", "0.5"]``, ``["/bin/sh", "-c", "sleep 5"]``.
+    """
+    if len(command) == 3 and os.path.basename(command[0]) in _SHELLS and command[1] == "-c":
+        command = command[2].strip().rstrip(";").split()
+    if len(command) != 2 or os.path.basename(command[0]) != "sleep":
+        return None
+    m = _SLEEP_ARG.match(command[1])
+    if m is None:
+        return None
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2) or "s"]
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close a connection with a TCP reset (SO_LINGER 0), as a killed process's socket may."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

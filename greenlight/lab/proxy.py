@@ -1,17 +1,48 @@
-"""Per-Service proxies of the lab, and the small HTTP/1.1 toolkit the data plane shares.
+"""Per-Service data planes of the lab, and the small HTTP/1.1 toolkit the data plane shares.
 
-A lab Service is reached through its own proxy on a free loopback port. The proxy routes
-every *request* (not every connection) round robin to the Service's current ready
-endpoints, over pooled keep-alive upstream connections, so that a selector switch takes
-effect at the next request even on a client's long-lived keep-alive connection:
+A lab Service is reached through its own listener on a free loopback port. What happens
+behind it is the Service's *data plane*, chosen per Service (``ServiceProxies.configure``;
+the lab's default is ``kube-proxy``). The controller pushes the truth (ready, non-terminating
+endpoints) with ``set_endpoints`` the moment it changes; how and when traffic follows it is
+the data plane's business, because that is where real clusters lose requests:
 
-- ``set_endpoints`` replaces the endpoint set atomically; requests already sent finish on
-  the old backend, new ones go to the new set.
-- An upstream failure before any response byte (backend just stopped, stale pooled
-  connection, connection refused) is retried once on a backend of the *current* set:
-  always for idempotent methods, for the others only when the connect itself failed.
-- No endpoints: 503 with a JSON body naming the Service. Every answer carries
-  ``X-Backend: host:port`` when a backend produced it.
+``kube-proxy`` (the default; iptables/IPVS or GKE Dataplane V2): L4. Each accepted client
+connection gets one backend, picked at random among the endpoints the proxy currently
+*knows*, and bytes are piped both ways until both sides closed (an end of stream is passed
+on as a half-close; a reset as a reset). No HTTP parsing, no retry, no ``X-Backend``.
+Endpoint changes reach the known set only after ``endpoint_delay_s`` (default 1.5 s, plus
+or minus ``endpoint_jitter_s``, by default a third of the delay), in order (kubernetes#98570).
+Established connections stay on their backend whatever the endpoints do (kubernetes#46753),
+so a keep-alive client keeps talking to the old colour. A known backend that no longer
+listens, or an empty known set, aborts the client connection with a TCP reset right after
+it was accepted. Real iptables REJECTs the SYN instead (the client sees "connection
+refused" at connect time); the lab cannot refuse a connection it has accepted, so a client
+sees a reset before any byte: both are a failed request that no standard client retries on
+a new connection.
+
+``neg`` (GKE container-native load balancing, kubernetes/ingress-gce#638): L7 per request
+as the load balancer does, with **no retry**, over the load balancer's own backend set. That
+set follows the endpoints with a detach-before-attach lag: a removed endpoint leaves it
+after ``neg_detach_s`` (0.3 s); an added one joins only once ``neg_attach_s`` (2.5 s) has
+passed *and* it has passed the load balancer's health check (``GET <health path>``, 200
+only, every ``neg_health_interval_s`` 0.5 s, healthy after ``neg_healthy_threshold`` 2
+successes in a row, unhealthy after ``neg_unhealthy_threshold`` 2 failures; the checks run
+from the moment the endpoint is added). A direct selector switch therefore leaves about two
+seconds with no backend, answered 502 ``{"error": "failed_to_pick_backend ..."}`` as the
+GFE does; requests already sent finish on the old backend.
+
+``mesh`` (a service mesh sidecar, or the lab before it had data planes): L7 per request,
+round robin over the current endpoints, over pooled keep-alive upstream connections;
+endpoint changes apply at once (requests already sent finish on the old backend), and an
+upstream failure before any response byte (backend just stopped, stale pooled connection,
+connection refused) is retried once on a backend of the current set: always for idempotent
+methods, for the others only when the connect itself failed. No endpoints: 503 with a JSON
+body naming the Service.
+
+The L7 modes put ``X-Backend: host:port`` on every answer a backend produced.
+
+When a proxy starts (``ensure``) or its mode changes, its data plane is programmed at once
+from the endpoints already pushed; every later change goes through the mode's delays.
 
 The toolkit (``read_request_head``, ``read_response_head``, ``body_framing``, the body
 readers and ``simple_response``) is also used by the pods and the GCS fault front; it
@@ -22,10 +53,17 @@ understand with a clean 400.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import random
+import socket
+import struct
+from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -347,8 +385,72 @@ def close_quietly(writer: asyncio.StreamWriter) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Service proxies
+# Service data planes
 # --------------------------------------------------------------------------------------------
+
+KUBE_PROXY, NEG, MESH = "kube-proxy", "neg", "mesh"
+DATA_PLANES = (KUBE_PROXY, NEG, MESH)
+DEFAULT_DATA_PLANE = KUBE_PROXY
+# A Service's mode: this annotation if set, else "neg" when GKE's NEG annotation is there
+# (as on container-native load-balanced Services), else the lab's default.
+DATA_PLANE_ANNOTATION = "lab.greenlight.dev/data-plane"
+NEG_ANNOTATION = "cloud.google.com/neg"
+DEFAULT_ENDPOINT_DELAY_S = 1.5
+DEFAULT_NEG_DETACH_S = 0.3
+DEFAULT_NEG_ATTACH_S = 2.5
+DEFAULT_NEG_HEALTH_INTERVAL_S = 0.5
+DEFAULT_NEG_HEALTH_PATH = "/healthz"
+NEG_HEALTH_TIMEOUT_S = 1.0
+NEG_HEALTH_USER_AGENT = "GoogleHC/1.0"
+_RESET_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
+
+
+def reset_connection(writer: asyncio.StreamWriter) -> None:
+    """Abort a connection with a TCP reset (SO_LINGER 0), dropping anything unsent."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_LINGER)
+    writer.transport.abort()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy bytes from ``reader`` to ``writer`` until end of stream, then half-close ``writer``."""
+    while data := await reader.read(IO_CHUNK):
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+
+
+async def _splice(
+    creader: asyncio.StreamReader,
+    cwriter: asyncio.StreamWriter,
+    breader: asyncio.StreamReader,
+    bwriter: asyncio.StreamWriter,
+) -> None:
+    """Pipe client->backend and backend->client, one task each, until both directions ended.
+
+    An end of stream is passed on as a half-close. A failure on either side (a reset, a
+    write to a peer that is gone) resets both connections, as a NAT passes an RST through.
+    """
+    pipes = {asyncio.create_task(_pipe(creader, bwriter)), asyncio.create_task(_pipe(breader, cwriter))}
+    try:
+        while pipes:
+            done, pipes = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+            if errors:
+                for error in errors:
+                    if not isinstance(error, OSError):
+                        log.error("service proxy: pipe failed", exc_info=error)
+                reset_connection(cwriter)
+                reset_connection(bwriter)
+                return
+    finally:
+        for task in pipes:
+            task.cancel()
+        if pipes:
+            await asyncio.gather(*pipes, return_exceptions=True)
 
 
 class _UpstreamFailed(Exception):
@@ -360,17 +462,34 @@ class _UpstreamFailed(Exception):
         self.no_response = no_response
 
 
-class _Service:
-    """One Service's listener, endpoint set, round-robin cursor and upstream pools."""
+@dataclass
+class _NegEndpoint:
+    """One endpoint of a Service's network endpoint group, as the load balancer sees it."""
 
-    def __init__(self, key: str) -> None:
+    backend: Backend
+    task: asyncio.Task[None] | None = None  # attach lag, then the load balancer's health checks
+    in_lb: bool = False  # attached and healthy: the load balancer sends it requests
+    detach: asyncio.TimerHandle | None = None  # pending detach after the endpoint was removed
+
+
+class _Service:
+    """One Service's listener, data plane mode, routing state and upstream pools."""
+
+    def __init__(self, key: str, mode: str, health_path: str) -> None:
         self.key = key
+        self.mode = mode
+        self.health_path = health_path
         self.server: asyncio.Server | None = None
         self.port = 0
-        self.endpoints: tuple[Backend, ...] = ()
+        self.endpoints: tuple[Backend, ...] = ()  # where the data plane sends new traffic now
         self.cursor = 0
         self.pools: dict[Backend, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
-        self.clients: set[asyncio.StreamWriter] = set()
+        self.connections: set[asyncio.Task[Any]] = set()  # the task serving each client connection
+        # kube-proxy: endpoint sets on their way to the proxy, (due time, set), in order
+        self.pending: deque[tuple[float, tuple[Backend, ...]]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        # neg: the network endpoint group
+        self.neg: dict[Backend, _NegEndpoint] = {}
 
     def pick(self, exclude: set[Backend]) -> Backend | None:
         """Next backend of the current set in round-robin order, avoiding ``exclude`` if possible."""
@@ -393,13 +512,123 @@ class _Service:
 
 
 class ServiceProxies:
-    """A proxy per lab Service, routing each request to the Service's ready endpoints."""
+    """A listener per lab Service, in front of the Service's data plane (see the module doc).
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    ``default_mode`` is the data plane of Services that ``configure`` gives none.
+    ``endpoint_delay_s`` / ``endpoint_jitter_s`` (None: a third of the delay) set kube-proxy's
+    propagation delay; 0 applies changes at once (unit tests). ``neg_*`` set the NEG load
+    balancer's lags and health checks. ``seed`` seeds kube-proxy's backend and delay picks.
+    Everything runs on the event loop's thread.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        default_mode: str = DEFAULT_DATA_PLANE,
+        endpoint_delay_s: float = DEFAULT_ENDPOINT_DELAY_S,
+        endpoint_jitter_s: float | None = None,
+        neg_detach_s: float = DEFAULT_NEG_DETACH_S,
+        neg_attach_s: float = DEFAULT_NEG_ATTACH_S,
+        neg_health_interval_s: float = DEFAULT_NEG_HEALTH_INTERVAL_S,
+        neg_healthy_threshold: int = 2,
+        neg_unhealthy_threshold: int = 2,
+        neg_health_path: str = DEFAULT_NEG_HEALTH_PATH,
+        seed: int | None = None,
+    ) -> None:
+        if default_mode not in DATA_PLANES:
+            raise ValueError(f"unknown data plane {default_mode!r} (known: {', '.join(DATA_PLANES)})")
+        jitter = endpoint_delay_s / 3 if endpoint_jitter_s is None else endpoint_jitter_s
+        delays = (endpoint_delay_s, jitter, neg_detach_s, neg_attach_s)
+        if min(delays) < 0 or neg_health_interval_s <= 0:
+            raise ValueError("data plane delays must be >= 0 and the health check interval > 0")
+        if neg_healthy_threshold < 1 or neg_unhealthy_threshold < 1:
+            raise ValueError("health check thresholds must be >= 1")
         self._host = host
+        self.default_mode = default_mode
+        self.endpoint_delay_s = float(endpoint_delay_s)
+        self.endpoint_jitter_s = float(jitter)
+        self.neg_detach_s = float(neg_detach_s)
+        self.neg_attach_s = float(neg_attach_s)
+        self.neg_health_interval_s = float(neg_health_interval_s)
+        self.neg_healthy_threshold = neg_healthy_threshold
+        self.neg_unhealthy_threshold = neg_unhealthy_threshold
+        self.neg_health_path = neg_health_path
+        self._random = random.Random(seed)
         self._services: dict[str, _Service] = {}
-        self._endpoints: dict[str, tuple[Backend, ...]] = {}
+        self._endpoints: dict[str, tuple[Backend, ...]] = {}  # the truth, as last pushed
+        self._modes: dict[str, str] = {}  # configured modes (absent: the default)
+        self._health_paths: dict[str, str] = {}
         self._lock = asyncio.Lock()
+
+    # -- configuration and status -----------------------------------------------------------
+
+    def configure(self, key: str, mode: str | None = None, *, health_path: str | None = None) -> str:
+        """Choose Service ``key``'s data plane (None: the default); return the mode in effect.
+
+        ``health_path`` is what the NEG load balancer checks (default ``neg_health_path``).
+        An unknown mode (a mistyped annotation) logs a warning and falls back to the default:
+        a Service write must not fail on it. On a running proxy a new mode (or health path)
+        reprograms the data plane at once from the current endpoints; open client
+        connections are not moved.
+        """
+        if mode is not None and mode not in DATA_PLANES:
+            log.warning(
+                "service %s: unknown data plane %r (known: %s); using %s",
+                key, mode, ", ".join(DATA_PLANES), self.default_mode,
+            )  # fmt: skip
+            mode = None
+        if mode is None:
+            self._modes.pop(key, None)
+        else:
+            self._modes[key] = mode
+        if health_path is None:
+            self._health_paths.pop(key, None)
+        else:
+            self._health_paths[key] = health_path
+        service = self._services.get(key)
+        if service is not None and (service.mode, service.health_path) != (self.mode(key), self._health(key)):
+            self._stop_plane(service)
+            service.mode, service.health_path = self.mode(key), self._health(key)
+            self._start_plane(service)
+        return self.mode(key)
+
+    def mode(self, key: str) -> str:
+        """The data plane of Service ``key`` (configured, else the default)."""
+        return self._modes.get(key, self.default_mode)
+
+    def known_endpoints(self, key: str) -> list[Backend]:
+        """Where Service ``key``'s data plane sends new traffic now: kube-proxy's known set,
+        the NEG load balancer's healthy backends, the mesh's current endpoints; [] without a proxy."""
+        service = self._services.get(key)
+        return [] if service is None else list(service.endpoints)
+
+    def settings(self) -> dict[str, Any]:
+        """The data plane configuration, for status pages."""
+        return {
+            "default_mode": self.default_mode,
+            "endpoint_delay_s": self.endpoint_delay_s,
+            "endpoint_jitter_s": self.endpoint_jitter_s,
+            "neg_detach_s": self.neg_detach_s,
+            "neg_attach_s": self.neg_attach_s,
+            "neg_health_interval_s": self.neg_health_interval_s,
+            "neg_healthy_threshold": self.neg_healthy_threshold,
+            "neg_unhealthy_threshold": self.neg_unhealthy_threshold,
+            "neg_health_path": self.neg_health_path,
+        }
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Per running proxy: its mode, the pushed endpoints and the ones its data plane routes to."""
+        return {
+            key: {
+                "mode": s.mode,
+                "endpoints": [f"{h}:{p}" for h, p in self._endpoints.get(key, ())],
+                "known_endpoints": [f"{h}:{p}" for h, p in s.endpoints],
+            }
+            for key, s in self._services.items()
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------------
 
     async def ensure(self, key: str) -> int:
         """Start the proxy of Service ``key`` on a free port unless it runs; return its port."""
@@ -407,39 +636,52 @@ class ServiceProxies:
             service = self._services.get(key)
             if service is not None:
                 return service.port
-            service = _Service(key)
-            service.endpoints = self._endpoints.get(key, ())
+            service = _Service(key, self.mode(key), self._health(key))
             service.server = await asyncio.start_server(
-                lambda r, w: self._serve_client(service, r, w), self._host, 0, limit=STREAM_LIMIT
+                lambda r, w: self._accept(service, r, w), self._host, 0, limit=STREAM_LIMIT
             )
             service.port = service.server.sockets[0].getsockname()[1]
             self._services[key] = service
+            self._start_plane(service)
             return service.port
 
     def set_endpoints(self, key: str, endpoints: list[tuple[str, int]]) -> None:
-        """Replace the ready backends of Service ``key`` at once (kept even before ``ensure``).
+        """Push the ready backends of Service ``key`` (kept even before ``ensure``).
 
-        Call it on the event loop's thread: it closes idle connections to removed backends.
+        The data plane follows in its own time (see the module doc). Call it on the event
+        loop's thread.
         """
         current = tuple((str(h), int(p)) for h, p in endpoints)
+        previous = self._endpoints.get(key, ())
         self._endpoints[key] = current
         service = self._services.get(key)
-        if service is not None:
-            service.endpoints = current
-            service.drop_idle(set(current))
+        if service is None or current == previous:
+            return
+        if service.mode == KUBE_PROXY:
+            self._propagate(service, current)
+        elif service.mode == NEG:
+            self._neg_update(service, current)
+        else:
+            self._route(service, current)
 
     async def remove(self, key: str) -> None:
         """Stop the proxy of Service ``key`` and close its connections; no-op when absent."""
         self._endpoints.pop(key, None)
+        self._modes.pop(key, None)
+        self._health_paths.pop(key, None)
         async with self._lock:
             service = self._services.pop(key, None)
         if service is None:
             return
+        self._stop_plane(service)
         service.endpoints = ()
         if service.server is not None:
             service.server.close()
-        for writer in list(service.clients):
-            close_quietly(writer)
+        connections = list(service.connections)
+        for task in connections:
+            task.cancel()
+        if connections:
+            await asyncio.wait(connections, timeout=5)
         service.drop_idle(set())
 
     def url(self, key: str) -> str | None:
@@ -456,12 +698,190 @@ class ServiceProxies:
         for key in list(self._services):
             await self.remove(key)
 
+    # -- programming the data planes ------------------------------------------------------------
+
+    def _health(self, key: str) -> str:
+        return self._health_paths.get(key, self.neg_health_path)
+
+    def _start_plane(self, service: _Service) -> None:
+        """Program a (new or re-moded) proxy at once from the endpoints already pushed."""
+        truth = self._endpoints.get(service.key, ())
+        if service.mode == NEG:
+            for backend in truth:
+                self._neg_add(service, backend, attached=True)
+            self._neg_publish(service)
+        else:
+            self._route(service, truth)
+
+    def _stop_plane(self, service: _Service) -> None:
+        """Forget pending kube-proxy updates and the NEG (its lags and health checks)."""
+        if service.timer is not None:
+            service.timer.cancel()
+            service.timer = None
+        service.pending.clear()
+        for ep in service.neg.values():
+            if ep.detach is not None:
+                ep.detach.cancel()
+            if ep.task is not None:
+                ep.task.cancel()
+        service.neg.clear()
+
+    def _route(self, service: _Service, endpoints: tuple[Backend, ...]) -> None:
+        """Send new traffic of ``service`` to ``endpoints`` from now on."""
+        service.endpoints = endpoints
+        service.drop_idle(set(endpoints))
+
+    # kube-proxy: every change arrives after the propagation delay, in order
+
+    def _propagate(self, service: _Service, endpoints: tuple[Backend, ...]) -> None:
+        jitter = self.endpoint_jitter_s
+        delay = self.endpoint_delay_s + (self._random.uniform(-jitter, jitter) if jitter else 0.0)
+        if delay <= 0 and not service.pending:
+            self._route(service, endpoints)
+            return
+        loop = asyncio.get_running_loop()
+        due = loop.time() + max(0.0, delay)
+        if service.pending:
+            due = max(due, service.pending[-1][0])
+        service.pending.append((due, endpoints))
+        if service.timer is None:
+            service.timer = loop.call_at(due, self._apply_due, service)
+
+    def _apply_due(self, service: _Service) -> None:
+        service.timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time() + 0.001  # the loop may run a timer a clock tick early
+        latest = None
+        while service.pending and service.pending[0][0] <= now:
+            latest = service.pending.popleft()[1]
+        if latest is not None:
+            self._route(service, latest)
+        if service.pending:
+            service.timer = loop.call_at(service.pending[0][0], self._apply_due, service)
+
+    # neg: detach after neg_detach_s, attach after neg_attach_s and the load balancer's health checks
+
+    def _neg_update(self, service: _Service, truth: tuple[Backend, ...]) -> None:
+        wanted = set(truth)
+        for backend in truth:
+            ep = service.neg.get(backend)
+            if ep is None:
+                self._neg_add(service, backend, attached=False)
+            elif ep.detach is not None:  # back before it was detached: it stays
+                ep.detach.cancel()
+                ep.detach = None
+        loop = asyncio.get_running_loop()
+        for backend, ep in list(service.neg.items()):
+            if backend in wanted or ep.detach is not None:
+                continue
+            if self.neg_detach_s <= 0:
+                self._neg_detach(service, backend)
+            else:
+                ep.detach = loop.call_later(self.neg_detach_s, self._neg_detach, service, backend)
+
+    def _neg_add(self, service: _Service, backend: Backend, *, attached: bool) -> None:
+        ep = _NegEndpoint(backend, in_lb=attached)
+        ep.task = asyncio.get_running_loop().create_task(
+            self._neg_life(service, ep, attached), name=f"neg-{service.key}-{backend[1]}"
+        )
+        service.neg[backend] = ep
+
+    def _neg_detach(self, service: _Service, backend: Backend) -> None:
+        ep = service.neg.pop(backend, None)
+        if ep is None:
+            return
+        if ep.task is not None:
+            ep.task.cancel()
+        self._neg_publish(service)
+
+    def _neg_publish(self, service: _Service) -> None:
+        """The load balancer's backend set: the group's attached, healthy endpoints."""
+        self._route(service, tuple(b for b, ep in service.neg.items() if ep.in_lb))
+
+    async def _neg_life(self, service: _Service, ep: _NegEndpoint, attached: bool) -> None:
+        """Health-check one endpoint; it is in the load balancer's set while attached and healthy."""
+        loop = asyncio.get_running_loop()
+        attach_at = loop.time() + (0.0 if attached else self.neg_attach_s)
+        healthy, streak = attached, 0  # streak: results in a row that disagree with ``healthy``
+        while True:
+            ok = await self._neg_health_check(ep.backend, service.health_path)
+            if ok == healthy:
+                streak = 0
+            else:
+                streak += 1
+                if streak >= (self.neg_healthy_threshold if ok else self.neg_unhealthy_threshold):
+                    healthy, streak = ok, 0
+            now = loop.time()
+            in_lb = healthy and now >= attach_at
+            if ep.in_lb != in_lb and service.neg.get(ep.backend) is ep:
+                ep.in_lb = in_lb
+                self._neg_publish(service)
+            wait = self.neg_health_interval_s
+            if healthy and not in_lb:  # join as soon as the attach lag is over
+                wait = min(wait, max(0.0, attach_at - now))
+            await asyncio.sleep(wait)
+
+    async def _neg_health_check(self, backend: Backend, path: str) -> bool:
+        """One load-balancer health check: ``GET path`` answered 200 within the timeout."""
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {backend[0]}:{backend[1]}\r\n"
+            f"User-Agent: {NEG_HEALTH_USER_AGENT}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        writer = None
+        try:
+            async with asyncio.timeout(NEG_HEALTH_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(*backend, limit=STREAM_LIMIT)
+                writer.write(request)
+                response = await read_response_head(reader)
+                return response.status == 200
+        except (OSError, TimeoutError, EOFError, HttpError):
+            return False
+        finally:
+            if writer is not None:
+                close_quietly(writer)
+
     # -- serving ------------------------------------------------------------------------------
 
-    async def _serve_client(
+    async def _accept(
         self, service: _Service, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        service.clients.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        service.connections.add(task)
+        try:
+            if service.mode == KUBE_PROXY:
+                await self._serve_l4(service, reader, writer)
+            else:
+                await self._serve_http(service, service.mode, reader, writer)
+        finally:
+            service.connections.discard(task)
+
+    async def _serve_l4(
+        self, service: _Service, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter
+    ) -> None:
+        """kube-proxy: one backend for the whole connection, picked at random among the known ones."""
+        bwriter = None
+        try:
+            if not service.endpoints:  # iptables would REJECT the SYN; we can only reset
+                reset_connection(cwriter)
+                return
+            backend = self._random.choice(service.endpoints)
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    breader, bwriter = await asyncio.open_connection(*backend, limit=STREAM_LIMIT)
+            except (OSError, TimeoutError):
+                reset_connection(cwriter)
+                return
+            await _splice(creader, cwriter, breader, bwriter)
+        finally:
+            close_quietly(cwriter)
+            if bwriter is not None:
+                close_quietly(bwriter)
+
+    async def _serve_http(
+        self, service: _Service, mode: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """The L7 modes (neg, mesh): read each request and forward it on its own."""
         try:
             while True:
                 head = await read_request_head(reader)
@@ -471,7 +891,7 @@ class ServiceProxies:
                 if "100-continue" in (head.get("expect") or "").lower():
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 body = await read_body(reader, framing, MAX_PROXY_BODY)
-                if not await self._forward(service, head, body, writer):
+                if not await self._forward(service, mode, head, body, writer):
                     return
         except HttpError as e:
             await send_error(writer, e.status, str(e))
@@ -480,18 +900,20 @@ class ServiceProxies:
         except Exception:
             log.exception("service proxy %s: unexpected error", service.key)
         finally:
-            service.clients.discard(writer)
             close_quietly(writer)
 
     async def _forward(
-        self, service: _Service, head: RequestHead, body: bytes, client: asyncio.StreamWriter
+        self, service: _Service, mode: str, head: RequestHead, body: bytes, client: asyncio.StreamWriter
     ) -> bool:
-        """Answer one request through a backend; True when the client connection stays open."""
+        """Answer one request through a backend; True when the client connection stays open.
+
+        The mesh retries once on another backend; the NEG load balancer does not.
+        """
         keep_alive = head.keep_alive
         request = _encode_upstream_request(head, body)
         tried: set[Backend] = set()
         failure: _UpstreamFailed | None = None
-        for _attempt in range(2):
+        for _attempt in range(2 if mode == MESH else 1):
             backend = service.pick(tried)
             if backend is None:
                 break
@@ -503,12 +925,14 @@ class ServiceProxies:
                 failure = e
                 if not (e.connect or (e.no_response and head.method in IDEMPOTENT_METHODS)):
                     break
-        if failure is None:
-            message = f"service {service.key} has no ready endpoints"
-            client.write(simple_response(503, json_bytes({"error": message}), keep_alive=keep_alive))
+        if failure is not None:
+            status, message = 502, f"service {service.key}: upstream {failure}"
+        elif mode == NEG:
+            status = 502
+            message = f"failed_to_pick_backend: no healthy backend in the network endpoint group of service {service.key}"
         else:
-            message = f"service {service.key}: upstream {failure}"
-            client.write(simple_response(502, json_bytes({"error": message}), keep_alive=keep_alive))
+            status, message = 503, f"service {service.key} has no ready endpoints"
+        client.write(simple_response(status, json_bytes({"error": message}), keep_alive=keep_alive))
         await client.drain()
         return keep_alive
 
@@ -565,6 +989,9 @@ class ServiceProxies:
             close_quietly(writer)
             no_response = not isinstance(e, HttpError | TimeoutError)
             raise _UpstreamFailed(backend, e, connect=False, no_response=no_response) from e
+        except asyncio.CancelledError:  # the Service was removed
+            close_quietly(writer)
+            raise
         client_keeps = keep_alive and framing[0] != "close"
         headers = forward_headers(response.headers)
         if framing[0] == "chunked":

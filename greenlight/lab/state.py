@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,10 @@ class LabState:
     started_at: float = 0.0
     ready_s: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    # the Services' default data plane and kube-proxy's endpoint delay the daemon runs with;
+    # None in a state file from before they were selectable (such a lab ran the mesh)
+    data_plane: str | None = None
+    endpoint_delay_s: float | None = None
 
     @property
     def path(self) -> Path:
@@ -94,7 +98,8 @@ class LabState:
         if not p.is_file():
             return None
         data: dict[str, Any] = json.loads(p.read_text())
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def alive(self) -> dict[str, bool]:
         return {name: pid_alive(pid) for name, pid in self.pids.items()}

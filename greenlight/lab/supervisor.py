@@ -21,6 +21,7 @@ import yaml
 
 from greenlight.lab import postgres as labpg
 from greenlight.lab.gcs import ensure_buckets, start_fake_gcs
+from greenlight.lab.proxy import DATA_PLANES, DEFAULT_DATA_PLANE, DEFAULT_ENDPOINT_DELAY_S
 from greenlight.lab.state import (
     APP_DATABASE,
     BUCKETS,
@@ -35,6 +36,9 @@ from greenlight.lab.state import (
 SLACK_TOKEN = "xoxb-lab-token"  # the lab's stand-in accepts any xoxb- token; not a real secret
 BASELINE_TAG = "baseline"
 APP_NAMESPACES = ("sma-staging", "sma-production")
+DATA_PLANE_ENV = "GREENLIGHT_LAB_DATA_PLANE"
+ENDPOINT_DELAY_ENV = "GREENLIGHT_LAB_ENDPOINT_DELAY_S"
+LAB_CONFIG = "lab.yaml"  # in the lab directory: keys data_plane, endpoint_delay_s
 
 
 class LabError(RuntimeError):
@@ -192,17 +196,78 @@ def _bootstrap_apps(env: dict[str, str]) -> dict[str, Any]:
         kube.close()
 
 
-def up(directory: Path, echo: Callable[[str], None] = print) -> LabState:
-    """Start the lab (or report the one running there) and return its state."""
+def data_plane_settings(
+    directory: Path, data_plane: str | None = None, endpoint_delay_s: float | None = None
+) -> tuple[str, float]:
+    """The Services' default data plane and kube-proxy's endpoint delay for a lab in ``directory``.
+
+    Each comes from the first that sets it: the arguments (the CLI's flags), the environment
+    (GREENLIGHT_LAB_DATA_PLANE, GREENLIGHT_LAB_ENDPOINT_DELAY_S), ``DIR/lab.yaml`` (keys
+    ``data_plane``, ``endpoint_delay_s``), the defaults (kube-proxy, 1.5 s).
+    """
+    path = directory / LAB_CONFIG
+    config: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise LabError(f"{path}: not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise LabError(f"{path}: expected a mapping with keys data_plane, endpoint_delay_s")
+        config = loaded or {}
+
+    def first(flag: Any, env: str, key: str, default: Any) -> tuple[Any, str]:
+        if flag is not None:
+            return flag, "the command line"
+        if os.environ.get(env):
+            return os.environ[env], env
+        if config.get(key) is not None:
+            return config[key], f"{path} ({key})"
+        return default, "the default"
+
+    mode, source = first(data_plane, DATA_PLANE_ENV, "data_plane", DEFAULT_DATA_PLANE)
+    if mode not in DATA_PLANES:
+        raise LabError(f"unknown data plane {mode!r} from {source}: use one of {', '.join(DATA_PLANES)}")
+    raw_delay, source = first(
+        endpoint_delay_s, ENDPOINT_DELAY_ENV, "endpoint_delay_s", DEFAULT_ENDPOINT_DELAY_S
+    )
+    try:
+        delay = float(raw_delay)
+    except (TypeError, ValueError):
+        delay = -1.0
+    if not delay >= 0:  # also refuses NaN
+        raise LabError(f"endpoint delay {raw_delay!r} from {source} is not a number of seconds >= 0")
+    return str(mode), delay
+
+
+def up(
+    directory: Path,
+    echo: Callable[[str], None] = print,
+    data_plane: str | None = None,
+    endpoint_delay_s: float | None = None,
+) -> LabState:
+    """Start the lab (or report the one running there) and return its state.
+
+    ``data_plane`` and ``endpoint_delay_s`` override the environment and ``DIR/lab.yaml``
+    (see ``data_plane_settings``).
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    data_plane, endpoint_delay_s = data_plane_settings(directory, data_plane, endpoint_delay_s)
     existing = LabState.load(directory)
     if existing and existing.pids and all(existing.alive().values()):
         echo(f"lab already running in {directory}")
+        running = (existing.data_plane or "mesh", existing.endpoint_delay_s)
+        if running[0] != data_plane or (data_plane == "kube-proxy" and running[1] != endpoint_delay_s):
+            echo(
+                f"note: it runs data plane {running[0]}; for {data_plane} stop it first (greenlight lab down)"
+            )
         return existing
     if existing:
         down(directory, echo=lambda _: None)
     t0 = time.monotonic()
-    state = LabState(dir=str(directory), started_at=time.time())
+    state = LabState(
+        dir=str(directory), started_at=time.time(), data_plane=data_plane, endpoint_delay_s=endpoint_delay_s
+    )
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
     # a lab always starts fresh: nothing of a previous run's cluster, database or catalogue survives
@@ -238,7 +303,8 @@ def up(directory: Path, echo: Callable[[str], None] = print) -> LabState:
         daemon = _spawn(
             "daemon",
             [sys.executable, "-m", "greenlight.lab.daemon", str(directory),
-             "--gcs-upstream", f"http://127.0.0.1:{state.ports['gcs']}", "--project", PROJECT],
+             "--gcs-upstream", f"http://127.0.0.1:{state.ports['gcs']}", "--project", PROJECT,
+             "--data-plane", data_plane, "--endpoint-delay-s", repr(endpoint_delay_s)],
             logs / "daemon.log",
         )  # fmt: skip
         state.pids["daemon"] = daemon.pid
@@ -277,8 +343,16 @@ def up(directory: Path, echo: Callable[[str], None] = print) -> LabState:
         raise
     state.ready_s = round(time.monotonic() - t0, 2)
     state.save()
-    echo(f"lab up in {state.ready_s:.1f} s ({directory})")
+    echo(f"lab up in {state.ready_s:.1f} s ({directory}); data plane {describe_data_plane(state)}")
     return state
+
+
+def describe_data_plane(state: LabState) -> str:
+    """The lab's default data plane in words, e.g. "kube-proxy (endpoint delay 1.5 s)"."""
+    mode = state.data_plane or "mesh"
+    if mode == "kube-proxy" and state.endpoint_delay_s is not None:
+        return f"{mode} (endpoint delay {state.endpoint_delay_s:g} s)"
+    return mode
 
 
 def _postmaster_pid(data_dir: Path) -> int:
@@ -321,6 +395,8 @@ def status(directory: Path) -> dict[str, Any]:
         "processes": {n: {"pid": state.pids[n], "alive": a} for n, a in alive.items()},
         "ports": state.ports,
         "ready_s": state.ready_s,
+        "data_plane": state.data_plane,
+        "endpoint_delay_s": state.endpoint_delay_s,
     }
     if alive.get("daemon"):
         try:

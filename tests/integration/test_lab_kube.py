@@ -100,6 +100,21 @@ def test_live_service_answers_through_its_proxy_with_the_baseline(lab: LabState)
     assert r.json()["color"] == "blue"
 
 
+def first_answer(url: str, timeout_s: float = 10) -> httpx.Response:
+    """The first 200 of a Service whose data plane may not know its endpoints yet (the lab's
+    kube-proxy learns them 1-2 s late and resets connections meanwhile, as kube-proxy does)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            answer = httpx.get(url, timeout=5)
+            if answer.status_code == 200:
+                return answer
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} never answered 200"
+        time.sleep(0.1)
+
+
 def test_kubectl_apply_rollout_status_reaches_available_and_service_answers(lab: LabState, tmp_path) -> None:
     """kubectl apply of a Deployment of a pushed image, then rollout status, reaches Available; its Service answers."""
     tag = uuid.uuid4().hex[:8]
@@ -136,7 +151,7 @@ def test_kubectl_apply_rollout_status_reaches_available_and_service_answers(lab:
         check=True,
         env=os.environ,
     ).stdout.strip()
-    assert httpx.get(url + "/", timeout=5).json()["version"] == tag
+    assert first_answer(url + "/").json()["version"] == tag
 
 
 def test_unknown_image_shows_image_pull_backoff_and_rollout_fails(lab: LabState, kube: Kube) -> None:
@@ -189,8 +204,11 @@ def test_crashing_image_shows_crash_loop_backoff(lab: LabState, kube: Kube) -> N
     assert (kube.get("deployments", name, "default").get("status") or {}).get("availableReplicas", 0) == 0
 
 
-def test_selector_switch_under_load_loses_no_request(lab: LabState, kube: Kube) -> None:
-    """Patching a Service's selector from blue to green under load fails no request, and traffic moves to green."""
+def test_naive_switch_with_immediate_scale_down_loses_requests(lab: LabState, kube: Kube) -> None:
+    """The naive blue-green script (patch the selector from blue to green, scale blue to 0 at once)
+    under load fails requests on the lab's default kube-proxy data plane, as it does on GKE
+    (kubernetes#98570: the data plane still sends new connections to the pods that are gone);
+    traffic ends on green. Should this pass without a failed request, the lab is too kind again."""
     ns = "default"
     name = f"sw-{uuid.uuid4().hex[:6]}"
     push(lab, f"ghcr.io/sma-platform/sw:{name}-blue")
@@ -219,10 +237,7 @@ def test_selector_switch_under_load_loses_no_request(lab: LabState, kube: Kube) 
         "--context", "lab-primary", "-n", ns, "rollout", "status", f"deployment/{name}-blue", "--timeout=30s"
     )
     url = supervisor.control(lab, "GET", "/urls")[f"lab-primary/{ns}/{name}"]
-    deadline = time.monotonic() + 10
-    while httpx.get(url + "/", timeout=5).status_code != 200:
-        assert time.monotonic() < deadline, "blue never answered"
-        time.sleep(0.1)
+    first_answer(url + "/")
 
     import asyncio
 
@@ -244,13 +259,14 @@ def test_selector_switch_under_load_loses_no_request(lab: LabState, kube: Kube) 
         },
         ns,
     )
-    time.sleep(1)
-    kube.scale(f"{name}-blue", ns, 0)  # the old colour goes away while load continues
+    kube.scale(f"{name}-blue", ns, 0)  # at once, as the naive script does
     t.join(30)
     report = result["report"]
     assert report.sent >= 1500
-    assert report.failed == 0, report.render()
-    assert httpx.get(url + "/", timeout=5).json()["color"] == "green"
+    assert report.failed > 0, report.render()
+    assert set(report.failed_by) <= {"reset", "refused"}, report.render()
+    time.sleep(3)  # the data plane has caught up
+    assert first_answer(url + "/").json()["color"] == "green"
 
 
 def test_stale_selector_patch_is_refused_with_conflict(kube: Kube) -> None:

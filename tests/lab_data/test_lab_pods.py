@@ -10,9 +10,10 @@ import time
 import aiohttp
 import pytest
 
-from greenlight.lab.catalogue import Behaviour, Catalogue
+from greenlight.lab import pods as pods_module
+from greenlight.lab.catalogue import BEHAVIOUR_LABEL, Behaviour, Catalogue, build_manifest
 from greenlight.lab.metrics import RequestRecorder
-from greenlight.lab.pods import PodRuntime, PodState
+from greenlight.lab.pods import PodRuntime, PodState, sleep_seconds
 
 from .helpers import LoopThread, fetch_many, pod_labels, recorded, start_pod, wait_for
 
@@ -233,3 +234,190 @@ def test_request_framing_is_read_or_rejected_cleanly(
         assert answer.split(b" ", 2)[1] == expected_status, answer
     finally:
         loop.run(runtime.close())
+
+
+# --- termination (the kubelet's part: preStop, SIGTERM, SIGKILL) ----------------------------
+
+GRACEFUL = "ghcr.io/acme/app:graceful"
+
+
+@pytest.fixture()
+def graceful_image(catalogue: Catalogue) -> str:
+    """An image that drains on SIGTERM and answers after 300 ms."""
+    catalogue.push(GRACEFUL, Behaviour(version="graceful", latency_ms=300, shutdown="graceful"))
+    return GRACEFUL
+
+
+async def _in_flight(port: int, path: str = "/") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def _read_all(reader: asyncio.StreamReader) -> tuple[bytes, BaseException | None]:
+    data = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            data += chunk
+    except OSError as e:
+        return data, e
+    return data, None
+
+
+@pytest.mark.parametrize(
+    ("command", "seconds"),
+    [
+        (["sleep", "5"], 5.0),
+        (["/bin/sleep", "0.5"], 0.5),
+        (["/bin/sh", "-c", "sleep 5"], 5.0),
+        (["sh", "-c", "sleep .25;"], 0.25),
+        (["bash", "-c", "sleep 1m"], 60.0),
+        (["nginx", "-s", "quit"], None),
+        (["/bin/sh", "-c", "sleep 5 && nginx -s quit"], None),
+        (["sleep"], None),
+    ],
+)
+def test_pre_stop_exec_sleeps_are_understood(command: list[str], seconds: float | None) -> None:
+    """A preStop exec that only sleeps is a wait of that many seconds; any other command is not runnable."""
+    assert sleep_seconds(command) == seconds
+
+
+def test_terminate_keeps_serving_through_a_pre_stop_sleep(loop: LoopThread, runtime: PodRuntime) -> None:
+    """During a preStop sleep the pod stays ready and answers; then it is gone and its port refuses."""
+    port = start_pod(loop, runtime, "pre-1")
+    key = "lab-primary/ns/pre-1"
+
+    async def scenario() -> tuple[list[int], bool, float]:
+        began = time.monotonic()
+        done = asyncio.ensure_future(runtime.terminate(key, 30, {"exec": {"command": ["sleep", "0.5"]}}))
+        await asyncio.sleep(0.2)
+        answers = [status for status, _, _ in await fetch_many(f"http://127.0.0.1:{port}/", 3)]
+        ready = bool(runtime.status(key) and runtime.status(key).ready)  # type: ignore[union-attr]
+        await done
+        return answers, ready, time.monotonic() - began
+
+    answers, ready, took = loop.run(scenario())
+    assert answers == [200] * 3 and ready
+    assert 0.5 <= took < 1.5, took
+    assert runtime.status(key) is None
+    with pytest.raises(OSError):
+        loop.run(asyncio.open_connection("127.0.0.1", port))
+
+
+def test_pre_stop_http_get_is_sent_to_the_pod(
+    loop: LoopThread, runtime: PodRuntime, recorder: RequestRecorder
+) -> None:
+    """A preStop httpGet naming the container port by name reaches the pod's real port before SIGTERM."""
+    port = start_pod(loop, runtime, "hook-1")
+    hook = {"httpGet": {"path": "/drain", "port": "http"}}
+    loop.run(runtime.terminate("lab-primary/ns/hook-1", 30, hook))
+    expected = pod_labels("hook-1") | {"instance": f"hook-1:{port}"}
+    assert recorded(recorder) == {tuple(sorted(expected.items())): {200: 1}}
+
+
+def test_abrupt_image_resets_in_flight_requests_at_sigterm(loop: LoopThread, runtime: PodRuntime) -> None:
+    """The default (abrupt) image exits at SIGTERM: the request in flight gets no answer, only a reset."""
+    port = start_pod(loop, runtime, "abrupt-1", image="ghcr.io/acme/app:slow")
+
+    async def scenario() -> tuple[bytes, BaseException | None, float]:
+        reader, writer = await _in_flight(port)
+        await asyncio.sleep(0.03)
+        began = time.monotonic()
+        await runtime.terminate("lab-primary/ns/abrupt-1", 30)
+        took = time.monotonic() - began
+        data, error = await _read_all(reader)
+        writer.close()
+        return data, error, took
+
+    data, error, took = loop.run(scenario())
+    assert data == b"" and isinstance(error, ConnectionResetError)
+    assert took < 0.05
+
+
+def test_graceful_image_answers_in_flight_with_connection_close(
+    loop: LoopThread, runtime: PodRuntime, graceful_image: str
+) -> None:
+    """A graceful image finishes the request in flight, says Connection: close, closes it, and refuses new ones."""
+    port = start_pod(loop, runtime, "graceful-1", image=graceful_image)
+
+    async def scenario() -> tuple[bytes, BaseException | None, bool]:
+        reader, writer = await _in_flight(port)
+        await asyncio.sleep(0.05)
+        done = asyncio.ensure_future(runtime.terminate("lab-primary/ns/graceful-1", 30))
+        await asyncio.sleep(0.05)
+        try:
+            await asyncio.open_connection("127.0.0.1", port)
+            refused = False
+        except OSError:
+            refused = True
+        data, error = await _read_all(reader)
+        writer.close()
+        await done
+        return data, error, refused
+
+    data, error, refused = loop.run(scenario())
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert error is None and head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower()
+    assert b'"version":"graceful"' in body
+    assert refused
+
+
+def test_grace_period_cuts_pre_stop_and_kills_what_is_left(
+    loop: LoopThread, runtime: PodRuntime, graceful_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preStop longer than the grace period is cut; after SIGTERM's minimum window SIGKILL resets the rest."""
+    monkeypatch.setattr(pods_module, "MIN_TERM_WINDOW_S", 0.1)
+    port = start_pod(loop, runtime, "bounded-1", image=graceful_image)
+    hook = {"exec": {"command": ["sleep", "30"]}}
+
+    async def scenario() -> tuple[bytes, BaseException | None, float]:
+        began = time.monotonic()
+        done = asyncio.ensure_future(runtime.terminate("lab-primary/ns/bounded-1", 0.25, hook))
+        await asyncio.sleep(0.2)
+        reader, writer = await _in_flight(port)  # 300 ms answer: SIGKILL comes first
+        await done
+        took = time.monotonic() - began
+        data, error = await _read_all(reader)
+        writer.close()
+        return data, error, took
+
+    data, error, took = loop.run(scenario())
+    assert data == b"" and isinstance(error, ConnectionResetError)
+    assert 0.3 <= took < 0.6, took
+
+
+def test_stop_cuts_a_termination_short(loop: LoopThread, runtime: PodRuntime) -> None:
+    """The lab's own stop ends a pod in a long preStop at once (greenlight lab down stays quick)."""
+    start_pod(loop, runtime, "hurry-1")
+    key = "lab-primary/ns/hurry-1"
+
+    async def scenario() -> float:
+        terminating = asyncio.ensure_future(
+            runtime.terminate(key, 60, {"exec": {"command": ["sleep", "60"]}})
+        )
+        await asyncio.sleep(0.1)
+        began = time.monotonic()
+        await runtime.stop(key, grace_s=0.1)
+        await terminating
+        return time.monotonic() - began
+
+    assert loop.run(scenario()) < 0.5
+    assert runtime.status(key) is None
+
+
+def test_shutdown_behaviour_is_validated_and_part_of_the_digest() -> None:
+    """shutdown is graceful or abrupt (default); graceful changes the digest, the default keeps old digests."""
+    with pytest.raises(ValueError, match="shutdown"):
+        Behaviour(version="v1", shutdown="polite")
+    assert Behaviour(version="v1").shutdown == "abrupt"
+    abrupt, _, config = build_manifest("acme/app", Behaviour(version="v1"))
+    graceful, _, graceful_config = build_manifest("acme/app", Behaviour(version="v1", shutdown="graceful"))
+    assert abrupt != graceful
+    label = json.loads(json.loads(config)["config"]["Labels"][BEHAVIOUR_LABEL])
+    assert "shutdown" not in label  # images pushed before the field existed keep their digest
+    assert (
+        json.loads(json.loads(graceful_config)["config"]["Labels"][BEHAVIOUR_LABEL])["shutdown"] == "graceful"
+    )
+    back = Behaviour.from_dict(Behaviour(version="v1", shutdown="graceful").to_dict())
+    assert back.shutdown == "graceful"

@@ -1,10 +1,13 @@
-"""Service proxies: per-request round robin over the current endpoints, lossless switches."""
+"""The ``mesh`` data plane: per-request round robin over the current endpoints, one retry on
+another backend, instant endpoint updates, lossless switches (the kube-proxy and neg data planes
+are in test_lab_dataplane.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
@@ -16,6 +19,14 @@ from greenlight.lab.proxy import ServiceProxies
 from .helpers import LoopThread, fetch_many, start_pod
 
 SERVICE = "lab-primary/ns/web"
+
+
+@pytest.fixture()
+def proxies(loop: LoopThread) -> Iterator[ServiceProxies]:
+    """Service proxies whose default data plane is the mesh, closed after the test."""
+    sp = loop.call(lambda: ServiceProxies(default_mode="mesh"))
+    yield sp
+    loop.run(sp.close())
 
 
 def start_colour(loop: LoopThread, runtime: PodRuntime, colour: str, count: int = 2) -> list[tuple[str, int]]:

@@ -419,27 +419,6 @@ def test_faults_of_the_other_cluster_do_not_apply(kube: KubeLab, core: client.Co
     assert core.read_namespace(ns).metadata.name == ns
 
 
-def test_service_proxy_forwards_to_the_service_proxy(
-    kube: KubeLab, core: client.CoreV1Api, apps: client.AppsV1Api, ns: str
-) -> None:
-    """GET/POST services/{name}/proxy/{path} reach the Service's lab proxy; no endpoints is 503."""
-    core.create_namespaced_service(ns, service_body("echo", {"app": "echo"}))
-    kube.wait_for(lambda: kube.proxies.url(f"lab-primary/{ns}/echo"), what="proxy ensured")
-    with pytest.raises(ApiException) as info:
-        core.connect_get_namespaced_service_proxy_with_path("echo", ns, "healthz")
-    assert info.value.status == 503 and "no endpoints available" in _status(info.value)["message"]
-    apps.create_namespaced_deployment(ns, deployment_body("echo", replicas=1))
-    kube.wait_for(lambda: kube.cluster.controller.ready_endpoints(f"lab-primary/{ns}/echo"), what="endpoints")
-    raw = core.connect_get_namespaced_service_proxy_with_path("echo", ns, "api/items", _preload_content=False)
-    answer = json.loads(raw.data)
-    assert answer["method"] == "GET" and answer["path"] == "/api/items" and raw.headers["X-Echo"] == "yes"
-    raw = core.connect_post_namespaced_service_proxy_with_path(
-        "echo:http", ns, "submit", _preload_content=False
-    )
-    answer = json.loads(raw.data)
-    assert answer["method"] == "POST" and answer["path"] == "/submit"
-
-
 def test_pod_log(kube: KubeLab, core: client.CoreV1Api, ns: str) -> None:
     """pods/{name}/log answers a short text naming the image and the state."""
     core.create_namespaced_pod(

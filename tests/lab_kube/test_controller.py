@@ -66,7 +66,7 @@ def test_rollout_reaches_available(
 def test_rolling_update_replaces_every_pod(
     kube: KubeLab, core: client.CoreV1Api, apps: client.AppsV1Api, ns: str
 ) -> None:
-    """A template change rolls every pod to the new hash within maxSurge, and stops the old pods."""
+    """A template change rolls every pod to the new hash within maxSurge (terminating pods do not count), and stops the old pods."""
     apps.create_namespaced_deployment(ns, deployment_body("roll", replicas=4))
     kube.wait_for(lambda: _available(apps, ns, "roll", 4), what="4 available")
     old = {p.metadata.name for p in _pods(core, ns, "app=roll")}
@@ -74,7 +74,7 @@ def test_rolling_update_replaces_every_pod(
 
     def rolled() -> bool:
         nonlocal peak
-        pods = _pods(core, ns, "app=roll")
+        pods = [p for p in _pods(core, ns, "app=roll") if not p.metadata.deletion_timestamp]
         peak = max(peak, len(pods))
         return bool(_available(apps, ns, "roll", 4)) and not old & {p.metadata.name for p in pods}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import calendar
 import time
 from typing import Any
 
@@ -235,3 +236,84 @@ def test_thousands_of_objects_and_a_hundred_watchers_stay_fast(store: Store) -> 
     assert queued == 5000 * 10
     assert write_s < 4.0, f"5000 creates with 100 watchers took {write_s:.2f}s"
     assert list_s < 0.2, f"a selector list over 5000 objects took {list_s:.3f}s"
+
+
+def _pod(name: str, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"containers": [{"name": "app", "image": "a:1"}], **spec}}
+
+
+def _events(store: Store) -> list[tuple[str, str, dict[str, Any]]]:
+    seen: list[tuple[str, str, dict[str, Any]]] = []
+    store.subscribe(lambda e: seen.append((e.type, e.resource, e.obj)))
+    return seen
+
+
+def test_pod_delete_marks_it_terminating_with_the_default_grace(store: Store) -> None:
+    """DELETE of a pod sets deletionTimestamp (now + 30 s default) and deletionGracePeriodSeconds, as MODIFIED."""
+    created = store.create("pods", _pod("p"))
+    assert created["spec"]["terminationGracePeriodSeconds"] == 30
+    seen = _events(store)
+    before = time.time()
+    out = store.delete("pods", "default", "p")
+    meta = out["metadata"]
+    assert meta["deletionGracePeriodSeconds"] == 30
+    stamp = calendar.timegm(time.strptime(meta["deletionTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert before + 28 <= stamp <= before + 31
+    assert int(meta["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
+    assert [(t, r) for t, r, _ in seen] == [("MODIFIED", "pods")]
+    assert store.get("pods", "default", "p")["metadata"]["deletionTimestamp"] == meta["deletionTimestamp"]
+    assert [p["metadata"]["name"] for p in store.list("pods", "default")[0]] == ["p"]
+
+
+def test_second_pod_delete_is_a_no_op_or_shortens_the_grace(store: Store) -> None:
+    """Deleting a terminating pod again changes nothing, unless the grace period is shorter."""
+    store.create("pods", _pod("p", terminationGracePeriodSeconds=20))
+    first = store.delete("pods", "default", "p")
+    assert first["metadata"]["deletionGracePeriodSeconds"] == 20
+    assert store.delete("pods", "default", "p") == first
+    assert store.delete("pods", "default", "p", grace_period_s=40) == first
+    shorter = store.delete("pods", "default", "p", grace_period_s=5)
+    assert shorter["metadata"]["deletionGracePeriodSeconds"] == 5
+    assert shorter["metadata"]["resourceVersion"] != first["metadata"]["resourceVersion"]
+    gone = store.delete("pods", "default", "p", grace_period_s=0)
+    assert store.find("pods", "default", "p") is None and gone["metadata"]["name"] == "p"
+
+
+def test_pod_delete_with_zero_grace_or_when_finished_removes_it_at_once(store: Store) -> None:
+    """gracePeriodSeconds 0 (kubectl --force) and pods that Succeeded or Failed are removed at once."""
+    store.create("pods", _pod("forced"))
+    finished = store.create("pods", _pod("done"))
+    finished["status"] = {"phase": "Succeeded"}
+    store.update("pods", finished, subresource="status")
+    seen = _events(store)
+    store.delete("pods", "default", "forced", grace_period_s=0)
+    store.delete("pods", "default", "done")
+    assert [(t, o["metadata"]["name"]) for t, _, o in seen] == [("DELETED", "forced"), ("DELETED", "done")]
+    assert store.list("pods", "default")[0] == []
+
+
+def test_other_kinds_and_namespace_contents_go_at_once(store: Store) -> None:
+    """ConfigMaps are removed at once; a namespace takes its pods, terminating or not, with it at once."""
+    store.create("namespaces", {"metadata": {"name": "tmp"}})
+    store.create("configmaps", {"metadata": {"name": "c"}}, "tmp")
+    store.delete("configmaps", "tmp", "c")
+    assert store.find("configmaps", "tmp", "c") is None
+    store.create("pods", _pod("a"), "tmp")
+    store.create("pods", _pod("b"), "tmp")
+    store.delete("pods", "tmp", "a")
+    store.delete("namespaces", None, "tmp")
+    assert store.find("pods", "tmp", "a") is None and store.find("pods", "tmp", "b") is None
+
+
+def test_updates_keep_the_deletion_stamp(store: Store) -> None:
+    """A PUT without deletionTimestamp (as a client sends it) does not undo a pending deletion."""
+    store.create("pods", _pod("p"))
+    marked = store.delete("pods", "default", "p")
+    body = store.get("pods", "default", "p")
+    body["metadata"].pop("deletionTimestamp")
+    body["metadata"].pop("deletionGracePeriodSeconds")
+    body["metadata"]["labels"] = {"x": "y"}
+    updated = store.update("pods", body)
+    assert updated["metadata"]["deletionTimestamp"] == marked["metadata"]["deletionTimestamp"]
+    assert updated["metadata"]["deletionGracePeriodSeconds"] == 30
+    assert updated["metadata"]["labels"] == {"x": "y"}

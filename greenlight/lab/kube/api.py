@@ -4,9 +4,15 @@ Python client speak, over an aiohttp application.
 Served: discovery (/version, /api, /api/v1, /apis, /apis/<group>/<version>), the verbs get,
 list, watch, create, update, patch (merge, JSON and strategic merge) and delete on every
 resource in ``store.RESOURCES``, the status and scale subresources, ``pods/log`` and the
-Service proxy subresource (forwarded to the Service's lab proxy). Errors are ``Status``
+Service proxy subresource. Errors are ``Status``
 objects. /openapi/v2 and /openapi/v3 answer 404 (kubectl then needs ``--validate=false``
 for apply/create).
+
+The Service proxy subresource (``services/<name>/proxy/...``) goes as the kube-apiserver's
+does: straight to one ready endpoint of the Service, picked at random from the controller's
+current endpoints, bypassing the Service's data plane (a real API server does not go through
+kube-proxy or a load balancer). So it sees a selector change at once, while clients of the
+Service still wait for their data plane. No ready endpoint: 503 "no endpoints available".
 
 Faults: before each resource call, ``faults.take(target, verb, resource)`` may answer an
 error or stall the call. The resource is the plural name (``deployments``), also for the
@@ -21,6 +27,7 @@ import calendar
 import contextlib
 import json
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -226,6 +233,8 @@ def _pod_cells(obj: Obj) -> list[Any]:
         waiting = (c.get("state") or {}).get("waiting")
         if waiting and waiting.get("reason"):
             reason = waiting["reason"]
+    if obj["metadata"].get("deletionTimestamp"):
+        reason = "Terminating"  # as the API server's pod printer says
     restarts = sum(int(c.get("restartCount", 0)) for c in statuses)
     return [f"{ready}/{total}", reason, restarts]
 
@@ -348,7 +357,7 @@ class KubeApi:
         self.fault_target = fault_target
         self.cluster = cluster
         self._pod_status = pod_status
-        self._proxy_url = proxy_url
+        self._proxy_url = proxy_url  # the Service's lab proxy; the proxy subresource bypasses it
         self._ready_endpoints = ready_endpoints
         self._session: aiohttp.ClientSession | None = None
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -588,11 +597,20 @@ class KubeApi:
 
     async def _delete(self, request: web.Request, target: Target) -> web.Response:
         options = await self._body(request)
-        pre = (options.get("preconditions") or {}) if isinstance(options, dict) else {}
+        if not isinstance(options, dict):
+            raise bad_request("the DeleteOptions body must be a JSON object")
+        pre = options.get("preconditions") or {}
+        grace = options.get("gracePeriodSeconds", request.query.get("gracePeriodSeconds"))
+        if grace is not None:
+            try:
+                grace = int(grace)
+            except (TypeError, ValueError) as e:
+                raise bad_request(f"gracePeriodSeconds must be an integer, not {grace!r}") from e
         gone = self.store.delete(
             target.rt.plural,
             target.namespace,
             target.name or "",
+            grace_period_s=grace,
             precondition_rv=pre.get("resourceVersion"),
             precondition_uid=pre.get("uid"),
             dry_run=self._dry(request),
@@ -682,9 +700,11 @@ class KubeApi:
         name = parts[1] if len(parts) == 3 else parts[0]
         self.store.get("services", target.namespace, name, copy=False)
         key = f"{self.cluster}/{target.namespace}/{name}"
-        url = self._proxy_url(key)
-        if url is None or not self._ready_endpoints(key):
+        endpoints = self._ready_endpoints(key)
+        if not endpoints:
             raise ApiError(503, f'no endpoints available for service "{name}"', "ServiceUnavailable")
+        host, port = random.choice(endpoints)  # as the kube-apiserver: one ready endpoint, directly
+        url = f"http://{host}:{port}"
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=60), auto_decompress=False

@@ -5,10 +5,18 @@ garbage collection of pods whose owner is gone.
 It reacts to store events and runtime changes; a resync every ``resync_s`` seconds is only a
 safety net (and what notices a passed progress deadline).
 
-Endpoints are pushed to the Service proxy synchronously, inside the store event or runtime
-callback that changed them, so a Service selector patch reroutes traffic before the PATCH
-response is sent. A pod that goes away leaves the endpoints first and is stopped (gracefully,
-in-flight requests finish) after.
+Endpoints are pushed to the Service's data plane synchronously, inside the store event or
+runtime callback that changed them (the Endpoints object says the truth at once, as the
+endpoints controller does); the data plane then acts on them at its own pace (see
+greenlight.lab.proxy: kube-proxy late, a NEG detaching before attaching, a mesh at once).
+
+Pod deletion is graceful, as with a kubelet: the DELETE only sets the pod's
+deletionTimestamp; in that same store event the pod leaves every Service's endpoints (the
+data plane learns of it later, at its own pace) and stops counting for its Deployment or Job
+(which creates a replacement). Then, in a background task, the runtime terminates the pod:
+preStop hook, SIGTERM, SIGKILL at the end of the grace period (``PodRuntime.terminate``);
+after that the controller removes the pod object (DELETED). A pod removed without grace
+(forced deletion, namespace deletion) is killed in the runtime the same way, grace 0.
 
 Rolling update: Kubernetes' arithmetic, with pods in place of ReplicaSets: total pods at most
 replicas + maxSurge (25%, rounded up), available pods at least replicas - maxUnavailable (25%,
@@ -31,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from greenlight.lab.kube.store import (
+    DEFAULT_POD_GRACE_S,
     NAME_CHARS,
     ApiError,
     Event,
@@ -49,7 +58,6 @@ log = logging.getLogger(__name__)
 PORT_ANNOTATION = "lab.greenlight.dev/port"
 URL_ANNOTATION = "lab.greenlight.dev/url"
 DEFAULT_CONTAINER_PORT = 8080
-DEFAULT_GRACE_S = 1.0
 
 
 class PodStateLike(Protocol):
@@ -74,6 +82,7 @@ class PodRuntimeLike(Protocol):
     ) -> None: ...
     def status(self, key: str) -> Any: ...
     async def stop(self, key: str, grace_s: float = 1.0) -> None: ...
+    async def terminate(self, key: str, grace_s: float, pre_stop: Obj | None = None) -> None: ...
     def on_change(self, callback: Callable[[str], None]) -> None: ...
 
 
@@ -100,6 +109,18 @@ def container_args(pod: Obj) -> tuple[str, str, str | None, int]:
     ports = c.get("ports") or []
     port = ports[0].get("containerPort", DEFAULT_CONTAINER_PORT) if ports else DEFAULT_CONTAINER_PORT
     return c.get("name", "app"), c.get("image", ""), probe.get("path"), int(port)
+
+
+def pre_stop_hook(pod: Obj) -> Obj | None:
+    """The ``lifecycle.preStop`` handler of a pod's first container, if it has one."""
+    c = (pod.get("spec", {}).get("containers") or [{}])[0]
+    hook = (c.get("lifecycle") or {}).get("preStop")
+    return hook if isinstance(hook, dict) and hook else None
+
+
+def is_terminating(pod: Obj) -> bool:
+    """True once a DELETE has set the pod's deletionTimestamp."""
+    return bool(pod["metadata"].get("deletionTimestamp"))
 
 
 def _condition(ctype: str, status: bool, old: list[Obj], now: str) -> Obj:
@@ -289,6 +310,7 @@ class PodInfo:
     grace_s: float
     terminal: bool = False
     run_to_completion: bool = False
+    terminating: bool = False  # deletionTimestamp set: out of the endpoints, being terminated
 
 
 @dataclass
@@ -332,6 +354,10 @@ class Controller:
         self._services_by_ns: dict[str, set[str]] = {}
         self._endpoints: dict[str, list[tuple[str, int]]] = {}
         self._proxy_ready: set[str] = set()
+        # per Service: the data plane its annotations ask for (None: the lab's default), given to
+        # proxies that have data planes (``configure``; the test fakes have none)
+        self._data_planes: dict[str, str | None] = {}
+        self._configure_proxy: Callable[[str, str | None], Any] | None = getattr(proxies, "configure", None)
         self._start_tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._dirty = _Dirty()
@@ -361,7 +387,11 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         keys = list(self._start_tasks)
-        await asyncio.gather(*(self._stop_pod(k, 0.2) for k in keys), return_exceptions=True)
+        await asyncio.gather(
+            *(self._stop_pod(k, 0.2) for k in keys),
+            *(self.pods.stop(k, 0.2) for k in list(self._terminations)),
+            return_exceptions=True,
+        )
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await asyncio.gather(
@@ -383,6 +413,11 @@ class Controller:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    @functools.cached_property
+    def _terminations(self) -> dict[str, float]:
+        """Pods being terminated in the runtime, with the grace period they were given."""
+        return {}
 
     # -- event intake (synchronous) --
 
@@ -413,8 +448,10 @@ class Controller:
             self._pods.pop(key, None)
             self._pods_by_ns.get(ns, set()).discard(key)
             self._refresh_endpoints_for_pod(ns, meta.get("labels") or {})
-            if key in self._start_tasks:
-                self._spawn(self._stop_pod(key, self._pods_grace(event.obj)))
+            if key in self._terminations:  # removed before its termination ended: forced
+                self._spawn(self._hurry_termination(key, 0.0))
+            elif key in self._start_tasks:  # removed without grace: kill it
+                self._begin_termination(key, event.obj, 0.0, finalize=False)
             self._mark()
             return
         phase = (event.obj.get("status") or {}).get("phase")
@@ -426,20 +463,34 @@ class Controller:
             self._pods_grace(event.obj),
             terminal=phase in ("Succeeded", "Failed"),
             run_to_completion=event.obj["spec"].get("restartPolicy") in ("Never", "OnFailure"),
+            terminating=is_terminating(event.obj),
         )
         old = self._pods.get(key)
         self._pods[key] = info
         self._pods_by_ns.setdefault(ns, set()).add(key)
-        if old is None and key not in self._start_tasks and not info.terminal:
+        if old is None and key not in self._start_tasks and not info.terminal and not info.terminating:
             self._dirty.pod_start.add(key)
-        if old is None or old.labels != info.labels or old.terminal != info.terminal:
+        if (
+            old is None
+            or old.labels != info.labels
+            or old.terminal != info.terminal
+            or old.terminating != info.terminating
+        ):
             self._refresh_endpoints_for_pod(ns, info.labels, old.labels if old else None)
+        if info.terminating:
+            grace = float(meta.get("deletionGracePeriodSeconds") or 0)
+            if key in self._terminations:
+                if grace < self._terminations[key]:  # deleted again with a shorter grace period
+                    self._terminations[key] = grace
+                    self._spawn(self._hurry_termination(key, grace))
+            else:
+                self._begin_termination(key, event.obj, grace, finalize=True)
         self._mark()
 
     @staticmethod
     def _pods_grace(pod: Obj) -> float:
         grace = pod.get("spec", {}).get("terminationGracePeriodSeconds")
-        return float(grace) if grace is not None else DEFAULT_GRACE_S
+        return float(grace) if grace is not None else float(DEFAULT_POD_GRACE_S)
 
     def _service_event(self, event: Event) -> None:
         meta = event.obj["metadata"]
@@ -449,6 +500,7 @@ class Controller:
             self._services.pop(key, None)
             self._services_by_ns.get(ns, set()).discard(key)
             self._endpoints.pop(key, None)
+            self._data_planes.pop(key, None)
             if key in self._proxy_ready:
                 self._proxy_ready.discard(key)
                 self._spawn(self.proxies.remove(key))
@@ -463,6 +515,15 @@ class Controller:
         self._services_by_ns.setdefault(ns, set()).add(key)
         if is_new or key not in self._proxy_ready:
             self._dirty.services.add(key)
+        annotations = meta.get("annotations") or {}
+        # lab.greenlight.dev/data-plane wins; GKE's NEG annotation means container-native LB
+        data_plane = annotations.get("lab.greenlight.dev/data-plane") or (
+            "neg" if "cloud.google.com/neg" in annotations else None
+        )
+        changed = key not in self._data_planes or self._data_planes[key] != data_plane
+        self._data_planes[key] = data_plane
+        if changed and key in self._proxy_ready and self._configure_proxy is not None:
+            self._configure_proxy(key, data_plane)
         self._refresh_endpoints(key)
         self._mark()
 
@@ -512,7 +573,7 @@ class Controller:
             return ready, unready
         for pkey in self._pods_by_ns.get(svc.namespace, ()):
             info = self._pods[pkey]
-            if info.terminal or not labels_match(svc.selector, info.labels):
+            if info.terminal or info.terminating or not labels_match(svc.selector, info.labels):
                 continue
             state = self.pods.status(pkey)
             if state is not None and state.ready and state.port:
@@ -603,6 +664,8 @@ class Controller:
     async def _ensure_proxy(self, skey: str) -> None:
         if skey not in self._services:
             return
+        if self._configure_proxy is not None:
+            self._configure_proxy(skey, self._data_planes.get(skey))
         await self.proxies.ensure(skey)
         svc = self._services.get(skey)
         if svc is None:  # deleted while the proxy started
@@ -677,7 +740,7 @@ class Controller:
 
     def _start_pod(self, pkey: str) -> None:
         info = self._pods.get(pkey)
-        if info is None or info.terminal or pkey in self._start_tasks:
+        if info is None or info.terminal or info.terminating or pkey in self._start_tasks:
             return
         pod = self.store.find("pods", info.namespace, info.name)
         if pod is None:
@@ -710,6 +773,56 @@ class Controller:
         except Exception:
             log.exception("lab controller %s: stopping pod %s failed", self.cluster, pkey)
 
+    def _begin_termination(self, pkey: str, pod: Obj, grace_s: float, *, finalize: bool) -> None:
+        """Start the kubelet's part of a pod deletion in the background (see module docstring)."""
+        meta = pod["metadata"]
+        self._terminations[pkey] = grace_s
+        self._spawn(
+            self._terminate_pod(
+                pkey, meta["namespace"], meta["name"], meta.get("uid"), grace_s, pre_stop_hook(pod), finalize
+            )
+        )
+
+    async def _terminate_pod(
+        self,
+        pkey: str,
+        ns: str,
+        name: str,
+        uid: str | None,
+        grace_s: float,
+        pre_stop: Obj | None,
+        finalize: bool,
+    ) -> None:
+        """preStop, SIGTERM, SIGKILL in the runtime; then remove the pod object (grace 0)."""
+        try:
+            task = self._start_tasks.pop(pkey, None)
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
+                terminate = getattr(self.pods, "terminate", None)
+                if terminate is not None:
+                    await terminate(pkey, grace_s, pre_stop=pre_stop)
+                else:  # a runtime without kubelet termination: stop it within the grace period
+                    await self.pods.stop(pkey, grace_s)
+        except Exception:
+            log.exception("lab controller %s: terminating pod %s failed", self.cluster, pkey)
+        finally:
+            self._terminations.pop(pkey, None)
+        if finalize and not self._stopped:
+            with contextlib.suppress(ApiError):
+                self.store.delete("pods", ns, name, grace_period_s=0, precondition_uid=uid)
+
+    async def _hurry_termination(self, pkey: str, grace_s: float) -> None:
+        """Bring a running termination's SIGKILL closer (shorter grace period, forced deletion)."""
+        terminate = getattr(self.pods, "terminate", None)
+        try:
+            if terminate is not None:
+                await terminate(pkey, grace_s)
+            else:
+                await self.pods.stop(pkey, grace_s)
+        except Exception:
+            log.exception("lab controller %s: cutting the termination of %s short failed", self.cluster, pkey)
+
     def _write_pod_status(self, pkey: str) -> None:
         info = self._pods.get(pkey)
         if info is None or info.terminal:
@@ -718,9 +831,12 @@ class Controller:
         if pod is None:
             return
         state = self.pods.status(pkey)
+        if info.terminating and state is None:
+            return  # gone from the runtime; the pod object goes next
         now = now_rfc3339()
         if (
             info.run_to_completion
+            and not info.terminating
             and state is not None
             and (is_crashed(state) or (state.phase == "Running" and state.ready))
         ):
@@ -751,10 +867,14 @@ class Controller:
                 with contextlib.suppress(ApiError):
                     self.store.delete("pods", info.namespace, info.name)
 
-    def _owned(self, ns: str, uid: str) -> list[Obj]:
+    def _owned(self, ns: str, uid: str, *, terminating: bool = True) -> list[Obj]:
+        """The pods owned by ``uid``; without the terminating ones when ``terminating`` is False
+        (what the ReplicaSet controller counts: its FilterActivePods)."""
         out = []
         for pkey in self._pods_by_ns.get(ns, ()):
             info = self._pods[pkey]
+            if not terminating and info.terminating:
+                continue
             if any(o_uid == uid for _, _, o_uid in info.owners):
                 pod = self.store.find("pods", ns, info.name)
                 if pod is not None:
@@ -812,9 +932,10 @@ class Controller:
         spec = deploy["spec"]
         template = spec.get("template") or {}
         phash = template_hash(template)
+        uid = deploy["metadata"]["uid"]
         if not spec.get("paused"):
-            self._roll(deploy, self._owned(ns, deploy["metadata"]["uid"]), template, phash)
-        self._write_deployment_status(deploy, self._owned(ns, deploy["metadata"]["uid"]), phash)
+            self._roll(deploy, self._owned(ns, uid, terminating=False), template, phash)
+        self._write_deployment_status(deploy, self._owned(ns, uid, terminating=False), phash)
 
     def _scale_new(self, deploy: Obj, new: list[Obj], template: Obj, phash: str, count: int) -> None:
         """Create or remove pods of the current template until there are ``count``."""
@@ -930,7 +1051,9 @@ class Controller:
         phases = [(p.get("status") or {}).get("phase") for p in pods]
         succeeded = phases.count("Succeeded")
         failed = phases.count("Failed")
-        active = [p for p, ph in zip(pods, phases, strict=True) if ph not in ("Succeeded", "Failed")]
+        running = [p for p, ph in zip(pods, phases, strict=True) if ph not in ("Succeeded", "Failed")]
+        terminating = sum(1 for p in running if is_terminating(p))
+        active = [p for p in running if not is_terminating(p)]
         now = now_rfc3339()
         status.setdefault("startTime", now)
         verdict: tuple[str, str, str] | None = None
@@ -948,7 +1071,7 @@ class Controller:
                 self.store.create("pods", self._new_job_pod(job), ns)
             active = [
                 p
-                for p in self._owned(ns, job["metadata"]["uid"])
+                for p in self._owned(ns, job["metadata"]["uid"], terminating=False)
                 if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
             ]
         if verdict is not None:
@@ -974,7 +1097,7 @@ class Controller:
                 "succeeded": succeeded,
                 "failed": failed,
                 "ready": 0,
-                "terminating": 0,
+                "terminating": terminating,
                 "uncountedTerminatedPods": {},
             }
         )

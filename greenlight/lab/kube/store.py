@@ -17,6 +17,7 @@ import copy as copymod
 import datetime as dt
 import json
 import logging
+import math
 import random
 import re
 import uuid
@@ -29,11 +30,13 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
+DEFAULT_POD_GRACE_S = 30  # what the API server defaults spec.terminationGracePeriodSeconds to
 
 
-def now_rfc3339() -> str:
-    """The current UTC time as Kubernetes writes it (seconds precision, trailing Z)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_rfc3339(offset_s: float = 0.0) -> str:
+    """The current UTC time (plus ``offset_s``) as Kubernetes writes it (seconds, trailing Z)."""
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset_s)
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def random_suffix(n: int = 5) -> str:
@@ -673,6 +676,7 @@ def _validate_pod(obj: Obj) -> list[tuple[str, str, str]]:
 def _default_pod(obj: Obj, old: Obj | None) -> None:
     spec = obj.setdefault("spec", {})
     spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", DEFAULT_POD_GRACE_S)
     _default_pod_spec(spec)
     if old is None:
         obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
@@ -808,7 +812,7 @@ class Store:
         if name in self._objects[plural].get(ns, {}):
             raise already_exists(rt, name)
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
-        for key in ("resourceVersion", "deletionTimestamp", "selfLink"):
+        for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             meta.pop(key, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
@@ -869,7 +873,7 @@ class Store:
             new["metadata"]["name"] = name
             if rt.namespaced:
                 new["metadata"]["namespace"] = ns
-            for key in ("uid", "creationTimestamp", "generation"):
+            for key in ("uid", "creationTimestamp", "generation", *DELETION_FIELDS):
                 if key in cmeta:
                     new["metadata"][key] = cmeta[key]
                 else:
@@ -900,11 +904,22 @@ class Store:
         namespace: str | None,
         name: str,
         *,
+        grace_period_s: float | None = None,
         precondition_rv: str | None = None,
         precondition_uid: str | None = None,
         dry_run: bool = False,
     ) -> Obj:
-        """Remove an object at once (a namespace takes its contents with it); returns it."""
+        """Delete an object; returns it (as removed, or as now terminating).
+
+        Pods are deleted gracefully, as the API server does: with a grace period > 0 (
+        ``grace_period_s``, else the pod's ``spec.terminationGracePeriodSeconds``) the pod
+        stays, with ``metadata.deletionTimestamp`` (now + grace) and
+        ``deletionGracePeriodSeconds`` set (MODIFIED); the kubelet (the controller) removes it
+        once its containers are gone. Deleting a terminating pod again only shortens its grace
+        period. A grace period of 0, or a pod that has already Succeeded or Failed, is removed
+        at once. Every other kind is removed at once; a namespace takes its contents with it
+        (at once, pods included).
+        """
         rt = resource(plural)
         ns = self._ns(rt, namespace)
         current = self._objects[plural].get(ns, {}).get(name)
@@ -914,13 +929,17 @@ class Store:
             raise conflict(rt, name)
         if precondition_uid and precondition_uid != current["metadata"]["uid"]:
             raise conflict(rt, name)
+        if plural == "pods":
+            grace = self._pod_grace(current, grace_period_s)
+            if grace > 0:
+                return self._delete_gracefully(current, grace, dry_run=dry_run)
         if dry_run:
             return copymod.deepcopy(current)
         if plural == "namespaces":
             for other in RESOURCES.values():
                 if other.namespaced:
                     for child in list(self._objects[other.plural].get(name, {})):
-                        self.delete(other.plural, name, child)
+                        self.delete(other.plural, name, child, grace_period_s=0)
         del self._objects[plural][ns][name]
         if not self._objects[plural][ns]:
             del self._objects[plural][ns]
@@ -929,6 +948,41 @@ class Store:
         gone["metadata"]["resourceVersion"] = str(self._rv)
         self._emit(Event("DELETED", plural, gone, current, self._rv))
         return copymod.deepcopy(gone)
+
+    @staticmethod
+    def _pod_grace(pod: Obj, requested: float | None) -> int:
+        """The grace period (whole seconds, as int64 in the API) a pod DELETE gets, as the pod
+        strategy's CheckGracefulDelete decides it."""
+        meta = pod["metadata"]
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return 0
+        if meta.get("deletionTimestamp"):
+            pending = int(meta.get("deletionGracePeriodSeconds") or 0)
+            if pending == 0 or requested is None:
+                return pending
+            return min(max(0, math.ceil(float(requested))), pending)
+        if requested is None:
+            requested = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", DEFAULT_POD_GRACE_S)
+        grace = math.ceil(float(requested))
+        return 1 if grace < 0 else grace
+
+    def _delete_gracefully(self, current: Obj, grace: int, *, dry_run: bool) -> Obj:
+        """Mark a pod terminating, or shorten its pending grace period; else a no-op."""
+        meta = current["metadata"]
+        pending = meta.get("deletionGracePeriodSeconds")
+        if meta.get("deletionTimestamp") and pending is not None and grace >= int(pending):
+            return copymod.deepcopy(current)
+        new = copymod.deepcopy(current)
+        new["metadata"]["deletionTimestamp"] = now_rfc3339(grace)
+        new["metadata"]["deletionGracePeriodSeconds"] = grace
+        if dry_run:
+            return new
+        self._rv += 1
+        new["metadata"]["resourceVersion"] = str(self._rv)
+        ns, name = meta["namespace"], meta["name"]
+        self._objects["pods"][ns][name] = new
+        self._emit(Event("MODIFIED", "pods", new, current, self._rv))
+        return copymod.deepcopy(new)
 
     # -- watching --
 
@@ -1062,6 +1116,9 @@ class Store:
                         log.exception("store listener failed on %s %s", ev.type, ev.resource)
         finally:
             self._emitting = False
+
+
+DELETION_FIELDS = ("deletionTimestamp", "deletionGracePeriodSeconds")  # set only by a DELETE
 
 
 def _spec_of(obj: Obj) -> Obj:
