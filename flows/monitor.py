@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.release import Release, rollback_all, watch
+from flows.release import Release, rollback_all, step_lines, watch
 from greenlight.errors import GateFailed, InputInvalid
 from greenlight.settings import load_profile
 from tasks.kube import read_live
@@ -27,8 +27,12 @@ def monitor(environment: str, seconds: float) -> dict[str, Any]:
     )
     rel.step("watch", "ok" if status == "ok" else "failed", detail)
     if status != "ok":
-        steps = rollback_all(
-            rel, [a for a, s in live.items() if s["previous_colour"]], f"breach while monitoring: {detail}"
+        steps = step_lines(
+            rollback_all(
+                rel,
+                [a for a, s in live.items() if s["previous_colour"]],
+                f"breach while monitoring: {detail}",
+            )
         )
         for s in steps:
             rel.step("rollback", "ok", s)

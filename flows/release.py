@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextvars
 import getpass
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from prefect.settings import PREFECT_UI_URL
-from prefect.transactions import get_transaction, transaction
+from prefect.transactions import transaction
 from prefect.variables import Variable
 from pydantic import BaseModel, Field
 
@@ -49,16 +49,20 @@ from greenlight.core.release import (
     release_id,
 )
 from greenlight.core.report import RunReport
+from greenlight.core.switch import MOVED, RollbackStep, SwitchStep
+from greenlight.core.traffic import ArrivalPhase
 from greenlight.errors import GateFailed, GreenlightError, InputInvalid, ReleaseRefused, TransientError
 from greenlight.settings import Profile, load_profile
 from tasks.evidence import emit, publish_report
 from tasks.kube import (
+    await_traffic,
     deploy_colour,
     point_preview,
     read_app_state,
     rollback_app,
     run_pre_deploy_job,
     scale_colour,
+    shutdown_safety,
     switch_service,
     wait_rollout,
 )
@@ -75,8 +79,24 @@ FREEZE_VARIABLE = "greenlight_release_freeze_{env}"
 
 
 def lock_name(environment: str) -> str:
-    """The global concurrency limit that serialises releases of one environment."""
+    """The global concurrency limit that serialises releases of one environment (held from before
+    the approval to the end of the bake, so cleanup never scales down a colour a release holds)."""
     return f"greenlight-release-{environment}"
+
+
+def traffic_lock_name(environment: str) -> str:
+    """The global concurrency limit held, briefly, by whatever moves an environment's traffic or
+    scales a colour down: a release's switches, a rollback, a switch by hand, cleanup's last check."""
+    return f"greenlight-traffic-{environment}"
+
+
+@contextmanager
+def traffic_lock(profile: Profile) -> Iterator[None]:
+    """Hold the environment's traffic lock (waits for it; the holders keep it for seconds)."""
+    with concurrency(
+        traffic_lock_name(profile.name), occupy=1, strict=True, lease_duration=profile.release.lock_lease_s
+    ):
+        yield
 
 
 class ApprovalInput(RunInput):
@@ -222,42 +242,68 @@ def _prepare_app(rel: Release, plan: AppPlan) -> GateVerdict:
     return verdict
 
 
-def _undo_switch(txn: Any) -> None:
-    """Transaction rollback hook of a switch: return that app's live Service to where it was."""
-    profile = load_profile(txn.get("environment"))
-    app = txn.get("app")
-    step = rollback_app.fn(
-        profile, app, f"compensating: release {txn.get('release_id')} failed to switch every app"
-    )
-    logger().warning("%s: switch undone: %s", app, step.reason)
+def _undo_switch(environment: str, app: str, release_id: str) -> Callable[[Any], None]:
+    """The transaction rollback hook of one app's switch: return that app's live Service to where
+    it was. Each hook knows its own app: a value set on the shared transaction would be read back
+    as the last app's by every hook (Prefect 3.9: a child transaction's get falls through to the
+    parent), undoing one app twice and leaving the others switched."""
 
+    def undo(_txn: Any) -> None:
+        profile = load_profile(environment)
+        reason = f"compensating: release {release_id} failed to switch every app"
+        for delay in (1.0, 2.0, None):  # a hook that raises is only logged: retry transient errors here
+            try:
+                step = rollback_app.fn(profile, app, reason)
+                break
+            except TransientError as e:
+                if delay is None:
+                    raise
+                logger().warning("%s: undoing the switch failed (%s); retrying", app, e)
+                time.sleep(delay)
+        logger().warning("%s: switch undone: %s", app, step.reason)
 
-_switch_with_undo = switch_service.with_options(name="switch-traffic")
-_switch_with_undo.on_rollback(_undo_switch)
+    undo.__name__ = f"undo-switch-{app}"
+    return undo
 
 
 def _switch_all(rel: Release, plans: tuple[AppPlan, ...], planned_rv: dict[str, str | None]) -> None:
-    """Switch every app; if any switch fails, the ones already switched are switched back.
+    """Switch every app, then wait until every app's traffic has moved; if any switch or wait
+    fails, the apps already switched are switched back (each by its own compensation hook).
 
-    Each switch is guarded by the resourceVersion the release planned with (``planned_rv``)."""
-    with transaction():
-        for plan in plans:
-            step = _switch_with_undo(
-                rel.profile,
-                plan.app,
-                plan.target_colour,
-                rel.id,
-                {plan.app: plan.digest},
-                expected_rv=planned_rv.get(plan.app),
-            )
-            txn = get_transaction()
-            if txn is not None:
-                txn.set("app", plan.app)
-                txn.set("environment", rel.profile.name)
-                txn.set("release_id", rel.id)
-            if step.action not in ("switch", "noop"):
-                raise ReleaseRefused(f"{plan.app}: {step.reason}")
-            rel.step(f"{plan.app}: switch", "ok", step.reason)
+    Each switch is guarded by the resourceVersion the release planned with (``planned_rv``), and
+    all of them happen under the environment's traffic lock (so no rollback or cleanup
+    interleaves). The patches are made one app after the other and the waits run in parallel, so
+    that a release of many apps waits for the data plane once: overlap switches (see
+    tasks.kube.effective_switch_mode) widen every app first, wait, then narrow every app."""
+    profile = rel.profile
+
+    def switch(plan: AppPlan, overlap_awaited: bool = False) -> SwitchStep:
+        task = switch_service.with_options(name="switch-traffic")
+        task.on_rollback(_undo_switch(profile.name, plan.app, rel.id))
+        step = task(
+            profile, plan.app, plan.target_colour, rel.id, {plan.app: plan.digest},
+            expected_rv=planned_rv.get(plan.app), confirm=False, overlap_awaited=overlap_awaited,
+        )  # fmt: skip
+        if step.action not in MOVED and step.action != "widen":
+            raise ReleaseRefused(f"{plan.app}: {step.reason}")
+        rel.step(f"{plan.app}: {step.action}", "ok", step.reason)
+        return step
+
+    def arrive(phase: ArrivalPhase, since: float) -> Callable[[AppPlan], str]:
+        return lambda plan: await_traffic.fn(profile, plan.app, plan.target_colour, phase, since)
+
+    with traffic_lock(profile), transaction():
+        began = time.time()
+        steps = {plan.app: switch(plan) for plan in plans}
+        widened = [plan for plan in plans if steps[plan.app].action == "widen"]
+        if widened:
+            for plan, reason in zip(widened, parallel(arrive("overlap", began), widened), strict=True):
+                rel.step(f"{plan.app}: overlap", "ok", reason)
+            for plan in widened:
+                steps[plan.app] = switch(plan, overlap_awaited=True)
+        narrowed = min((st.at for st in steps.values() if st.at is not None), default=began)
+        for plan, reason in zip(plans, parallel(arrive("moved", narrowed), list(plans)), strict=True):
+            rel.step(f"{plan.app}: traffic", "ok", reason)
 
 
 WINDOW_STEPS = 4  # the bake judges a full analysis interval's window every interval / WINDOW_STEPS
@@ -348,8 +394,13 @@ def _sample_quietly(profile: Profile, app: str, colour: str, start: datetime, en
     raise AssertionError("unreachable")
 
 
-def rollback_all(rel: Release, apps: Iterable[str], reason: str) -> list[str]:
-    steps = parallel(lambda app: rollback_app(rel.profile, app, reason), list(apps))
+def rollback_all(rel: Release, apps: Iterable[str], reason: str) -> list[RollbackStep]:
+    """Roll every app back in parallel, under the environment's traffic lock."""
+    with traffic_lock(rel.profile):
+        return parallel(lambda app: rollback_app(rel.profile, app, reason), list(apps))
+
+
+def step_lines(steps: Iterable[RollbackStep]) -> list[str]:
     return [f"{s.service}: {s.action}: {s.reason}" for s in steps]
 
 
@@ -383,6 +434,17 @@ def run_release(
         return {"outcome": "nothing-to-release", "release_id": rid, "plan": plan.reason}
     todo = [p for p in plan.apps if p.action != "nothing"]
     rel.say(f":rocket: release {rid} to {profile.name} started: " + "; ".join(p.reason for p in todo))
+    findings = shutdown_safety(profile)
+    rel.step(
+        "shutdown safety",
+        "warn" if findings else "ok",
+        "; ".join(findings) or "every app can leave a Service without loss",
+    )
+    if findings:
+        rel.say(
+            ":warning: pods of these apps can drop requests when stopped outside a release: "
+            + "; ".join(findings)
+        )
     rel.event("started")
     if profile.release.pre_deploy_job:
         try:
@@ -445,15 +507,20 @@ def _bake_and_record(
     if status != "ok":
         decided = datetime.now(UTC)
         steps = rollback_all(rel, colours, f"breach after switch: {detail}")
-        restored = datetime.now(UTC)
-        for s in steps:
-            rel.step("rollback", "ok", s)
+        # restored when the last app's selector went back (the patch), arrived once traffic has
+        # moved there (the data plane acts on it later)
+        patched = [st.at for st in steps if st.at is not None]
+        restored = datetime.fromtimestamp(max(patched), UTC) if patched else datetime.now(UTC)
+        arrived = datetime.now(UTC)
+        for line in step_lines(steps):
+            rel.step("rollback", "ok", line)
         rel.say(f":rewind: rolled back release {rid}: {detail}")
         rel.event(
             "rolled-back",
             reason=detail,
             decided_at=decided.isoformat(),
             restored_at=restored.isoformat(),
+            arrived_at=arrived.isoformat(),
             rollback_s=round((restored - decided).total_seconds(), 3),
         )
         raise GateFailed(f"release {rid} rolled back after the switch: {detail}")

@@ -1,7 +1,10 @@
 """Rollback: point traffic back at the previous colour, verify, notify.
 
-Never waits for the release lock: it relies on the live Service's resourceVersion, so a release
-whose switch then finds its precondition broken stops without switching.
+Never waits for the release lock (a release may be paused for approval for an hour; a rollback is
+an emergency): it takes the environment's traffic lock, which releases, cleanup and switches hold
+only while they move traffic, and relies on the live Service's resourceVersion, so a release whose
+switch then finds its precondition broken stops without switching. A previous colour that a
+release has since deployed onto is refused (its digest is no longer the previous release's).
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ from typing import Any
 
 from prefect import flow
 
-from flows.release import Release, parallel
+from flows.release import Release, parallel, traffic_lock
 from greenlight.core.switch import snapshot_service
-from greenlight.errors import GateFailed, InputInvalid
+from greenlight.errors import GateFailed, InputInvalid, ReleaseRefused
 from greenlight.settings import load_profile
 from tasks.kube import cluster, rollback_app
 from tasks.probes import smoke
@@ -39,7 +42,8 @@ def rollback(
     rel = Release(profile, f"{environment}-rollback", {}, None, actor)
     rel.report.title = f"Rollback in {environment}"
     rel.report.facts["reason"] = reason
-    steps = parallel(lambda name: rollback_app(profile, name, reason), apps)
+    with traffic_lock(profile):
+        steps = parallel(lambda name: rollback_app(profile, name, reason), apps)
     for s in steps:
         rel.step(f"{s.service}: rollback", s.action, s.reason)
     checks = {name: smoke(profile, name, "live") for name in apps}
@@ -53,6 +57,12 @@ def rollback(
         for s in steps
     }
     summary = "; ".join(f"{s.service}: {s.reason}" for s in steps)
+    refused = [s for s in steps if s.action == "refuse"]
+    if refused:
+        listed = "; ".join(f"{s.service}: {s.reason}" for s in refused)
+        rel.say(f":no_entry: rollback in {environment} refused for {len(refused)} app(s): {listed}")
+        rel.publish("rollback refused")
+        raise ReleaseRefused(f"rollback in {environment} refused: {listed}")
     rel.event("rolled-back", reason=reason, steps=outcome)
     if bad:
         rel.say(f":rotating_light: rollback in {environment} done but live smoke probes fail: {bad}")

@@ -6,7 +6,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows.release import Release
+from flows.release import Release, traffic_lock
+from greenlight.core.switch import MOVED
 from greenlight.errors import InputInvalid, ReleaseRefused
 from greenlight.settings import load_profile
 from tasks.kube import RELEASE_OF, cluster, container_digest, deployment_name, switch_service
@@ -36,18 +37,19 @@ def switch(environment: str, colour: str, app: str | None = None, actor: str | N
     )
     rel.report.title = f"Switch {environment} to {colour}"
     out = {}
-    for name, (rid, digest) in targets.items():
-        step = switch_service(profile, name, colour, rid, {name: digest})
-        rel.step(f"{name}: switch", step.action, step.reason)
-        out[name] = {
-            "action": step.action,
-            "reason": step.reason,
-            "from": step.from_colour,
-            "to": step.to_colour,
-        }
-        if step.action not in ("switch", "noop"):
-            rel.publish("refused")
-            raise ReleaseRefused(f"{name}: {step.reason}")
+    with traffic_lock(profile):
+        for name, (rid, digest) in targets.items():
+            step = switch_service(profile, name, colour, rid, {name: digest})
+            rel.step(f"{name}: switch", step.action, step.reason)
+            out[name] = {
+                "action": step.action,
+                "reason": step.reason,
+                "from": step.from_colour,
+                "to": step.to_colour,
+            }
+            if step.action not in MOVED:
+                rel.publish("refused")
+                raise ReleaseRefused(f"{name}: {step.reason}")
     rel.event("switched", colours={n: colour for n in out})
     rel.say(
         f":twisted_rightwards_arrows: {environment}: "

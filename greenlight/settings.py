@@ -105,6 +105,20 @@ class Release(_Model):
     # server frees it within this (plus its sweep, 15 s by default), so a rerun does not wait for
     # ever; Prefect's server accepts no lease under 60 s
     lock_lease_s: float = Field(60, ge=60)
+    # how traffic moves: "direct" (one selector patch), "overlap" (select both colours, wait until
+    # the new one serves, then narrow to it) or "auto": overlap for a Service behind GKE's
+    # container-native load balancing (annotation cloud.google.com/neg, which detaches old
+    # endpoints before attaching new ones), direct otherwise
+    switch_mode: Literal["auto", "direct", "overlap"] = "auto"
+    # how long the data plane may take to act on an endpoint change (kube-proxy on every node,
+    # a NEG attaching after its health checks): a switch waits for it unless requests are seen
+    # arriving sooner, and a colour out of the live Service is not scaled down before it has passed
+    propagation_s: float = Field(10, ge=0)
+    # the longest cleanup waits for a colour out of the live Service to serve a whole quiet
+    # window (kept-alive connections can hold it for ever); then it is scaled down, and says so
+    max_drain_s: float = Field(300, ge=0)
+    # how long the switch waits for the live Endpoints to show the new colour before giving up
+    settle_timeout_s: Seconds = 60
 
     @field_validator("colours")
     @classmethod

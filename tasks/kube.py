@@ -8,10 +8,12 @@ instead of being silently overwritten.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -27,20 +29,25 @@ from greenlight.core.rollout import RolloutAssessment, assess_rollout
 from greenlight.core.switch import (
     EndpointReadiness,
     RollbackStep,
+    SwitchMode,
     SwitchStep,
     decide_rollback,
     decide_switch,
     endpoint_readiness,
     snapshot_service,
 )
-from greenlight.errors import Conflict, GateFailed, InputInvalid, TransientError
+from greenlight.core.traffic import ArrivalPhase, decide_arrival, decide_drain, shutdown_findings
+from greenlight.errors import Conflict, GateFailed, GreenlightError, InputInvalid, TransientError
 from greenlight.settings import REPO_ROOT, App, Profile
+from tasks.metrics import request_count
 from tasks.policy import FRESH, RETRIES, logger
 
 SWITCHED_AT = ANNOTATION_PREFIX + "switched-at"
 RELEASE_OF = ANNOTATION_PREFIX + "release-id"
 TEMPLATE = REPO_ROOT / "deployments" / "manifests" / "app.yaml"
 CLONED_KINDS = ("horizontalpodautoscalers", "poddisruptionbudgets")
+NEG_ANNOTATION = "cloud.google.com/neg"  # GKE container-native load balancing serves this Service
+OBSERVE_AFTER_S = 1.0  # requests recorded this soon after a move may be the gate's last synthetic ones
 SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
 
 
@@ -118,6 +125,7 @@ def _shape(profile: Profile, app: App) -> AppShape:
         app=app.name, namespace=profile.namespace, service=app.service, preview_service=app.preview,
         container=app.container, port=app.port, health_path=app.health_path, replicas=app.replicas,
         colour_label=profile.release.colour_label, progress_deadline_s=int(profile.release.progress_deadline_s),
+        prestop_s=math.ceil(profile.release.propagation_s) + 2,
     )  # fmt: skip
 
 
@@ -282,16 +290,99 @@ def point_preview(profile: Profile, app_name: str, colour: str) -> str:
         return f"preview Service {app.preview} now selects {colour}"
 
 
+def _terminating(pod: dict[str, Any]) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
+
+
 def colour_endpoints(kube: Kube, profile: Profile, app: App, colour: str) -> EndpointReadiness:
-    """Ready pods of the colour, counted as the Service will see them (the Endpoints of its preview)."""
+    """Ready pods of the colour, counted as the Service will see them (the Endpoints of its preview).
+
+    Terminating pods (a deletionTimestamp: a scale-down or rollout still shutting them down) are
+    not counted at all: they have left every Service's endpoints and will not come back."""
     ns, label = profile.namespace, profile.release.colour_label
     expected = _replicas(kube, profile, app, colour)
-    pods = kube.items("pods", ns, label_selector=f"app={app.name},{label}={colour}")
+    pods = [
+        p
+        for p in kube.items("pods", ns, label_selector=f"app={app.name},{label}={colour}")
+        if not _terminating(p)
+    ]
     ready = sum(
         1 for p in pods
         if any(c.get("type") == "Ready" and c.get("status") == "True" for c in (p.get("status") or {}).get("conditions") or [])
     )  # fmt: skip
     return EndpointReadiness(ready=ready, not_ready=len(pods) - ready, expected=expected)
+
+
+def effective_switch_mode(profile: Profile, svc: dict[str, Any]) -> SwitchMode:
+    """The profile's ``release.switch_mode``; ``auto`` is overlap behind GKE's container-native load
+    balancing (the Service is annotated ``cloud.google.com/neg``), where endpoints are detached
+    before new ones are attached, and direct elsewhere."""
+    mode = profile.release.switch_mode
+    if mode != "auto":
+        return mode
+    return "overlap" if NEG_ANNOTATION in (svc["metadata"].get("annotations") or {}) else "direct"
+
+
+def live_endpoint_colours(kube: Kube, profile: Profile, app: App) -> dict[str, int]:
+    """The ready addresses of the app's live Service's Endpoints, counted by their pod's colour."""
+    ns, label = profile.namespace, profile.release.colour_label
+    eps = kube.find("endpoints", app.service, ns) or {}
+    colour_of = {
+        p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get(label, "")
+        for p in kube.items("pods", ns, label_selector=f"app={app.name}")
+    }
+    counts: dict[str, int] = {}
+    seen: set[str] = set()
+    for subset in eps.get("subsets") or []:
+        for address in subset.get("addresses") or []:
+            ref = str((address.get("targetRef") or {}).get("name") or address.get("ip") or "")
+            if ref in seen:
+                continue
+            seen.add(ref)
+            colour = colour_of.get(ref, "")
+            counts[colour] = counts.get(colour, 0) + 1
+    return counts
+
+
+def await_arrival(
+    kube: Kube, profile: Profile, app: App, colour: str, phase: ArrivalPhase, since: datetime
+) -> str:
+    """Wait until the live Service's traffic has moved to ``colour`` (see core.traffic.decide_arrival):
+    its Endpoints show the colour, then requests arrive on it in Monitoring or the propagation
+    allowance passes. Returns the reason; GateFailed when the Endpoints never settle."""
+    log = logger()
+    rel = profile.release
+    expected = _replicas(kube, profile, app, colour)
+    deadline = time.monotonic() + rel.settle_timeout_s
+    observe_from = since + timedelta(seconds=OBSERVE_AFTER_S)
+    settled_at: float | None = None
+    monitoring = True
+    while True:
+        by_colour = live_endpoint_colours(kube, profile, app)
+        settled_for = None if settled_at is None else time.monotonic() - settled_at
+        observed = None
+        now = datetime.now(UTC)
+        if settled_for is not None and monitoring and now > observe_from:
+            try:
+                observed = request_count(profile, app.name, colour, observe_from, now)
+            except GreenlightError as e:  # no observation: the propagation allowance decides
+                monitoring = False
+                log.warning("%s: cannot watch traffic arrive on %s: %s", app.name, colour, e)
+        arrival = decide_arrival(
+            phase, app.service, colour, expected, by_colour, settled_for, rel.propagation_s, observed
+        )
+        if arrival.done:
+            return arrival.reason
+        if arrival.settled and settled_at is None:
+            settled_at = time.monotonic()
+            continue
+        if not arrival.settled:
+            settled_at = None
+        if time.monotonic() > deadline:
+            raise GateFailed(
+                f"{app.name}: traffic did not move to {colour} within {rel.settle_timeout_s:g} s: {arrival.reason}"
+            )
+        time.sleep(0.2)
 
 
 @task(name="switch-traffic", **FRESH, **RETRIES)
@@ -303,10 +394,21 @@ def switch_service(
     digests: dict[str, str],
     wait_s: float = 30.0,
     expected_rv: str | None = None,
+    confirm: bool = True,
+    overlap_awaited: bool = False,
 ) -> SwitchStep:
-    """Point the app's live Service at ``colour`` with one merge patch guarded by the resourceVersion read.
+    """Point the app's live Service at ``colour``; with ``confirm``, wait until its traffic has moved.
 
-    Only when every pod of the colour is ready (waits up to ``wait_s``); ``noop`` when already there.
+    Only when every pod of the colour is ready (waits up to ``wait_s``); ``noop`` when already
+    there. Each patch is guarded by the resourceVersion read. In overlap mode (see
+    ``effective_switch_mode``) the selector is first widened to both colours, and narrowed to
+    ``colour`` once the new colour serves. With ``confirm`` (a switch by hand) the whole move is
+    done here and the step returned once the live Endpoints hold the colour and requests arrive
+    on it or the propagation allowance has passed (``await_arrival``); its reason says which.
+    Without it (a release, moving many apps at once) only the next patch is made: ``switch``,
+    ``widen``, or ``narrow`` once the caller has waited for the overlap (``overlap_awaited``; else
+    a ``widen`` step without a patch says the overlap is under way), and the caller waits for
+    the arrivals (``await_traffic``).
     A Conflict (someone else changed the Service since it was read) is not retried: the release stops.
     ``expected_rv``: the resourceVersion the release planned with; a Service changed since (a
     rollback, a person) is a Conflict too, so a release never overrides what happened meanwhile.
@@ -314,17 +416,19 @@ def switch_service(
     app = profile.app(app_name)
     ns = profile.namespace
     deadline = time.monotonic() + wait_s
+    widened = ""
     with cluster(profile) as kube:
         while True:
             svc = kube.get("services", app.service, ns)
             if expected_rv is not None and svc["metadata"]["resourceVersion"] != expected_rv:
                 landed = _own_switch(svc, profile, colour, release_id)
-                if landed is not None:
+                if landed is None:
+                    raise Conflict(
+                        f"{app.name}: live Service {app.service} changed since the release planned "
+                        f"(resourceVersion {expected_rv} -> {svc['metadata']['resourceVersion']}; a rollback or a person): not switching"
+                    )
+                if landed.action == "noop":
                     return landed
-                raise Conflict(
-                    f"{app.name}: live Service {app.service} changed since the release planned "
-                    f"(resourceVersion {expected_rv} -> {svc['metadata']['resourceVersion']}; a rollback or a person): not switching"
-                )
             eps = kube.find("endpoints", app.preview, ns)
             readiness = (
                 endpoint_readiness(eps, _replicas(kube, profile, app, colour))
@@ -332,31 +436,71 @@ def switch_service(
                 else colour_endpoints(kube, profile, app, colour)
             )
             step = decide_switch(
-                snapshot_service(svc), colour, profile.release.colour_label, readiness, release_id, digests
+                snapshot_service(svc),
+                colour,
+                profile.release.colour_label,
+                readiness,
+                release_id,
+                digests,
+                effective_switch_mode(profile, svc),
             )
             if step.action == "wait" and time.monotonic() < deadline:
                 time.sleep(0.3)
                 continue
-            if step.action != "switch":
+            if step.action not in ("switch", "widen", "narrow"):
                 return step
             assert step.patch is not None
-            step.patch["metadata"]["annotations"][SWITCHED_AT] = datetime.now(UTC).isoformat()
+            if step.action == "narrow" and not widened and not overlap_awaited:
+                # an overlap under way (begun by an earlier attempt or call): the new colour must
+                # serve before the old one is taken out
+                if not confirm:
+                    return replace(step, action="widen", reason=f"overlap to {colour} under way", patch=None)
+                since = datetime.now(UTC)
+                widened = f"overlap found; {await_arrival(kube, profile, app, colour, 'overlap', since)}; "
+                continue  # read the Service again: the wait took a while
+            if step.action != "widen":
+                step.patch["metadata"]["annotations"][SWITCHED_AT] = datetime.now(UTC).isoformat()
             try:
-                kube.patch("services", app.service, step.patch, ns)
+                moved_at = datetime.now(UTC)
+                patched = kube.patch("services", app.service, step.patch, ns)
             except Conflict as e:
                 raise Conflict(
                     f"{app.name}: live Service {app.service} changed since it was read (a rollback or a person): "
                     f"not switching ({e})"
                 ) from e
-            return step
+            if not confirm:
+                return replace(step, patch=None, at=moved_at.timestamp())
+            if step.action == "widen":
+                widened = f"{step.reason}; {await_arrival(kube, profile, app, colour, 'overlap', moved_at)}; "
+                logger().info("%s: %s", app.name, widened)
+                expected_rv = patched["metadata"]["resourceVersion"]
+                continue
+            arrived = await_arrival(kube, profile, app, colour, "moved", moved_at)
+            return replace(step, reason=f"{widened}{step.reason}; {arrived}", at=moved_at.timestamp())
+
+
+@task(name="await-traffic", **FRESH, **RETRIES)
+def await_traffic(profile: Profile, app_name: str, colour: str, phase: ArrivalPhase, since: float) -> str:
+    """Wait until the app's live traffic has moved to ``colour`` (``moved``), or reaches it beside
+    the old colour (``overlap``), since the epoch second ``since``; see ``await_arrival``."""
+    with cluster(profile) as kube:
+        moved_at = datetime.fromtimestamp(since, UTC)
+        return await_arrival(kube, profile, profile.app(app_name), colour, phase, moved_at)
 
 
 def _own_switch(svc: dict[str, Any], profile: Profile, colour: str, release_id: str) -> SwitchStep | None:
-    """A noop step when the Service already selects ``colour`` for this very release: an earlier
-    attempt's patch landed although its answer was lost (a timeout, a dropped connection), so the
-    changed resourceVersion is this release's own switch, not someone else's."""
+    """A step when the Service's change since the planned resourceVersion is this very release's
+    own: an earlier attempt's patch landed although its answer was lost (a timeout, a dropped
+    connection). ``noop`` when it already selects ``colour`` for the release; ``widen`` (to be
+    continued by narrowing) when it is mid-overlap towards ``colour`` for it; None otherwise."""
     snap = snapshot_service(svc)
-    if snap.selector.get(profile.release.colour_label) != colour or snap.release_id != release_id:
+    label = profile.release.colour_label
+    overlap = snap.overlap
+    if snap.selector.get(label) is None and overlap is not None:
+        if overlap.to_colour == colour and overlap.release_id == release_id:
+            return SwitchStep("widen", f"resuming the overlap switch to {colour}", snap.name, None, colour)
+        return None
+    if snap.selector.get(label) != colour or snap.release_id != release_id:
         return None
     return SwitchStep(
         "noop",
@@ -390,10 +534,15 @@ def scale_colour(profile: Profile, app_name: str, colour: str, replicas: int) ->
     return f"{name} scaled to {replicas}" + (f" (deleted {', '.join(removed)})" if removed else "")
 
 
-@task(name="rollback-app", **FRESH)
+@task(name="rollback-app", **FRESH, **RETRIES)
 def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | None = None) -> RollbackStep:
     """Return the app's live Service to its recorded previous colour, scaling it up and waiting
-    for readiness first when it was scaled down. Returns the final step (switch or noop)."""
+    for readiness first when it was scaled down, then wait until traffic has arrived there.
+
+    Refused when the previous colour no longer runs the previous release's digest (a release
+    deployed onto it). Every step re-reads the cluster, so a retry after a transient error (the
+    task retries those) resumes where the last attempt stopped. Returns the final step (switch,
+    noop or refuse); ``at`` is when the patch that restored traffic was sent."""
     app = profile.app(app_name)
     ns, label = profile.namespace, profile.release.colour_label
     deadline = time.monotonic() + (wait_s if wait_s is not None else profile.release.progress_deadline_s)
@@ -402,10 +551,12 @@ def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | N
         while True:
             live = snapshot_service(kube.get("services", app.service, ns))
             prev = live.previous_colour
-            replicas = _replicas(kube, profile, app, prev) if prev else 0
+            dep = kube.find("deployments", deployment_name(app, prev), ns) if prev else None
+            replicas = int((dep or {}).get("spec", {}).get("replicas", 0) or 0)
             readiness = colour_endpoints(kube, profile, app, prev) if prev else EndpointReadiness(0, 0, 0)
             want = max(app.replicas, 1)
-            step = decide_rollback(live, label, readiness, replicas, want)
+            digest = container_digest(dep, app.container) if dep else None
+            step = decide_rollback(live, label, readiness, replicas, want, app.name, digest)
             if step.action == "scale-up-previous":
                 log.info("%s", step.reason)
                 current = live.colour(label)
@@ -418,16 +569,21 @@ def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | N
                     raise GateFailed(f"{app.name}: rollback could not proceed: {step.reason}")
                 time.sleep(0.2)
                 continue
-            if step.action == "switch":
-                assert step.patch is not None
-                step.patch["metadata"]["annotations"][SWITCHED_AT] = datetime.now(UTC).isoformat()
-                step.patch["metadata"]["annotations"][ANNOTATION_PREFIX + "rollback-reason"] = reason[:500]
-                try:
-                    kube.patch("services", app.service, step.patch, ns)
-                except Conflict:
-                    log.warning("%s: live Service changed during the rollback; re-reading", app.name)
-                    continue
-            return step
+            if step.action != "switch":
+                return step
+            assert step.patch is not None and step.to_colour is not None
+            annotations = step.patch["metadata"]["annotations"]
+            if live.overlap is None:
+                annotations[SWITCHED_AT] = datetime.now(UTC).isoformat()
+                annotations[ANNOTATION_PREFIX + "rollback-reason"] = reason[:500]
+            moved_at = datetime.now(UTC)
+            try:
+                kube.patch("services", app.service, step.patch, ns)
+            except Conflict:
+                log.warning("%s: live Service changed during the rollback; re-reading", app.name)
+                continue
+            arrived = await_arrival(kube, profile, app, step.to_colour, "moved", moved_at)
+            return replace(step, reason=f"{step.reason}; {arrived}", at=moved_at.timestamp())
 
 
 @task(name="read-live", **FRESH, **RETRIES)
@@ -454,8 +610,73 @@ def read_live(profile: Profile) -> dict[str, dict[str, Any]]:
                 "digests": snap.digests if snap else {},
                 "switched_at": (snap.annotations.get(SWITCHED_AT) if snap else None),
                 "rolled_back_release": snap.rolled_back_release if snap else None,
+                # mid-switch, the Service selects both colours: neither may be scaled down
+                "overlap": bool(snap and snap.overlap and not snap.selector.get(label)),
                 "colours": colours,
             }
+    return out
+
+
+@task(name="drain-colour", **FRESH, **RETRIES)
+def drain_colour(profile: Profile, app_name: str, colour: str, switched_at: str | None) -> tuple[bool, str]:
+    """Wait until ``colour`` (out of the live Service since ``switched_at``) can be scaled down
+    without loss: no new connection can reach it any more (the propagation allowance since it
+    left) and it served nothing for a whole window (the gate's interval, read from Monitoring
+    after the ingestion delay), or the profile's ``release.max_drain_s`` has passed. Returns
+    (drained, reason); drained is False when it gave up waiting, which the reason says."""
+    rel, mon = profile.release, profile.monitoring
+    window = profile.gate.interval_s
+    left = datetime.fromisoformat(switched_at) if switched_at else None
+    began = time.monotonic()
+    log = logger()
+    while True:
+        now = datetime.now(UTC)
+        since_left = (now - left).total_seconds() if left else None
+        end = now - timedelta(seconds=mon.ingestion_delay_s)
+        error = None
+        requests: float | None = None
+        try:
+            requests = request_count(profile, app_name, colour, end - timedelta(seconds=window), end)
+        except GreenlightError as e:
+            error = f"Monitoring unavailable: {e}"
+        waited = time.monotonic() - began
+        if error is not None:  # cannot tell whether it still serves: wait, then say so
+            if waited >= rel.max_drain_s:
+                return False, (
+                    f"{colour}: {error}; cannot tell whether it still serves after the maximum "
+                    f"drain wait of {rel.max_drain_s:g} s: scaling down anyway"
+                )
+            log.warning("%s: %s; waiting", app_name, error)
+            time.sleep(0.5)
+            continue
+        drain = decide_drain(colour, since_left, rel.propagation_s, waited, rel.max_drain_s, window, requests)
+        if drain.action == "drained":
+            return True, drain.reason
+        if drain.action == "give-up":
+            return False, drain.reason
+        time.sleep(0.5)
+
+
+@task(name="shutdown-safety", **FRESH, **RETRIES)
+def shutdown_safety(profile: Profile) -> list[str]:
+    """What keeps each app's live colour from joining and leaving Services without loss (no
+    readiness probe, no preStop hook outlasting the propagation, a grace period shorter than it),
+    each naming the field to add; read from the live colour's Deployment (or the bootstrap manifests
+    for an app with none yet)."""
+    out: list[str] = []
+    ns, label = profile.namespace, profile.release.colour_label
+    with cluster(profile) as kube:
+        for app in profile.apps:
+            svc = kube.find("services", app.service, ns)
+            colour = snapshot_service(svc).colour(label) if svc else None
+            dep = kube.find("deployments", deployment_name(app, colour), ns) if colour else None
+            if dep is None:
+                docs = render_bootstrap(
+                    TEMPLATE.read_text(), _shape(profile, app), *profile.release.colours, "image"
+                )
+                dep = next(d for d in docs if d["kind"] == "Deployment")
+            pod_spec = ((dep.get("spec") or {}).get("template") or {}).get("spec") or {}
+            out.extend(shutdown_findings(app.name, pod_spec, app.container, profile.release.propagation_s))
     return out
 
 

@@ -109,6 +109,17 @@ def sample_colour(profile: Profile, app: str, colour: str, start: datetime, end:
     return Sample(requests=requests, errors=errors, latency_ms=latency, start=t0, end=t1)
 
 
+def request_count(profile: Profile, app: str, colour: str, start: datetime, end: datetime) -> float | None:
+    """Requests Monitoring saw on ``app``'s ``colour`` over ``[start, end)``; None without a series.
+
+    A plain call (no task run, no retry), for loops that poll it many times a second: a switch
+    watching traffic arrive, a drain watching it leave. Raises TransientError when Monitoring
+    is unavailable."""
+    requests_filter, _, _ = request_filters(profile, app, colour)
+    group_by = [f"metric.label.{profile.monitoring.colour_label}"]
+    return _total(monitoring_client(profile).sum_delta(requests_filter, start, end, group_by))
+
+
 @task(name="publish-gauge", retries=0, **FRESH)
 def publish_gauge(profile: Profile, name: str, value: float, labels: dict[str, str]) -> None:
     """Write ``value`` to ``<custom_prefix>/<name>`` with ``labels``; log, never raise, on failure.

@@ -59,8 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p.add_argument("run_id")
         p.add_argument("--approver", required=True)
         p.add_argument("--reason", default="")
-    p = cmd("cleanup", "scale down colours idle past the scale-down delay")
+    p = cmd("cleanup", "scale down colours idle past the scale-down delay, once drained")
     p.add_argument("env")
+    p.add_argument("--now", action="store_true", help="skip the scale-down delay (never the drain)")
     p = cmd("setup", "create what the flows need in the Prefect API (idempotent)")
     p.add_argument("envs", nargs="*")
     p = cmd("status", "per app: live and previous colour, digests, release, replicas", changes=False)
@@ -100,6 +101,7 @@ def _plan(env: str, refs: dict[str, Any], commit: str | None) -> int:
     from greenlight.core.images import check_allowed
     from greenlight.core.release import plan_release, release_id
     from tasks.kube import read_app_state as ras
+    from tasks.kube import shutdown_safety
     from tasks.registry import resolve_images
 
     profile = load_profile(env)
@@ -115,6 +117,13 @@ def _plan(env: str, refs: dict[str, Any], commit: str | None) -> int:
         print(f"  {app}: {refs[app]} -> {d}")
     for p in plan.apps:
         print(f"  plan {p.app}: {p.action}: {p.reason}")
+    findings = shutdown_safety.fn(profile)
+    for finding in findings:
+        print(f"  warning: {finding}")
+    if not findings:
+        print(
+            "  shutdown safety: every app has a readiness probe, a preStop hook and a grace period to leave Services without loss"
+        )
     if profile.release.requires:
         print(
             f"  requires: digests released in {profile.release.requires}; approval by {profile.release.approval.approvers}"
@@ -222,22 +231,24 @@ def _switch(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         from greenlight.core.switch import decide_switch, snapshot_service
-        from tasks.kube import cluster, colour_endpoints
+        from tasks.kube import cluster, colour_endpoints, effective_switch_mode
 
         profile = load_profile(args.env)
         apps = [profile.app(args.app)] if args.app else profile.apps
         with cluster(profile) as kube:
             for a in apps:
-                svc = snapshot_service(kube.get("services", a.service, profile.namespace))
+                raw = kube.get("services", a.service, profile.namespace)
+                mode = effective_switch_mode(profile, raw)
                 step = decide_switch(
-                    svc,
+                    snapshot_service(raw),
                     args.colour,
                     profile.release.colour_label,
                     colour_endpoints(kube, profile, a, args.colour),
                     "dry-run",
                     {},
+                    mode,
                 )
-                print(f"dry run: {a.name}: {step.action}: {step.reason} (nothing changed)")
+                print(f"dry run: {a.name} ({mode} switch): {step.action}: {step.reason} (nothing changed)")
         return 0
     result = switch(args.env, args.colour, app=args.app, actor=getpass.getuser())
     for app, o in result["apps"].items():
@@ -288,8 +299,13 @@ def _reject(args: argparse.Namespace) -> int:
 def _cleanup(args: argparse.Namespace) -> int:
     from flows.maintenance import cleanup
 
-    result = cleanup(args.env, dry_run=args.dry_run)
-    for line in result["scaled_down"] or ["nothing idle past the scale-down delay"]:
+    result = cleanup(args.env, dry_run=args.dry_run, now=args.now)
+    if result.get("skipped"):
+        print(f"skipped: {result['skipped']}")
+        return 0
+    for line in result["scaled_down"] or [
+        "nothing idle" + ("" if args.now else " past the scale-down delay")
+    ]:
         print(("dry run: " if args.dry_run else "") + line)
     print(f"kept: {', '.join(result['kept']) or 'none'}")
     return 0

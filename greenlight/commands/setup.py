@@ -1,7 +1,8 @@
 """``greenlight setup``: create, idempotently, what the flows need in the Prefect API.
 
 - the work pool the deployments of prefect.yaml name (``greenlight-local``, type process);
-- a global concurrency limit per environment (one release at a time, held across approval);
+- two global concurrency limits per environment: one release at a time (held across approval),
+  and one traffic move or scale-down at a time (held briefly by switches, rollbacks, cleanup);
 - a Prefect Variable per environment for release freezes (``greenlight_release_freeze_<env>``,
   created as "off"; set it to a reason to freeze releases);
 - Secret blocks for credentials the flows read, from the environment when given:
@@ -22,7 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, VariableCreate, WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 
-from flows.release import FREEZE_VARIABLE, lock_name
+from flows.release import FREEZE_VARIABLE, lock_name, traffic_lock_name
 from greenlight.settings import available_environments, load_profile
 
 WORK_POOL = "greenlight-local"
@@ -54,16 +55,19 @@ def ensure_setup(environments: list[str] | None = None, dry_run: bool = False) -
                 client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
             lines.append(f"{verb} work pool {WORK_POOL} (type process)")
         for env in envs:
-            name = lock_name(env)
-            try:
-                existing = client.read_global_concurrency_limit_by_name(name)
-                lines.append(f"exists  global concurrency limit {name} (limit {existing.limit})")
-            except ObjectNotFound:
-                if not dry_run:
-                    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-                lines.append(
-                    f"{verb} global concurrency limit {name} (limit 1): one release of {env} at a time"
-                )
+            for name, what in (
+                (lock_name(env), f"one release of {env} at a time"),
+                (traffic_lock_name(env), f"one traffic move or scale-down in {env} at a time"),
+            ):
+                try:
+                    existing = client.read_global_concurrency_limit_by_name(name)
+                    lines.append(f"exists  global concurrency limit {name} (limit {existing.limit})")
+                except ObjectNotFound:
+                    if not dry_run:
+                        client.create_global_concurrency_limit(
+                            GlobalConcurrencyLimitCreate(name=name, limit=1)
+                        )
+                    lines.append(f"{verb} global concurrency limit {name} (limit 1): {what}")
             var = FREEZE_VARIABLE.format(env=env.replace("-", "_"))
             if client.read_variable_by_name(var) is not None:
                 lines.append(f"exists  variable {var}")

@@ -31,6 +31,7 @@ class AppShape:
     replicas: int
     colour_label: str
     progress_deadline_s: int
+    prestop_s: int = 5  # the preStop sleep: longer than the data plane's propagation allowance
 
 
 def render_bootstrap(
@@ -54,6 +55,7 @@ def render_bootstrap(
         "other_colour": other_colour,
         "image": image,
         "progress_deadline": str(shape.progress_deadline_s),
+        "prestop_s": str(shape.prestop_s),
     }
     try:
         text = Template(template).substitute(values)

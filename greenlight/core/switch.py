@@ -49,6 +49,8 @@ OVERLAP = ANNOTATION_PREFIX + "overlap"
 
 SwitchAction = Literal["switch", "widen", "narrow", "noop", "wait", "refuse"]
 SwitchMode = Literal["direct", "overlap"]
+# the final actions of a switch that leaves traffic on the target colour
+MOVED = frozenset({"switch", "narrow", "noop"})
 RollbackAction = Literal["scale-up-previous", "wait", "switch", "noop", "refuse"]
 
 

@@ -78,9 +78,11 @@ def decide_arrival(
     others = sum(n for c, n in by_colour.items() if c != colour)
     settled = mine >= max(expected, 1) and (phase == "overlap" or others == 0)
     where = f"{service} Endpoints: {endpoints_summary(by_colour)}"
-    if not settled or settled_for_s is None:
+    if not settled:
         want = f"{colour} {max(expected, 1)}" + ("" if phase == "overlap" else " and no other colour")
         return Arrival(False, False, f"waiting for the live Endpoints ({where}; want {want})")
+    if settled_for_s is None:
+        settled_for_s = 0.0
     if observed_requests:
         return Arrival(
             True,

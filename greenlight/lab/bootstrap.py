@@ -7,7 +7,9 @@ namespace, the Deployment and the live and preview Services, and wait until Avai
 
 from __future__ import annotations
 
+import http.client
 import json
+import math
 import time
 import urllib.request
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 from greenlight.clients.kube import Kube
 from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS, RELEASE_ID, AppShape, render_bootstrap
 from greenlight.errors import Conflict
+from greenlight.lab.proxy import NEG_ANNOTATION
 from greenlight.settings import REPO_ROOT, load_profile
 
 TEMPLATE = REPO_ROOT / "deployments" / "manifests" / "app.yaml"
@@ -45,6 +48,7 @@ def bootstrap_environment(
     pushed: dict[str, str],
     env: dict[str, str],
     timeout_s: float = 60,
+    neg: bool = False,
 ) -> dict[str, Any]:
     profile = load_profile(env_name, env_dir)
     ensure_namespace(kube, profile.namespace)
@@ -61,6 +65,7 @@ def bootstrap_environment(
             app=app.name, namespace=profile.namespace, service=app.service, preview_service=app.preview,
             container=app.container, port=app.port, health_path=app.health_path, replicas=app.replicas,
             colour_label=profile.release.colour_label, progress_deadline_s=int(profile.release.progress_deadline_s),
+            prestop_s=math.ceil(profile.release.propagation_s) + 2,
         )  # fmt: skip
         for doc in render_bootstrap(template, shape, blue, green, image):
             if doc["kind"] == "Service" and doc["metadata"]["name"] == app.service:
@@ -68,6 +73,7 @@ def bootstrap_environment(
                     ACTIVE_COLOUR: blue,
                     RELEASE_ID: "bootstrap",
                     DIGESTS: json.dumps({app.name: pushed[ref]}),
+                    **({NEG_ANNOTATION: '{"ingress": true}'} if neg else {}),
                 }
             if kube.find(PLURALS[doc["kind"]], doc["metadata"]["name"], profile.namespace) is None:
                 kube.create(PLURALS[doc["kind"]], doc, profile.namespace)
@@ -89,4 +95,24 @@ def bootstrap_environment(
                     f"deployment {profile.namespace}/{name} not available within {timeout_s:.0f} s: {st}"
                 )
             time.sleep(0.2)
+    for app in created:  # and its Service's data plane knows the endpoints (kube-proxy: 1-2 s late)
+        wait_served(env["GREENLIGHT_LAB_CONTROL"], f"lab-primary/{profile.namespace}/{app.service}", deadline)
     return result
+
+
+def wait_served(control_url: str, service_key: str, deadline: float) -> None:
+    """Wait until a lab Service answers 200 through its data plane (a new Service's endpoints reach
+    the data plane late, as with kube-proxy, and connections are reset until then)."""
+    while True:
+        try:
+            with urllib.request.urlopen(control_url + "/urls", timeout=10) as r:
+                url = json.loads(r.read()).get(service_key)
+            if url:
+                with urllib.request.urlopen(url + "/", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+        except (OSError, http.client.HTTPException):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Service {service_key} not served through its data plane by the deadline")
+        time.sleep(0.1)

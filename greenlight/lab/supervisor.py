@@ -177,8 +177,10 @@ def _seed_database_and_dumps(directory: Path, pg: labpg.PgInstance, env: dict[st
     return {"rows": counts, "dumps": [name for _, name, _ in dumps]}
 
 
-def _bootstrap_apps(env: dict[str, str]) -> dict[str, Any]:
-    """Push the baseline images and deploy every app of staging and production as blue."""
+def _bootstrap_apps(env: dict[str, str], data_plane: str = DEFAULT_DATA_PLANE) -> dict[str, Any]:
+    """Push the baseline images and deploy every app of staging and production as blue (their
+    Services annotated for container-native load balancing when the lab's data plane is neg, as
+    GKE's are, so that Greenlight sees what it runs behind)."""
     from greenlight.clients.kube import Kube
     from greenlight.lab.bootstrap import bootstrap_environment
 
@@ -189,7 +191,7 @@ def _bootstrap_apps(env: dict[str, str]) -> dict[str, Any]:
         out = {}
         for name in ("staging", "production"):
             out[name] = bootstrap_environment(
-                kube, name, Path(state_env["GREENLIGHT_ENVIRONMENTS"]), pushed, env
+                kube, name, Path(state_env["GREENLIGHT_ENVIRONMENTS"]), pushed, env, neg=data_plane == "neg"
             )
         return out
     finally:
@@ -323,7 +325,7 @@ def up(
         state.save()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             seeded = pool.submit(_seed_database_and_dumps, directory, pg, state.env)
-            apps = pool.submit(_bootstrap_apps, state.env)
+            apps = pool.submit(_bootstrap_apps, state.env, data_plane)
             seeded.result()
             state.timings["seed"] = time.monotonic() - t0
             apps.result()

@@ -14,9 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from greenlight.clients.kube import Kube
+from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
 
 from .support import NAMESPACES, Load, live, profile, push_commit
@@ -98,7 +100,7 @@ def test_status_json_lists_every_app_with_its_release_fields(promoted: dict[str,
     [
         (["promote", "staging", "--commit", "{sha}", "--dry-run"], ["dry run: release staging-{sha}", "{backend}", "{frontend}"]),
         (["deploy", "staging", "ghcr.io/sma-platform/backend:{sha}", "ghcr.io/sma-platform/frontend:{sha}", "--dry-run"], ["dry run: release", "{backend}", "{frontend}"]),
-        (["switch", "staging", "{previous}", "--dry-run"], ["dry run: backend: switch", "dry run: frontend: switch", "nothing changed"]),
+        (["switch", "staging", "{previous}", "--dry-run"], ["dry run: backend (direct switch): switch", "dry run: frontend (direct switch): switch", "nothing changed"]),
         (["rollback", "staging", "--dry-run"], ["dry run: backend: live {live} -> previous {previous}", "nothing changed"]),
     ],
     ids=["promote", "deploy", "switch", "rollback"],
@@ -208,8 +210,10 @@ def test_production_promotion_waits_for_an_approval_from_another_terminal(
     assert {app: s["digests"][app] for app, s in state.items()} == promoted["digests"]
     assert load.report is not None and load.report.sent > 1000
     assert load.report.failed == 0, load.report.render()
-    colours = {b.rsplit("-", 2)[0].split("-")[-1] for b in load.report.backends}
-    assert len(colours) == 2  # traffic really moved from one colour to the other under load
+    # the caller's kept-alive connections stay on the pods they connected to (kubernetes#46753);
+    # a new connection reaches the new colour
+    url = supervisor.control(lab, "GET", "/urls")[f"lab-primary/{NAMESPACES['production']}/backend"]
+    assert httpx.get(url + "/", timeout=5).json()["color"] == state["backend"]["live_colour"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,31 @@
+"""Which way traffic moves: the profile's switch mode, and auto's reading of the live Service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from greenlight.lab.state import LAB_ENVIRONMENTS
+from greenlight.settings import load_profile
+from tasks.kube import effective_switch_mode
+
+NEG = {"cloud.google.com/neg": '{"ingress": true}'}
+MODES: list[tuple[str, str, dict[str, str], str]] = [
+    # id, profile's switch_mode, live Service annotations, mode used
+    ("auto-plain-service", "auto", {}, "direct"),
+    ("auto-behind-neg", "auto", NEG, "overlap"),
+    ("direct-even-behind-neg", "direct", NEG, "direct"),
+    ("overlap-everywhere", "overlap", {}, "overlap"),
+]
+
+
+@pytest.mark.parametrize(("mode", "annotations", "used"), [c[1:] for c in MODES], ids=[c[0] for c in MODES])
+def test_switch_mode_follows_the_profile_and_auto_reads_the_neg_annotation(
+    mode: str, annotations: dict[str, str], used: str
+) -> None:
+    """auto overlaps only behind container-native load balancing; an explicit mode is kept."""
+    base = load_profile("staging", LAB_ENVIRONMENTS)
+    profile = base.model_copy(update={"release": base.release.model_copy(update={"switch_mode": mode})})
+    svc: dict[str, Any] = {"metadata": {"name": "backend", "annotations": annotations}}
+    assert effective_switch_mode(profile, svc) == used
