@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.release import Release, rollback_all, step_lines, watch
+from flows.release import Release, retire_failing, rollback_all, step_lines, watch
 from greenlight.errors import GateFailed, InputInvalid
 from greenlight.settings import load_profile
 from tasks.kube import read_live
@@ -27,13 +27,10 @@ def monitor(environment: str, seconds: float) -> dict[str, Any]:
     )
     rel.step("watch", "ok" if status == "ok" else "failed", detail)
     if status != "ok":
-        steps = step_lines(
-            rollback_all(
-                rel,
-                [a for a, s in live.items() if s["previous_colour"]],
-                f"breach while monitoring: {detail}",
-            )
-        )
+        failing = {a: c for a, c in colours.items() if live[a]["previous_colour"]}
+        done = rollback_all(rel, list(failing), f"breach while monitoring: {detail}")
+        retire_failing(rel, failing, done)
+        steps = step_lines(done)
         for s in steps:
             rel.step("rollback", "ok", s)
         rel.say(f":rewind: breach in {environment}: {detail}; rolled back")

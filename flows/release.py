@@ -400,6 +400,20 @@ def rollback_all(rel: Release, apps: Iterable[str], reason: str) -> list[Rollbac
         return parallel(lambda app: rollback_app(rel.profile, app, reason), list(apps))
 
 
+def retire_failing(rel: Release, failing: dict[str, str], steps: list[RollbackStep]) -> None:
+    """After a rollback on breach, scale each app's failing colour (``failing``: app -> colour) down.
+
+    Callers' kept-alive connections stay on the pods they connected to (kubernetes#46753), so the
+    failing colour would go on failing them after traffic moved; the rollback has already waited
+    for the data plane (no new connection reaches those pods), their preStop keeps them serving
+    meanwhile, and each caller's next request on a closed connection moves to the restored colour.
+    """
+    with traffic_lock(rel.profile):
+        for (app, colour), st in zip(failing.items(), steps, strict=True):
+            if st.action == "switch" and st.to_colour != colour:
+                rel.step(f"{app}: retire {colour}", "ok", scale_colour(rel.profile, app, colour, 0))
+
+
 def step_lines(steps: Iterable[RollbackStep]) -> list[str]:
     return [f"{s.service}: {s.action}: {s.reason}" for s in steps]
 
@@ -514,6 +528,7 @@ def _bake_and_record(
         arrived = datetime.now(UTC)
         for line in step_lines(steps):
             rel.step("rollback", "ok", line)
+        retire_failing(rel, colours, steps)
         rel.say(f":rewind: rolled back release {rid}: {detail}")
         rel.event(
             "rolled-back",

@@ -27,6 +27,7 @@ from greenlight.core.manifests import ANNOTATION_PREFIX, AppShape, render_bootst
 from greenlight.core.release import AppState, ColourState
 from greenlight.core.rollout import RolloutAssessment, assess_rollout
 from greenlight.core.switch import (
+    ROLLBACK_OVERLAP,
     EndpointReadiness,
     RollbackStep,
     SwitchMode,
@@ -362,7 +363,7 @@ def await_arrival(
         settled_for = None if settled_at is None else time.monotonic() - settled_at
         observed = None
         now = datetime.now(UTC)
-        if settled_for is not None and monitoring and now > observe_from:
+        if settled_for is not None and monitoring and phase == "moved" and now > observe_from:
             try:
                 observed = request_count(profile, app.name, colour, observe_from, now)
             except GreenlightError as e:  # no observation: the propagation allowance decides
@@ -549,14 +550,17 @@ def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | N
     log = logger()
     with cluster(profile) as kube:
         while True:
-            live = snapshot_service(kube.get("services", app.service, ns))
+            raw = kube.get("services", app.service, ns)
+            live = snapshot_service(raw)
             prev = live.previous_colour
             dep = kube.find("deployments", deployment_name(app, prev), ns) if prev else None
             replicas = int((dep or {}).get("spec", {}).get("replicas", 0) or 0)
             readiness = colour_endpoints(kube, profile, app, prev) if prev else EndpointReadiness(0, 0, 0)
             want = max(app.replicas, 1)
             digest = container_digest(dep, app.container) if dep else None
-            step = decide_rollback(live, label, readiness, replicas, want, app.name, digest)
+            step = decide_rollback(
+                live, label, readiness, replicas, want, app.name, digest, effective_switch_mode(profile, raw)
+            )
             if step.action == "scale-up-previous":
                 log.info("%s", step.reason)
                 current = live.colour(label)
@@ -569,11 +573,23 @@ def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | N
                     raise GateFailed(f"{app.name}: rollback could not proceed: {step.reason}")
                 time.sleep(0.2)
                 continue
+            if step.action == "widen":
+                assert step.patch is not None and step.to_colour is not None
+                widened_at = datetime.now(UTC)
+                try:
+                    kube.patch("services", app.service, step.patch, ns)
+                except Conflict:
+                    log.warning("%s: live Service changed during the rollback; re-reading", app.name)
+                    continue
+                log.info("%s: %s; %s", app.name, step.reason, await_arrival(
+                    kube, profile, app, step.to_colour, "overlap", widened_at
+                ))  # fmt: skip
+                continue
             if step.action != "switch":
                 return step
             assert step.patch is not None and step.to_colour is not None
             annotations = step.patch["metadata"]["annotations"]
-            if live.overlap is None:
+            if live.overlap is None or live.overlap.release_id == ROLLBACK_OVERLAP:
                 annotations[SWITCHED_AT] = datetime.now(UTC).isoformat()
                 annotations[ANNOTATION_PREFIX + "rollback-reason"] = reason[:500]
             moved_at = datetime.now(UTC)

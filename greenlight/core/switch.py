@@ -51,7 +51,8 @@ SwitchAction = Literal["switch", "widen", "narrow", "noop", "wait", "refuse"]
 SwitchMode = Literal["direct", "overlap"]
 # the final actions of a switch that leaves traffic on the target colour
 MOVED = frozenset({"switch", "narrow", "noop"})
-RollbackAction = Literal["scale-up-previous", "wait", "switch", "noop", "refuse"]
+RollbackAction = Literal["scale-up-previous", "wait", "widen", "switch", "noop", "refuse"]
+ROLLBACK_OVERLAP = "rollback"  # the release an overlap records while a rollback moves traffic
 
 
 @dataclass(frozen=True)
@@ -333,6 +334,7 @@ def decide_rollback(
     want_replicas: int,
     app: str | None = None,
     previous_digest: str | None = None,
+    mode: SwitchMode = "direct",
 ) -> RollbackStep:
     """The next step of returning ``live`` to its recorded previous colour.
 
@@ -343,13 +345,24 @@ def decide_rollback(
     is already on the previous colour, or when a rollback already happened (the rolled-back
     marker is set); ``scale-up-previous`` (to ``want_replicas``) when the previous colour has
     fewer replicas; ``wait`` until its endpoints are all ready; then ``switch``, whose patch
-    restores the previous release's record and marks the release taken out of service. During
-    an overlap switch (both colours selected) the rollback narrows back to the colour it started
-    from.
+    restores the previous release's record and marks the release taken out of service; in
+    ``overlap`` mode that switch is preceded by ``widen`` (both colours selected, the overlap
+    recorded for ``ROLLBACK_OVERLAP``), and a Service found so widened is narrowed to the
+    previous colour with the same record. During a release's overlap switch (both colours
+    selected) the rollback narrows back to the colour it started from.
     """
     previous = live.previous_colour
     current = live.selector.get(colour_label)
     overlap = live.overlap
+    rolling_back = (
+        current is None
+        and overlap is not None
+        and overlap.release_id == ROLLBACK_OVERLAP
+        and overlap.to_colour == previous
+    )
+    if rolling_back:
+        assert overlap is not None
+        current = overlap.from_colour
 
     def step(action: RollbackAction, reason: str, **extra: Any) -> RollbackStep:
         return RollbackStep(action, reason, live.name, current, previous, **extra)
@@ -402,6 +415,21 @@ def decide_rollback(
         return step(
             "refuse", f"refusing: the snapshot of {live.name} has no resourceVersion to guard the patch"
         )
+    if mode == "overlap" and not rolling_back:
+        widened = {k: v for k, v in live.selector.items() if k != colour_label}
+        record = Overlap(current, previous, ROLLBACK_OVERLAP)
+        return step(
+            "widen",
+            f"rolling back behind a load balancer that detaches before it attaches: widening "
+            f"{live.name} to both colours before narrowing to {previous}",
+            patch={
+                "metadata": {
+                    "resourceVersion": live.resource_version,
+                    "annotations": {OVERLAP: record.text()},
+                },
+                "spec": {"selector": {**widened, colour_label: None}},
+            },
+        )
     annotations: dict[str, str | None] = {
         ACTIVE_COLOUR: previous,
         PREVIOUS_COLOUR: current,
@@ -410,10 +438,12 @@ def decide_rollback(
         PREVIOUS_RELEASE_ID: live.release_id,
         PREVIOUS_DIGESTS: live.annotations.get(DIGESTS),
         ROLLED_BACK: live.release_id or f"unrecorded-on-{current}",
+        OVERLAP: None,
     }
     return step(
         "switch",
-        f"fast rollback: {previous} still warm with {previous_ready.ready}/{wanted.expected} ready",
+        ("narrowing to " if rolling_back else "fast rollback: ")
+        + f"{previous} still warm with {previous_ready.ready}/{wanted.expected} ready",
         patch=_patch(live, colour_label, previous, annotations),
     )
 

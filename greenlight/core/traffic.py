@@ -72,7 +72,8 @@ def decide_arrival(
     there). ``settled_for_s``: how long the Endpoints have been settled (None: not yet seen
     settled). ``observed_requests``: requests Monitoring saw on ``colour`` since the move began
     (None or 0: none seen). Done once settled and either requests were seen or the Endpoints
-    have been settled for ``propagation_s``.
+    have been settled for ``propagation_s``; in ``overlap`` only the allowance counts (a load
+    balancer's health checks reach a new endpoint before any caller does, and look the same).
     """
     mine = by_colour.get(colour, 0)
     others = sum(n for c, n in by_colour.items() if c != colour)
@@ -83,6 +84,23 @@ def decide_arrival(
         return Arrival(False, False, f"waiting for the live Endpoints ({where}; want {want})")
     if settled_for_s is None:
         settled_for_s = 0.0
+    if phase == "overlap":
+        # a load balancer health-checks new endpoints before it sends them traffic, and Monitoring
+        # cannot tell its checks from callers' requests: requests seen prove nothing here
+        if settled_for_s >= propagation_s:
+            return Arrival(
+                True,
+                True,
+                f"{colour} joined the live Endpoints beside the old colour ({where}) and the data "
+                f"plane's propagation allowance of {propagation_s:g} s has passed",
+            )
+        return Arrival(
+            False,
+            True,
+            f"both colours in the live Endpoints ({where}); waiting out the propagation allowance "
+            f"({settled_for_s:.1f}/{propagation_s:g} s): a load balancer health-checks new "
+            "endpoints before it sends them traffic, and requests seen cannot tell the two apart",
+        )
     if observed_requests:
         return Arrival(
             True,

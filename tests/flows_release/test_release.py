@@ -153,7 +153,8 @@ def test_unknown_environment_is_refused(lab: LabState, envdir: Path) -> None:
 
 
 def test_breach_after_the_switch_rolls_back_automatically(lab: LabState, envdir: Path, kube: Kube) -> None:
-    """An image that degrades after the gate is rolled back during the bake, within about one interval."""
+    """An image that degrades after the gate is rolled back during the bake, within about one
+    interval, and its colour is scaled down (callers kept-alive on its pods would go on failing)."""
     sha = commit()
     push_commit(lab, sha, degrade_after_s=9, degraded_error_rate=0.5)
     before = live(kube, profile("staging"))
@@ -164,6 +165,8 @@ def test_breach_after_the_switch_rolls_back_automatically(lab: LabState, envdir:
         assert after[app]["live_colour"] == before[app]["live_colour"]
         assert after[app]["digests"] == before[app]["digests"]
         assert after[app]["rolled_back_release"] == f"staging-{sha}"
+        failing = next(c for c in after[app]["colours"] if c != before[app]["live_colour"])
+        assert after[app]["colours"][failing]["replicas"] == 0
 
 
 def test_manual_rollback_returns_every_app_and_a_second_one_does_nothing(

@@ -434,6 +434,7 @@ def test_rollback_patch_restores_previous_release_and_marks_the_bad_one() -> Non
                 PREVIOUS_RELEASE_ID: "staging-bbb",
                 PREVIOUS_DIGESTS: json.dumps({"backend": D2}),
                 ROLLED_BACK: "staging-bbb",
+                OVERLAP: None,
             },
         },
         "spec": {"selector": {"app": "backend", "color": "blue"}},
@@ -562,3 +563,24 @@ def test_rollback_without_recorded_previous_digest_is_not_blocked() -> None:
     """Without a recorded previous digest for the app (a first release), the check cannot apply and the rollback goes on."""
     snap = live("green", **{k: v for k, v in AFTER_SWITCH.items() if k != PREVIOUS_DIGESTS})
     assert decide_rollback(snap, "color", READY3, 3, 3, "backend", D2).action == "switch"
+
+
+def test_overlap_rollback_widens_then_narrows_with_the_rollback_record() -> None:
+    """Behind a load balancer that detaches before attaching, a rollback first widens to both
+    colours, then (seeing its own overlap) narrows to the previous colour with the rollback's record."""
+    first = decide_rollback(live("green", **AFTER_SWITCH), "color", READY3, 3, 3, "backend", D1, "overlap")
+    assert first.action == "widen" and first.patch is not None
+    assert first.patch["spec"]["selector"] == {"app": "backend", "color": None}
+    record = first.patch["metadata"]["annotations"][OVERLAP]
+    widened = live(None, **AFTER_SWITCH, **{OVERLAP: record})
+    assert widened.colour("color") == "green"  # still taken to be on the bad colour until narrowed
+    second = decide_rollback(widened, "color", READY3, 3, 3, "backend", D1, "overlap")
+    assert (second.action, second.from_colour, second.to_colour) == ("switch", "green", "blue")
+    assert second.patch is not None
+    annotations = second.patch["metadata"]["annotations"]
+    assert (annotations[ROLLED_BACK], annotations[OVERLAP], annotations[ACTIVE_COLOUR]) == (
+        "staging-bbb",
+        None,
+        "blue",
+    )
+    assert second.patch["spec"]["selector"] == {"app": "backend", "color": "blue"}
