@@ -1,4 +1,4 @@
-"""Figures 1-4 of the benchmark: zero-failure switching, rollback time, release overhead, scale.
+"""Figures 2-4 of the benchmark: rollback time, release overhead, scale (figure 1: bench/switching.py).
 
 Each runs real flows against the lab, in environments of the bench's own (namespaces bench-*),
 with the lab's load generator sending real HTTP through the live Services."""
@@ -18,7 +18,7 @@ import yaml
 
 from greenlight.clients.kube import Kube
 from greenlight.lab import supervisor
-from greenlight.lab.load import BackgroundLoad, LoadReport
+from greenlight.lab.load import BackgroundLoad
 from greenlight.lab.state import LAB_ENVIRONMENTS, LabState
 
 Echo = Callable[[str], None]
@@ -28,6 +28,7 @@ SCALE_SIZES = (1, 5, 20)
 # traffic on this machine's cores (at 12 rps x 20 apps both saturate 2 cores, and the figure
 # measures the machine rather than the orchestration)
 SCALE_RPS, SCALE_MIN_REQUESTS = 5, 5
+DEGRADE_AFTER_S = 14.0  # figure 2: the release's pods fail half their requests this long after they start
 
 
 # --- environments -------------------------------------------------------------------------------
@@ -54,9 +55,12 @@ def _profile_doc(base: str, name: str, namespace: str, apps: int | None = None) 
     return doc
 
 
-def prepare(lab: LabState, directory: Path, echo: Echo) -> list[str]:
+def prepare(lab: LabState, directory: Path, echo: Echo, figures: tuple[str, ...] = ()) -> list[str]:
     """Write the bench profiles into ``directory`` (GREENLIGHT_ENVIRONMENTS must point there),
-    create their locks and bootstrap their namespaces. Returns the environment names."""
+    create their locks and bootstrap the namespaces the ``figures`` use (every figure's when
+    empty); figure 1's are made from its own manifests (bench/switching.py). Returns the
+    environment names."""
+    from bench import switching
     from greenlight.commands.setup import ensure_setup
     from greenlight.lab.bootstrap import bootstrap_environment
 
@@ -65,19 +69,30 @@ def prepare(lab: LabState, directory: Path, echo: Echo) -> list[str]:
         "production": _profile_doc("production", "production", "bench-production"),
         **{f"scale{n}": _profile_doc("staging", f"scale{n}", f"bench-scale{n}", apps=n) for n in SCALE_SIZES},
     }
-    for name, doc in docs.items():
+    own = switching.profile_docs()
+    for name, doc in {**docs, **own}.items():
         (directory / f"{name}.yaml").write_text(yaml.safe_dump(doc))
-    ensure_setup(list(docs))
+    ensure_setup([*docs, *own])
+    wanted = set(figures or ("switch", "rollback", "overhead", "scale"))
+    needed = {
+        "staging": bool(wanted & {"rollback", "overhead"}),
+        "production": "overhead" in wanted,
+        **{f"scale{n}": "scale" in wanted for n in SCALE_SIZES},
+    }
     kube = Kube.connect(context="lab-primary")
     try:
         pushed: dict[str, str] = {}
         for name in docs:
+            if not needed[name]:
+                continue
             t0 = time.monotonic()
             bootstrap_environment(kube, name, directory, pushed, lab.env, timeout_s=120)
             echo(f"  bootstrapped {name} ({len(docs[name]['apps'])} apps) in {time.monotonic() - t0:.1f} s")
     finally:
         kube.close()
-    return list(docs)
+    if "switch" in wanted:
+        switching.prepare(lab, echo)
+    return [*docs, *own]
 
 
 def push(lab: LabState, apps: list[str], commit: str, **behaviour: Any) -> dict[str, str]:
@@ -105,78 +120,18 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-# --- 1. switch and rollback under load ------------------------------------------------------------
-
-
-def switch_under_load(lab: LabState, echo: Echo, rps: float = 250, seconds: float = 24) -> dict[str, Any]:
-    """Requests sent and failed through staging's live frontend while its colour is switched back
-    and forth (traffic-switch flow), then while it is rolled back (rollback flow, re-armed by a switch)."""
-    from flows.rollback import rollback
-    from flows.traffic_switch import switch
-    from greenlight.settings import load_profile
-    from tasks.kube import read_live
-
-    profile = load_profile("staging")
-    url = live_url(lab, profile.namespace, "frontend")
-    _warm_up(lab, "staging")  # both colours deployed: a switch has somewhere to go
-
-    def colours() -> tuple[str, str]:
-        state = read_live.fn(profile)["frontend"]
-        live_c = state["live_colour"]
-        return live_c, ("green" if live_c == "blue" else "blue")
-
-    out: dict[str, Any] = {}
-    # phase 1: switches
-    switches = 0
-    with load_on(url, rps) as load:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            _, other = colours()
-            switch("staging", other, app="frontend", actor="bench")
-            switches += 1
-            time.sleep(1.0)
-    assert load.report is not None
-    out["switch"] = {"actions": switches, **_load_figures(load.report)}
-    echo(f"  switching: {switches} switches, {load.report.sent} requests, {load.report.failed} failed")
-    # phase 2: rollbacks (each re-armed by a switch: a rollback returns to the previous colour once)
-    rollbacks = 0
-    with load_on(url, rps) as load:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            _, other = colours()
-            switch("staging", other, app="frontend", actor="bench")
-            time.sleep(0.5)
-            result = rollback("staging", reason="bench", app="frontend")
-            if result["apps"]["frontend"]["action"] == "switch":
-                rollbacks += 1
-            time.sleep(0.5)
-    assert load.report is not None
-    out["rollback"] = {"actions": rollbacks, **_load_figures(load.report)}
-    echo(f"  rolling back: {rollbacks} rollbacks, {load.report.sent} requests, {load.report.failed} failed")
-    return out
-
-
-def _warm_up(lab: LabState, env: str) -> None:
-    """One release of ``env`` (not measured), so that both colours exist and run."""
-    from flows.release import PromoteRequest, build_promote
-    from greenlight.settings import load_profile
-
-    sha = new_commit()
-    push(lab, [a.name for a in load_profile(env).apps], sha)
-    build_promote(PromoteRequest(environment=env, commit=sha, actor="bench"))
-
-
-def _load_figures(r: LoadReport) -> dict[str, Any]:
-    return {"sent": r.sent, "failed": r.failed, "p99_ms": r.p99_ms, "backends": len(r.backends)}
-
-
 # --- 2. rollback on breach --------------------------------------------------------------------------
 
 
 def rollback_on_breach(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any]:
     """A release whose image starts failing half its requests a few seconds after the switch: from
-    the first failed request (onset) to the selector restored and to the last failed request;
-    and from the rollback decision to the selector restored (the flow's own timestamps)."""
+    the breach's onset to the selector restored and to the last failed request the load saw; and
+    from the rollback decision to the selector restored (the flow's own timestamps).
+
+    The onset is when the release's first pod starts failing: its container's start (the pod
+    status, ``state.running.startedAt``) plus the image's ``degrade_after_s``. Not the load's first
+    failed request: through kube-proxy the load's kept-alive connections stay on the old colour
+    after the switch, so it may see the new colour's errors late or never (it is recorded beside)."""
     from flows.release import PromoteRequest, build_promote
     from greenlight.errors import GateFailed
     from greenlight.settings import load_profile
@@ -188,7 +143,7 @@ def rollback_on_breach(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any
     for i in range(repeats):
         sha = new_commit()
         # degrade once the pod has run past the gate (rollout + 2 intervals + ingestion) and the switch
-        push(lab, apps, sha, degrade_after_s=14, degraded_error_rate=0.5)
+        digests = push(lab, apps, sha, degrade_after_s=DEGRADE_AFTER_S, degraded_error_rate=0.5)
         with load_on(url, 150) as load:
             try:
                 build_promote(PromoteRequest(environment="staging", commit=sha, actor="bench", bake_s=60))
@@ -198,30 +153,59 @@ def rollback_on_breach(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any
                     raise
             time.sleep(1.0)
         report = load.report
-        assert report is not None and report.first_failed_at and report.last_failed_at
+        assert report is not None
+        onset = _degrade_onset(profile.namespace, set(digests.values()))
         event = _rolled_back_event(f"staging-{sha}")
         restored = datetime.fromisoformat(event["restored_at"]).timestamp()
         decided = datetime.fromisoformat(event["decided_at"]).timestamp()
-        sample = {
-            "onset_to_selector_restored_s": round(restored - report.first_failed_at, 3),
-            "onset_to_last_failure_s": round(report.last_failed_at - report.first_failed_at, 3),
-            "onset_to_decision_s": round(decided - report.first_failed_at, 3),
+        sample: dict[str, Any] = {
+            "onset_to_selector_restored_s": round(restored - onset, 3),
+            "onset_to_decision_s": round(decided - onset, 3),
             "decision_to_selector_restored_s": round(restored - decided, 3),
+            "onset_to_last_failure_s": (
+                round(report.last_failed_at - onset, 3) if report.last_failed_at is not None else None
+            ),
+            "load_first_failure_after_onset_s": (
+                round(report.first_failed_at - onset, 3) if report.first_failed_at is not None else None
+            ),
             "failed_requests": report.failed,
+            "failed_by": report.failed_by,
             "sent": report.sent,
         }
         samples.append(sample)
         echo(f"  breach {i + 1}/{repeats}: {sample}")
-    onset = median([s["onset_to_selector_restored_s"] for s in samples])
+    onset_s = median([s["onset_to_selector_restored_s"] for s in samples])
+    seen = [s["onset_to_last_failure_s"] for s in samples if s["onset_to_last_failure_s"] is not None]
     return {
         "interval_s": INTERVAL_S,
         "ingestion_delay_s": profile.monitoring.ingestion_delay_s,
-        "onset_to_selector_restored_s": onset,
-        "onset_to_selector_restored_intervals": round(onset / INTERVAL_S, 2),
-        "onset_to_last_failure_s": median([s["onset_to_last_failure_s"] for s in samples]),
+        "onset": "pod start (status, whole seconds) + degrade_after_s",
+        "onset_to_selector_restored_s": onset_s,
+        "onset_to_selector_restored_intervals": round(onset_s / INTERVAL_S, 2),
+        "onset_to_last_failure_s": median(seen) if seen else None,
+        "load_saw_failures": f"{len(seen)}/{len(samples)}",
         "decision_to_selector_restored_s": median([s["decision_to_selector_restored_s"] for s in samples]),
         "samples": samples,
     }
+
+
+def _degrade_onset(namespace: str, digests: set[str]) -> float:
+    """When the first pod running one of ``digests`` started failing: its container's start (as
+    the pod status gives it, in whole seconds, so this is up to 1 s early) + DEGRADE_AFTER_S."""
+    kube = Kube.connect(context="lab-primary")
+    try:
+        starts = []
+        for pod in kube.items("pods", namespace):
+            for c in (pod.get("status") or {}).get("containerStatuses") or []:
+                image = str(c.get("image") or "")
+                started = ((c.get("state") or {}).get("running") or {}).get("startedAt")
+                if started and image.rpartition("@")[2] in digests:
+                    starts.append(datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp())
+    finally:
+        kube.close()
+    if not starts:
+        raise RuntimeError(f"no running pod of {sorted(digests)} in {namespace}: cannot date the onset")
+    return min(starts) + DEGRADE_AFTER_S
 
 
 def _rolled_back_event(rid: str, timeout_s: float = 30) -> dict[str, Any]:
@@ -253,7 +237,8 @@ def _at(timeline: list[dict[str, Any]], step: str) -> float | None:
 
 def imposed_waits(result: dict[str, Any], profile: Any, bake_s: float) -> dict[str, float]:
     """The waits the lab imposes on one release, from its timeline and profile: readiness (deploy
-    to rollout complete, the slowest app), the gate's windows, the bake's windows, the approval."""
+    to rollout complete, the slowest app), the gate's windows, the data plane's delay after the
+    switch, the bake's windows, the approval."""
     tl = result["timeline"]
     readiness = 0.0
     for app in result["digests"]:
@@ -270,7 +255,20 @@ def imposed_waits(result: dict[str, Any], profile: Any, bake_s: float) -> dict[s
             datetime.fromisoformat(s["at"]).timestamp() for s in tl if s["step"] in ("lock", "preflight")
         ]
         approval = approved - max(before)
-    return {"readiness_s": readiness, "gate_windows_s": gate, "bake_windows_s": bake, "approval_s": approval}
+    # the data plane's delay: from the first app's switch patch to the last app's traffic arriving
+    # (the propagation allowance, or requests seen on the new colour; overlap waits included)
+    patched = [_at(tl, f"{app}: {action}") for app in result["digests"] for action in ("switch", "widen")]
+    arrived = [_at(tl, f"{app}: traffic") for app in result["digests"]]
+    starts = [t for t in patched if t is not None]
+    ends = [t for t in arrived if t is not None]
+    data_plane = max(ends) - min(starts) if starts and ends else 0.0
+    return {
+        "readiness_s": readiness,
+        "gate_windows_s": gate,
+        "bake_windows_s": bake,
+        "approval_s": approval,
+        "data_plane_s": data_plane,
+    }
 
 
 def release_overhead(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any]:
