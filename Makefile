@@ -32,9 +32,13 @@ typecheck: install
 contracts: install
 	$(UV) run lint-imports
 
-# pytest exits 5 when it collects no tests: that is not a failure of the build.
+# Two pytest-xdist workers, each with a lab of its own (the session fixture), test files kept
+# together on one worker (their module fixtures bootstrap namespaces): most of a lab test is
+# waiting for the lab's timings, so two run in about the time of one. PYTEST_WORKERS=0 runs in
+# one process. pytest exits 5 when it collects no tests: that is not a failure of the build.
+PYTEST_WORKERS ?= 2
 pytest: install
-	$(UV) run pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+	$(UV) run pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 test: lint typecheck contracts pytest
 

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +52,38 @@ def _drain_prefect_workers() -> None:
             worker.drain_all(timeout=10, at_exit=False)
         except RuntimeError:  # never started
             pass
+
+
+# --- the fault-injection suite's report (tests/faults): one line per fault, at the end -----------
+# Lines travel as a user property of each case's report, so that they reach this process also when
+# the cases ran on pytest-xdist workers; this file is loaded by the controller too.
+FAULT_LINE = "greenlight-fault-line"
+_fault_lines: list[dict[str, Any]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":
+        _fault_lines.extend(value for name, value in report.user_properties if name == FAULT_LINE)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lines = _fault_lines
+    if not lines:
+        return
+    tr = terminalreporter
+    width = max(len(x["fault"]) for x in lines)
+    tr.section("fault-injection suite")
+    tr.write_line(f"{'fault':<{width}}  injected  survived  data lost")
+    for x in lines:
+        lost = sum(x["lost"].values())
+        lost_text = "none" if lost == 0 else ", ".join(f"{v} {k}" for k, v in x["lost"].items() if v)
+        if not x["survived"]:
+            lost_text = f"{lost_text} ({x['error']})" if x["error"] else lost_text
+        survived = "yes" if x["survived"] else "NO"
+        tr.write_line(f"{x['fault']:<{width}}  {x['injected']:>8}  {survived:>8}  {lost_text}")
+    survived_count = sum(x["survived"] for x in lines)
+    lost_total = sum(sum(x["lost"].values()) for x in lines)
+    tr.write_line(
+        f"{len(lines)} faults injected, {survived_count} survived, "
+        f"data lost: {'none' if lost_total == 0 else lost_total}"
+    )

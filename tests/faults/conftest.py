@@ -1,6 +1,6 @@
 """The fault-injection suite: each case injects faults through the lab (or by hand, for webhooks
 and killed processes), checks that nothing is lost and that the system ends in a known state,
-and leaves one line in the report printed at the end of the session:
+and leaves one line in the report printed at the end of the session (by tests/conftest.py):
 
     fault | injected | survived | data lost
 
@@ -13,7 +13,7 @@ case that passes has asserted it to be zero.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ import pytest
 from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
 
-REPORT_KEY = pytest.StashKey[list["FaultLine"]]()
+FAULT_LINE = "greenlight-fault-line"  # the user property a case's report line travels in
 OUTCOME_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
@@ -115,30 +115,10 @@ def fault(request: pytest.FixtureRequest) -> Iterator[Fault]:
         else:
             counts = {case.description: case.fired() + case.by_hand}
         for label, injected in counts.items():
-            request.config.stash.setdefault(REPORT_KEY, []).append(
-                FaultLine(label, injected, passed and injected > 0, dict(case.lost), error)
-            )
+            # carried by the test's report, so that the session's summary (tests/conftest.py) sees
+            # it also when the test ran on a pytest-xdist worker
+            line = FaultLine(label, injected, passed and injected > 0, dict(case.lost), error)
+            request.node.user_properties.append((FAULT_LINE, asdict(line)))
         if passed:
             silent = [label for label, n in counts.items() if n == 0]
             assert not silent, f"{silent}: the fault never fired, so this case proves nothing"
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lines = config.stash.get(REPORT_KEY, [])
-    if not lines:
-        return
-    tr = terminalreporter
-    width = max(len(x.fault) for x in lines)
-    tr.section("fault-injection suite")
-    tr.write_line(f"{'fault':<{width}}  injected  survived  data lost")
-    for x in lines:
-        lost = sum(x.lost.values())
-        lost_text = "none" if lost == 0 else ", ".join(f"{v} {k}" for k, v in x.lost.items() if v)
-        if not x.survived:
-            lost_text = f"{lost_text} ({x.error})" if x.error else lost_text
-        tr.write_line(f"{x.fault:<{width}}  {x.injected:>8}  {'yes' if x.survived else 'NO':>8}  {lost_text}")
-    survived = sum(x.survived for x in lines)
-    lost_total = sum(sum(x.lost.values()) for x in lines)
-    tr.write_line(
-        f"{len(lines)} faults injected, {survived} survived, data lost: {'none' if lost_total == 0 else lost_total}"
-    )
