@@ -28,41 +28,48 @@ def step(name: str, second: float) -> dict[str, str]:
         (
             [step("lock", 0), step("backend: deploy", 1), step("backend: rollout", 1.5)],
             4,
-            {"readiness_s": 0.5, "gate_windows_s": 5.5, "bake_windows_s": 5.5, "approval_s": 0.0},
+            {"readiness_s": 0.5, "gate_windows_s": 5.5, "bake_windows_s": 5.5, "approval_s": 0.0, "data_plane_s": 0.0},
         ),
         # apps in parallel: the slowest readiness counts, not the sum
         (
             [step("backend: deploy", 1), step("frontend: deploy", 1.2), step("backend: rollout", 2),
              step("frontend: rollout", 4.2)],
             4,
-            {"readiness_s": 3.0, "gate_windows_s": 5.5, "bake_windows_s": 5.5, "approval_s": 0.0},
+            {"readiness_s": 3.0, "gate_windows_s": 5.5, "bake_windows_s": 5.5, "approval_s": 0.0, "data_plane_s": 0.0},
         ),
         # the bake's sliding windows end with the bake (a bake shorter than one interval: one window)
         (
             [step("backend: deploy", 1), step("backend: rollout", 1)],
             5,
-            {"readiness_s": 0.0, "gate_windows_s": 5.5, "bake_windows_s": 6.5, "approval_s": 0.0},
+            {"readiness_s": 0.0, "gate_windows_s": 5.5, "bake_windows_s": 6.5, "approval_s": 0.0, "data_plane_s": 0.0},
         ),
         (
             [step("backend: deploy", 1), step("backend: rollout", 1)],
             1,
-            {"readiness_s": 0.0, "gate_windows_s": 5.5, "bake_windows_s": 3.5, "approval_s": 0.0},
+            {"readiness_s": 0.0, "gate_windows_s": 5.5, "bake_windows_s": 3.5, "approval_s": 0.0, "data_plane_s": 0.0},
         ),
         # production: the wait from the lock (or preflight) to the approval is the approver's
         (
             [step("lock", 0), step("preflight", 0.5), step("approval", 3.5), step("backend: deploy", 4),
              step("backend: rollout", 4.5)],
             4,
-            {"readiness_s": 0.5, "gate_windows_s": 5.5, "bake_windows_s": 5.5, "approval_s": 3.0},
+            {"readiness_s": 0.5, "gate_windows_s": 5.5, "bake_windows_s": 5.5, "approval_s": 3.0, "data_plane_s": 0.0},
         ),
         # a resumed release has no deploy step: no readiness wait of its own
         (
             [step("lock", 0), step("backend: rollout", 1)],
             4,
-            {"readiness_s": 0.0, "gate_windows_s": 5.5, "bake_windows_s": 5.5, "approval_s": 0.0},
+            {"readiness_s": 0.0, "gate_windows_s": 5.5, "bake_windows_s": 5.5, "approval_s": 0.0, "data_plane_s": 0.0},
+        ),
+        # the data plane's delay: first app's switch patch to the last app's traffic arriving
+        (
+            [step("backend: deploy", 1), step("backend: rollout", 1), step("backend: switch", 6),
+             step("frontend: switch", 6.1), step("backend: traffic", 9.1), step("frontend: traffic", 9.2)],
+            4,
+            {"readiness_s": 0.0, "gate_windows_s": 5.5, "bake_windows_s": 5.5, "approval_s": 0.0, "data_plane_s": 3.2},
         ),
     ],
-    ids=["one-app", "parallel-apps", "bake-5s", "bake-under-an-interval", "approval", "resumed"],
+    ids=["one-app", "parallel-apps", "bake-5s", "bake-under-an-interval", "approval", "resumed", "data-plane"],
 )  # fmt: skip
 def test_imposed_waits(timeline: list[dict[str, str]], bake_s: float, expected: dict[str, float]) -> None:
     result = {"timeline": timeline, "digests": {"backend": "d1", "frontend": "d2"}}
