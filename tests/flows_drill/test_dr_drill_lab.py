@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -182,6 +183,11 @@ def kept(dr_kube: Kube, server: Postgres) -> Iterator[list[str]]:
         for plural in ("ingresses", "horizontalpodautoscalers", "deployments", "services", "configmaps"):
             for obj in dr_kube.items(plural, NAMESPACE, label_selector=f"{DRILL_LABEL}={drill}"):
                 dr_kube.delete(plural, obj["metadata"]["name"], NAMESPACE)
+        # their pods terminate as a kubelet stops them (preStop, grace period): wait until gone
+        deadline = time.monotonic() + 60
+        while dr_kube.items("pods", NAMESPACE, label_selector=f"{DRILL_LABEL}={drill}"):
+            assert time.monotonic() < deadline, "the kept drill's pods did not terminate"
+            time.sleep(0.2)
     server.drop_database(DR_DATABASE)
 
 
