@@ -49,6 +49,7 @@ TEMPLATE = REPO_ROOT / "deployments" / "manifests" / "app.yaml"
 CLONED_KINDS = ("horizontalpodautoscalers", "poddisruptionbudgets")
 NEG_ANNOTATION = "cloud.google.com/neg"  # GKE container-native load balancing serves this Service
 OBSERVE_AFTER_S = 1.0  # requests recorded this soon after a move may be the gate's last synthetic ones
+ARRIVAL_POLL_S = 0.25  # a release of many apps polls for each in parallel: keep it light
 SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
 
 
@@ -325,13 +326,11 @@ def effective_switch_mode(profile: Profile, svc: dict[str, Any]) -> SwitchMode:
 
 
 def live_endpoint_colours(kube: Kube, profile: Profile, app: App) -> dict[str, int]:
-    """The ready addresses of the app's live Service's Endpoints, counted by their pod's colour."""
-    ns, label = profile.namespace, profile.release.colour_label
-    eps = kube.find("endpoints", app.service, ns) or {}
-    colour_of = {
-        p["metadata"]["name"]: (p["metadata"].get("labels") or {}).get(label, "")
-        for p in kube.items("pods", ns, label_selector=f"app={app.name}")
-    }
+    """The ready addresses of the app's live Service's Endpoints, counted by their pod's colour
+    (read from the pod's name: a colour's pods are named after its Deployment, ``<app>-<colour>-...``,
+    so no pod list is needed; ``""`` for a pod of no colour's Deployment)."""
+    eps = kube.find("endpoints", app.service, profile.namespace) or {}
+    prefixes = {f"{deployment_name(app, c)}-": c for c in profile.release.colours}
     counts: dict[str, int] = {}
     seen: set[str] = set()
     for subset in eps.get("subsets") or []:
@@ -340,7 +339,7 @@ def live_endpoint_colours(kube: Kube, profile: Profile, app: App) -> dict[str, i
             if ref in seen:
                 continue
             seen.add(ref)
-            colour = colour_of.get(ref, "")
+            colour = next((c for prefix, c in prefixes.items() if ref.startswith(prefix)), "")
             counts[colour] = counts.get(colour, 0) + 1
     return counts
 
@@ -383,7 +382,7 @@ def await_arrival(
             raise GateFailed(
                 f"{app.name}: traffic did not move to {colour} within {rel.settle_timeout_s:g} s: {arrival.reason}"
             )
-        time.sleep(0.2)
+        time.sleep(ARRIVAL_POLL_S)
 
 
 @task(name="switch-traffic", **FRESH, **RETRIES)

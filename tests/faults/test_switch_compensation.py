@@ -85,71 +85,74 @@ def truthful(kube: Kube, namespace: str, apps: list[str]) -> list[str]:
     return out
 
 
-def test_second_apps_switch_refused_switches_the_first_back(
-    fault: Fault, lab: LabState, envdir: Path, kube: Kube
-) -> None:
-    """Backend switched, then frontend's switch refused (its candidate no longer has a ready
-    endpoint): backend is switched back, and both apps serve the colour they had before."""
+# (environment, its namespace, its apps in switch order, the index of the app whose switch fails)
+CASES = [("staging", NS, ["backend", "frontend"], 1), ("trio", TRIO_NS, ["backend", "frontend", "api"], 2)]
+CASE_IDS = ["second-of-two", "third-of-three"]
+
+
+def prepare(lab: LabState, kube: Kube, env: str, ns: str, apps: list[str]) -> tuple[str, dict[str, Any]]:
+    """Push a commit of ``apps``; point the previews at the candidates already, so that the release's
+    only Service patches are its live switches, in app order. Returns the commit and the state before."""
     sha = uuid.uuid4().hex[:10]
-    push(lab, sha, ["backend", "frontend"])
-    before = live(kube, profile("staging"))
-    target = targets(kube, "staging")
-    for app in ("backend", "frontend"):  # previews already on the candidates: the first Service
-        # patch of the release is backend's live switch
+    push(lab, sha, apps)
+    before = live(kube, profile(env))
+    target = targets(kube, env)
+    for app in apps:
         kube.patch(
-            "services", f"{app}-preview", {"spec": {"selector": {"app": app, "color": target[app]}}}, NS
+            "services", f"{app}-preview", {"spec": {"selector": {"app": app, "color": target[app]}}}, ns
         )
+    return sha, before
+
+
+def assert_all_back(
+    fault: Fault, kube: Kube, env: str, ns: str, apps: list[str], before: dict[str, Any]
+) -> None:
+    moved = unchanged_problems(before, live(kube, profile(env)))
+    fault.measured_loss("apps left switched", len(moved))
+    assert moved == []
+    assert truthful(kube, ns, apps) == []
+
+
+@pytest.mark.parametrize(("env", "ns", "apps", "failing"), CASES, ids=CASE_IDS)
+def test_a_refused_switch_switches_the_apps_before_it_back(
+    fault: Fault, lab: LabState, envdir: Path, kube: Kube, env: str, ns: str, apps: list[str], failing: int
+) -> None:
+    """The apps before it switched, then one app's switch is refused (its candidate no longer has a
+    ready endpoint): those apps are switched back, and every app serves the colour it had before."""
+    sha, before = prepare(lab, kube, env, ns, apps)
+    victim = apps[failing]
     stall = fault.inject(
-        "kube-primary", label="second app's switch refused (its preview emptied while the first app switched)",
-        verb="patch", resource="services", mode="stall", stall_s=3, count=1,
+        "kube-primary", label=f"{env}: {victim}'s switch refused (its preview emptied while {apps[failing - 1]} switched)",
+        verb="patch", resource="services", mode="stall", stall_s=3, skip=failing - 1, count=1,
     )  # fmt: skip
-    t, out = in_thread(lambda: build_promote(PromoteRequest(environment="staging", commit=sha, actor="dave")))
+    t, out = in_thread(lambda: build_promote(PromoteRequest(environment=env, commit=sha, actor="dave")))
     deadline = time.monotonic() + 90
     while not supervisor.control(lab, "GET", f"/faults/{stall}")["fired"]:
         assert time.monotonic() < deadline and t.is_alive(), out
         time.sleep(0.05)
-    # backend's switch is held for 3 s and then applied: meanwhile, take frontend's candidate
-    # out of its preview Service, so that its switch finds no ready endpoint
+    # the switch before it is held for 3 s, then applied: meanwhile, take the failing app's
+    # candidate out of its preview Service, so that its switch finds no ready endpoint
     kube.patch(
-        "services", "frontend-preview", {"spec": {"selector": {"app": "frontend", "color": "nobody"}}}, NS
+        "services", f"{victim}-preview", {"spec": {"selector": {"app": victim, "color": "nobody"}}}, ns
     )
     t.join(120)
     assert isinstance(out.get("error"), ReleaseRefused), out
-    assert "frontend" in str(out["error"]) and "no ready endpoints" in str(out["error"])
-    moved = unchanged_problems(before, live(kube, profile("staging")))
-    fault.measured_loss("apps left switched", len(moved))
-    assert moved == []
-    assert truthful(kube, NS, ["backend", "frontend"]) == []
+    assert victim in str(out["error"]) and "no ready endpoints" in str(out["error"])
+    assert_all_back(fault, kube, env, ns, apps, before)
 
 
-def test_third_apps_switch_raising_switches_both_others_back(
-    fault: Fault, lab: LabState, envdir: Path, kube: Kube
+@pytest.mark.parametrize(("env", "ns", "apps", "failing"), CASES, ids=CASE_IDS)
+def test_a_raising_switch_switches_the_apps_before_it_back(
+    fault: Fault, lab: LabState, envdir: Path, kube: Kube, env: str, ns: str, apps: list[str], failing: int
 ) -> None:
-    """In a three-app release, backend and frontend switched, then api's switch raises (403 on its
-    patch): both are switched back and all three serve the colour they had before."""
-    apps = ["backend", "frontend", "api"]
-    sha = uuid.uuid4().hex[:10]
-    push(lab, sha, apps)
-    before = live(kube, profile("trio"))
-    target = targets(kube, "trio")
-    for (
-        app
-    ) in apps:  # previews already on the candidates: the release's only Service patches are the switches
-        kube.patch(
-            "services", f"{app}-preview", {"spec": {"selector": {"app": app, "color": target[app]}}}, TRIO_NS
-        )
+    """The apps before it switched, then one app's switch raises (403 on its patch): those apps are
+    switched back, and every app serves the colour it had before."""
+    sha, before = prepare(lab, kube, env, ns, apps)
     fault.inject(
-        "kube-primary", label="Kubernetes 403 on the third app's live switch (after two switched)",
-        verb="patch", resource="services", status=403, skip=2, count=1,
+        "kube-primary", label=f"{env}: Kubernetes 403 on {apps[failing]}'s live switch (after {failing} switched)",
+        verb="patch", resource="services", status=403, skip=failing, count=1,
     )  # fmt: skip
-    out: dict[str, Any] = {}
-    try:
-        build_promote(PromoteRequest(environment="trio", commit=sha, actor="dave"))
-    except Forbidden as e:
-        out["error"] = e
+    with pytest.raises(Forbidden):
+        build_promote(PromoteRequest(environment=env, commit=sha, actor="dave"))
     fault.clear()
-    assert "error" in out, "the release did not fail"
-    moved = unchanged_problems(before, live(kube, profile("trio")))
-    fault.measured_loss("apps left switched", len(moved))
-    assert moved == []
-    assert truthful(kube, TRIO_NS, apps) == []
+    assert_all_back(fault, kube, env, ns, apps, before)
