@@ -115,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
             _print_json(info)
         else:
             print(f"lab in {info['dir']}: {'running' if info['running'] else 'not running'}")
+            if info.get("data_plane_text"):
+                print(f"  data plane {info['data_plane_text']}")
             for name, p in (info.get("processes") or {}).items():
                 print(f"  {name:<9} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD'}")
             for name, port in sorted((info.get("ports") or {}).items()):

@@ -399,6 +399,7 @@ def status(directory: Path) -> dict[str, Any]:
         "ready_s": state.ready_s,
         "data_plane": state.data_plane,
         "endpoint_delay_s": state.endpoint_delay_s,
+        "data_plane_text": describe_data_plane(state),
     }
     if alive.get("daemon"):
         try:

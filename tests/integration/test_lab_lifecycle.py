@@ -73,6 +73,7 @@ def test_up_env_status_down_leaves_nothing_behind() -> None:
         info = json.loads(st.stdout)
         assert info["running"] is True
         assert set(info["processes"]) == {"daemon", "gcs", "prefect", "postgres"}
+        assert info["data_plane"] == "kube-proxy" and info["data_plane_text"].startswith("kube-proxy")
     finally:
         state = LabState.load(Path(d))
         pids = dict(state.pids) if state else {}
