@@ -572,23 +572,13 @@ def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | N
                     raise GateFailed(f"{app.name}: rollback could not proceed: {step.reason}")
                 time.sleep(0.2)
                 continue
-            if step.action == "widen":
-                assert step.patch is not None and step.to_colour is not None
-                widened_at = datetime.now(UTC)
-                try:
-                    kube.patch("services", app.service, step.patch, ns)
-                except Conflict:
-                    log.warning("%s: live Service changed during the rollback; re-reading", app.name)
-                    continue
-                log.info("%s: %s; %s", app.name, step.reason, await_arrival(
-                    kube, profile, app, step.to_colour, "overlap", widened_at
-                ))  # fmt: skip
-                continue
-            if step.action != "switch":
+            if step.action not in ("widen", "switch"):
                 return step
             assert step.patch is not None and step.to_colour is not None
-            annotations = step.patch["metadata"]["annotations"]
-            if live.overlap is None or live.overlap.release_id == ROLLBACK_OVERLAP:
+            if step.action == "switch" and (
+                live.overlap is None or live.overlap.release_id == ROLLBACK_OVERLAP
+            ):
+                annotations = step.patch["metadata"]["annotations"]
                 annotations[SWITCHED_AT] = datetime.now(UTC).isoformat()
                 annotations[ANNOTATION_PREFIX + "rollback-reason"] = reason[:500]
             moved_at = datetime.now(UTC)
@@ -596,6 +586,10 @@ def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | N
                 kube.patch("services", app.service, step.patch, ns)
             except Conflict:
                 log.warning("%s: live Service changed during the rollback; re-reading", app.name)
+                continue
+            if step.action == "widen":  # behind a NEG: both colours serve before the bad one leaves
+                overlap = await_arrival(kube, profile, app, step.to_colour, "overlap", moved_at)
+                log.info("%s: %s; %s", app.name, step.reason, overlap)
                 continue
             arrived = await_arrival(kube, profile, app, step.to_colour, "moved", moved_at)
             return replace(step, reason=f"{step.reason}; {arrived}", at=moved_at.timestamp())

@@ -289,19 +289,11 @@ def decide_switch(
     from_colour = current or (overlap.from_colour if overlap else "")
     if current is not None and mode == "overlap":
         widened = {k: v for k, v in live.selector.items() if k != colour_label}
-        record = Overlap(current, target_colour, release_id)
         return step(
             "widen",
             f"widening {live.name} to both colours ({_selector_text(widened)}) before narrowing "
             f"to {target_colour}: {endpoints.summary}",
-            {
-                "metadata": {
-                    "resourceVersion": live.resource_version,
-                    "annotations": {OVERLAP: record.text()},
-                },
-                # a merge patch deletes a key given as null: the colour leaves the selector
-                "spec": {"selector": {**widened, colour_label: None}},
-            },
+            _widen_patch(live, colour_label, Overlap(current, target_colour, release_id)),
         )
     annotations: dict[str, str | None] = {
         ACTIVE_COLOUR: target_colour,
@@ -416,19 +408,11 @@ def decide_rollback(
             "refuse", f"refusing: the snapshot of {live.name} has no resourceVersion to guard the patch"
         )
     if mode == "overlap" and not rolling_back:
-        widened = {k: v for k, v in live.selector.items() if k != colour_label}
-        record = Overlap(current, previous, ROLLBACK_OVERLAP)
         return step(
             "widen",
             f"rolling back behind a load balancer that detaches before it attaches: widening "
             f"{live.name} to both colours before narrowing to {previous}",
-            patch={
-                "metadata": {
-                    "resourceVersion": live.resource_version,
-                    "annotations": {OVERLAP: record.text()},
-                },
-                "spec": {"selector": {**widened, colour_label: None}},
-            },
+            patch=_widen_patch(live, colour_label, Overlap(current, previous, ROLLBACK_OVERLAP)),
         )
     annotations: dict[str, str | None] = {
         ACTIVE_COLOUR: previous,
@@ -452,6 +436,15 @@ def _short(digest: str | None) -> str:
     if not digest:
         return "no pinned digest"
     return digest[:19]
+
+
+def _widen_patch(live: ServiceSnapshot, colour_label: str, record: Overlap) -> dict[str, Any]:
+    """The merge patch that selects both colours (the colour leaves the selector: a merge patch
+    deletes a key given as null) and records the overlap, guarded by the snapshot's version."""
+    return {
+        "metadata": {"resourceVersion": live.resource_version, "annotations": {OVERLAP: record.text()}},
+        "spec": {"selector": {**live.selector, colour_label: None}},
+    }
 
 
 def _patch(
