@@ -18,6 +18,7 @@ from greenlight.clients.kube import Kube
 from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS, RELEASE_ID
 from greenlight.settings import REPO_ROOT, Profile
 from tasks.records import RECORD
+from tests.flows_release.support import live, profile
 
 LIVE = ("backend", "frontend")  # the live Services of the release profiles
 
@@ -145,3 +146,10 @@ def unchanged_problems(before: dict[str, Any], after: dict[str, Any]) -> list[st
         if (before[app]["live_colour"], before[app]["digests"])
         != (after[app]["live_colour"], after[app]["digests"])
     ]
+
+
+def targets(kube: Kube, env: str = "staging") -> dict[str, str]:
+    """app -> the colour a release of ``env`` deploys to (the one not taking traffic)."""
+    return {
+        app: "green" if s["live_colour"] == "blue" else "blue" for app, s in live(kube, profile(env)).items()
+    }

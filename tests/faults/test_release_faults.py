@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
@@ -25,6 +24,7 @@ from greenlight.lab.state import LabState
 from tasks.records import RECORD
 from tests.flows_release.support import (
     Load,
+    copy_environment,
     in_thread,
     live,
     paused_run,
@@ -43,6 +43,7 @@ from .release_support import (
     kill_when,
     promote_process,
     selects,
+    targets,
     truth_problems,
     unchanged_problems,
 )
@@ -57,29 +58,11 @@ CANARY_NS = "rel-canary"
 @pytest.fixture(scope="module")
 def envdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The release profiles, and 'canary': staging's copy in a namespace of its own."""
-    from greenlight.commands.setup import ensure_setup
-    from greenlight.lab.bootstrap import bootstrap_environment
-
     with release_environments(
         lab, tmp_path_factory.mktemp("fault-envs"), staging=FAULT_PROFILE, production=FAULT_PROFILE
     ) as directory:
-        doc = yaml.safe_load((directory / "staging.yaml").read_text())
-        doc.update(name="canary", namespace=CANARY_NS)
-        (directory / "canary.yaml").write_text(yaml.safe_dump(doc))
-        ensure_setup(["canary"])
-        k = Kube.connect(context="lab-primary")
-        try:
-            bootstrap_environment(k, "canary", directory, {}, lab.env)
-        finally:
-            k.close()
+        copy_environment(lab, directory, "canary", CANARY_NS)
         yield directory
-
-
-@pytest.fixture
-def kube(lab: LabState) -> Iterator[Kube]:
-    k = Kube.connect(context="lab-primary")
-    yield k
-    k.close()
 
 
 def commit() -> str:
@@ -88,13 +71,6 @@ def commit() -> str:
 
 def promote(env: str, sha: str, actor: str = "dave", **kw: Any) -> dict[str, Any]:
     return build_promote(PromoteRequest(environment=env, commit=sha, actor=actor, **kw))
-
-
-def targets(kube: Kube, env: str = "staging") -> dict[str, str]:
-    """app -> the colour a release of ``env`` deploys to (the one not taking traffic)."""
-    return {
-        app: "green" if s["live_colour"] == "blue" else "blue" for app, s in live(kube, profile(env)).items()
-    }
 
 
 def assert_released(

@@ -13,17 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
 from greenlight.errors import Forbidden, ReleaseRefused
 from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
-from tests.flows_release.support import in_thread, live, profile, release_environments
+from tests.flows_release.support import (
+    copy_environment,
+    in_thread,
+    live,
+    profile,
+    push_commit,
+    release_environments,
+)
 
 from .conftest import Fault
-from .release_support import unchanged_problems
+from .release_support import targets, unchanged_problems
 
 pytestmark = pytest.mark.lab
 NS = "rel-staging"
@@ -33,44 +39,9 @@ TRIO_NS = "rel-trio"
 @pytest.fixture(scope="module")
 def envdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The release profiles, and 'trio': staging's copy with a third app (api) in its own namespace."""
-    from greenlight.commands.setup import ensure_setup
-    from greenlight.lab.bootstrap import bootstrap_environment
-
     with release_environments(lab, tmp_path_factory.mktemp("compensation-envs")) as directory:
-        doc = yaml.safe_load((directory / "staging.yaml").read_text())
-        api = {
-            **doc["apps"][0], "name": "api", "service": "api", "preview_service": "api-preview",
-            "container": "api", "image_repository": "ghcr.io/sma-platform/api",
-        }  # fmt: skip
-        doc.update(name="trio", namespace=TRIO_NS)
-        doc["apps"].append(api)
-        (directory / "trio.yaml").write_text(yaml.safe_dump(doc))
-        ensure_setup(["trio"])
-        k = Kube.connect(context="lab-primary")
-        try:
-            bootstrap_environment(k, "trio", directory, {}, lab.env)
-        finally:
-            k.close()
+        copy_environment(lab, directory, "trio", TRIO_NS, extra_apps=("api",))
         yield directory
-
-
-@pytest.fixture
-def kube(lab: LabState) -> Iterator[Kube]:
-    k = Kube.connect(context="lab-primary")
-    yield k
-    k.close()
-
-
-def push(lab: LabState, sha: str, apps: list[str]) -> None:
-    for app in apps:
-        body = {"ref": f"ghcr.io/sma-platform/{app}:{sha}", "version": f"{app}-{sha}"}
-        supervisor.control(lab, "POST", "/images", body)
-
-
-def targets(kube: Kube, env: str) -> dict[str, str]:
-    return {
-        app: "green" if s["live_colour"] == "blue" else "blue" for app, s in live(kube, profile(env)).items()
-    }
 
 
 def truthful(kube: Kube, namespace: str, apps: list[str]) -> list[str]:
@@ -94,7 +65,7 @@ def prepare(lab: LabState, kube: Kube, env: str, ns: str, apps: list[str]) -> tu
     """Push a commit of ``apps``; point the previews at the candidates already, so that the release's
     only Service patches are its live switches, in app order. Returns the commit and the state before."""
     sha = uuid.uuid4().hex[:10]
-    push(lab, sha, apps)
+    push_commit(lab, sha, tuple(apps))
     before = live(kube, profile(env))
     target = targets(kube, env)
     for app in apps:

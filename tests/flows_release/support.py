@@ -43,10 +43,12 @@ def write_profiles(directory: Path, **changes: Any) -> None:
         (directory / f"{env}.yaml").write_text(yaml.safe_dump(doc))
 
 
-def push_commit(lab: LabState, commit: str, **behaviour: Any) -> dict[str, str]:
-    """Push backend and frontend images tagged with ``commit``; returns app -> digest."""
+def push_commit(
+    lab: LabState, commit: str, apps: tuple[str, ...] = ("backend", "frontend"), **behaviour: Any
+) -> dict[str, str]:
+    """Push the images of ``apps`` (backend and frontend) tagged with ``commit``; returns app -> digest."""
     out = {}
-    for app in ("backend", "frontend"):
+    for app in apps:
         body = {"ref": f"ghcr.io/sma-platform/{app}:{commit}", "version": f"{app}-{commit}", **behaviour}
         out[app] = supervisor.control(lab, "POST", "/images", body)["digest"]
     return out
@@ -128,6 +130,30 @@ def release_environments(lab: LabState, directory: Path, **changes: Any) -> Iter
         finally:
             kube.close()
         yield directory
+
+
+def copy_environment(
+    lab: LabState, directory: Path, name: str, namespace: str, extra_apps: tuple[str, ...] = ()
+) -> None:
+    """A copy of ``directory``'s staging profile as environment ``name`` in ``namespace`` (with
+    ``extra_apps`` shaped like its first app), its locks created and its namespace bootstrapped."""
+    from greenlight.commands.setup import ensure_setup
+    from greenlight.lab.bootstrap import bootstrap_environment
+
+    doc = yaml.safe_load((directory / "staging.yaml").read_text())
+    doc.update(name=name, namespace=namespace)
+    for app in extra_apps:
+        doc["apps"].append(
+            {**doc["apps"][0], "name": app, "service": app, "preview_service": f"{app}-preview",
+             "container": app, "image_repository": f"ghcr.io/sma-platform/{app}"}
+        )  # fmt: skip
+    (directory / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+    ensure_setup([name])
+    kube = Kube.connect(context="lab-primary")
+    try:
+        bootstrap_environment(kube, name, directory, {}, lab.env)
+    finally:
+        kube.close()
 
 
 def read_events(name: str, rid: str, timeout_s: float = 20) -> list[Any]:
