@@ -41,7 +41,9 @@ class Behaviour:
     """How a container of this image behaves in the lab.
 
     ``error_rate`` is the share of requests answered 500 (0..1), ``latency_ms`` added to each
-    answer, ``startup_s`` before the pod turns ready, ``crash`` never turns ready at all.
+    answer (within +-10 %), or with ``latency_sigma`` > 0 a lognormal latency of median
+    ``latency_ms`` and shape ``latency_sigma`` (a real service's long right tail: sigma 0.5 puts
+    p95 at about 2.3 x the median), ``startup_s`` before the pod turns ready, ``crash`` never turns ready at all.
     ``degrade_after_s`` > 0: once a pod has run that long its error rate becomes
     ``degraded_error_rate`` (a release that passes its gate and breaks later, as a leak does).
 
@@ -64,6 +66,7 @@ class Behaviour:
     version: str
     error_rate: float = 0.0
     latency_ms: float = 0.0
+    latency_sigma: float = 0.0
     startup_s: float = 0.0
     crash: bool = False
     degrade_after_s: float = 0.0
@@ -78,7 +81,15 @@ class Behaviour:
                 f"behaviour shutdown must be one of {', '.join(SHUTDOWN_MODES)}, not {self.shutdown!r}"
             )
         # Numbers are stored as floats so that 300 and 300.0 give one manifest, one digest.
-        for field_name in ("error_rate", "latency_ms", "startup_s", "degrade_after_s", "degraded_error_rate"):
+        numbers = (
+            "error_rate",
+            "latency_ms",
+            "latency_sigma",
+            "startup_s",
+            "degrade_after_s",
+            "degraded_error_rate",
+        )
+        for field_name in numbers:
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"behaviour {field_name} must be a number, not {value!r}")
@@ -88,7 +99,7 @@ class Behaviour:
             value = getattr(self, field_name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ValueError(f"behaviour {field_name} must be within [0, 1], not {value!r}")
-        for field_name in ("latency_ms", "startup_s", "degrade_after_s"):
+        for field_name in ("latency_ms", "latency_sigma", "startup_s", "degrade_after_s"):
             value = getattr(self, field_name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"behaviour {field_name} must be a finite number >= 0, not {value!r}")
@@ -97,11 +108,14 @@ class Behaviour:
         return asdict(self)
 
     def digest_dict(self) -> dict[str, Any]:
-        """What the image config carries: every field, except ``shutdown`` when it is the
-        default, so that images pushed before the field existed keep their digests."""
+        """What the image config carries: every field, except ``shutdown`` and ``latency_sigma``
+        when they are the default, so that images pushed before the fields existed keep their
+        digests."""
         data = self.to_dict()
         if data["shutdown"] == "abrupt":
             del data["shutdown"]
+        if data["latency_sigma"] == 0.0:
+            del data["latency_sigma"]
         return data
 
     @classmethod
@@ -110,6 +124,7 @@ class Behaviour:
             version=str(data["version"]),
             error_rate=float(data.get("error_rate", 0.0)),
             latency_ms=float(data.get("latency_ms", 0.0)),
+            latency_sigma=float(data.get("latency_sigma", 0.0)),
             startup_s=float(data.get("startup_s", 0.0)),
             crash=bool(data.get("crash", False)),
             degrade_after_s=float(data.get("degrade_after_s", 0.0)),

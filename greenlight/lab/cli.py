@@ -31,6 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="kube-proxy's endpoint propagation delay, jitter a third of it "
         "(env GREENLIGHT_LAB_ENDPOINT_DELAY_S, lab.yaml endpoint_delay_s; default 1.5)",
     )
+    lab_up.add_argument(
+        "--scrape-interval-s",
+        type=float,
+        help="Monitoring's scrape interval: one point per series every S seconds "
+        "(env GREENLIGHT_LAB_SCRAPE_INTERVAL_S, lab.yaml scrape_interval_s; default 1.0)",
+    )
+    lab_up.add_argument(
+        "--ingestion-delay-s",
+        type=float,
+        help="how long after its scrape a Monitoring point becomes readable; keep it below the "
+        "profiles' monitoring.ingestion_delay_s (env GREENLIGHT_LAB_INGESTION_DELAY_S, lab.yaml "
+        "ingestion_delay_s; default 1.0)",
+    )
     cmds.add_parser("down", help="stop everything the lab started")
     st = cmds.add_parser("status", help="processes, ports and objects")
     st.add_argument("--json", action="store_true")
@@ -45,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     push.add_argument("--version", dest="image_version", help="what '/' answers (default: the tag)")
     push.add_argument("--error-rate", type=float, default=0.0)
     push.add_argument("--latency-ms", type=float, default=0.0)
+    push.add_argument(
+        "--latency-sigma",
+        type=float,
+        default=0.0,
+        help="> 0: lognormal latency, median --latency-ms, this shape (0.5: p95 about 2.3 x the median)",
+    )
     push.add_argument("--startup-s", type=float, default=0.0)
     push.add_argument("--crash", action="store_true")
     push.add_argument(
@@ -97,8 +116,15 @@ def run(args: argparse.Namespace) -> int:
     directory = lab_dir(args.dir)
     cmd = args.lab_command
     if cmd == "up":
-        state = supervisor.up(directory, data_plane=args.data_plane, endpoint_delay_s=args.endpoint_delay_s)
+        state = supervisor.up(
+            directory,
+            data_plane=args.data_plane,
+            endpoint_delay_s=args.endpoint_delay_s,
+            scrape_interval_s=args.scrape_interval_s,
+            ingestion_delay_s=args.ingestion_delay_s,
+        )
         print(f"data plane:    {supervisor.describe_data_plane(state)}")
+        print(f"monitoring:    {supervisor.describe_monitoring(state)}")
         print(f"kube contexts: lab-primary, lab-dr  (KUBECONFIG={state.env['KUBECONFIG']})")
         print(f"Prefect UI:    {state.env['PREFECT_API_URL'].removesuffix('/api')}")
         print(f"timings (s from start): {json.dumps(state.timings)}")
@@ -117,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"lab in {info['dir']}: {'running' if info['running'] else 'not running'}")
             if info.get("data_plane_text"):
                 print(f"  data plane {info['data_plane_text']}")
+            if info.get("monitoring_text"):
+                print(f"  monitoring {info['monitoring_text']}")
             for name, p in (info.get("processes") or {}).items():
                 print(f"  {name:<9} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD'}")
             for name, port in sorted((info.get("ports") or {}).items()):
@@ -149,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
                 "version": args.image_version or args.ref.rsplit(":", 1)[-1],
                 "error_rate": args.error_rate,
                 "latency_ms": args.latency_ms,
+                "latency_sigma": args.latency_sigma,
                 "startup_s": args.startup_s,
                 "crash": args.crash,
                 "degrade_after_s": args.degrade_after_s,

@@ -1,10 +1,11 @@
 """The lab daemon: one asyncio process hosting every stand-in written by us.
 
 Run as ``python -m greenlight.lab.daemon DIR --gcs-upstream URL [--data-plane MODE]
-[--endpoint-delay-s S]``. It starts two Kubernetes API servers with their controllers
+[--endpoint-delay-s S] [--scrape-interval-s S] [--ingestion-delay-s S]``. It starts two Kubernetes API servers with their controllers
 (``lab-primary``, ``lab-dr``), the pods and Service proxies they drive (every Service on the
 ``--data-plane`` default, ``kube-proxy``, unless its annotations choose another), the OCI registry, the Slack endpoint, the GCS fault front, the gRPC
-Monitoring service and a small control API, then writes ``DIR/daemon.json`` with their ports.
+Monitoring service (points every ``--scrape-interval-s``, readable ``--ingestion-delay-s`` after
+their scrape) and a small control API, then writes ``DIR/daemon.json`` with their ports.
 SIGTERM stops everything (pods drain) and exits.
 """
 
@@ -33,6 +34,7 @@ from greenlight.lab.pods import PodRuntime
 from greenlight.lab.proxy import DATA_PLANES, DEFAULT_DATA_PLANE, DEFAULT_ENDPOINT_DELAY_S, ServiceProxies
 from greenlight.lab.registry import RegistryStandIn
 from greenlight.lab.slack import SlackStandIn
+from greenlight.lab.state import DEFAULT_INGESTION_DELAY_S, DEFAULT_SCRAPE_INTERVAL_S
 
 log = logging.getLogger("greenlight.lab.daemon")
 CLUSTERS = ("lab-primary", "lab-dr")
@@ -46,18 +48,27 @@ class Daemon:
         project: str,
         data_plane: str = DEFAULT_DATA_PLANE,
         endpoint_delay_s: float = DEFAULT_ENDPOINT_DELAY_S,
+        scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+        ingestion_delay_s: float = DEFAULT_INGESTION_DELAY_S,
     ) -> None:
         self.dir = directory
         self.faults = FaultRegistry()
         self.catalogue = Catalogue(directory / "images.json")
-        self.recorder = RequestRecorder()
+        # the Monitoring stand-in's reset points need the seconds after each series' first request
+        self.recorder = RequestRecorder(keep_first_s=max(60.0, scrape_interval_s + 1))
         self.pods = PodRuntime(self.catalogue, self.recorder)
         self.proxies = ServiceProxies(default_mode=data_plane, endpoint_delay_s=endpoint_delay_s)
         self.clusters = {name: KubeCluster(name, self.faults, self.pods, self.proxies) for name in CLUSTERS}
         self.registry = RegistryStandIn(self.catalogue, self.faults)
         self.slack = SlackStandIn(self.faults)
         self.gcs_front = HttpFaultFront(gcs_upstream, self.faults, target="gcs")
-        self.monitoring = MonitoringServer(self.recorder, self.faults, project_id=project)
+        self.monitoring = MonitoringServer(
+            self.recorder,
+            self.faults,
+            project_id=project,
+            scrape_interval_s=scrape_interval_s,
+            ingestion_delay_s=ingestion_delay_s,
+        )
         self.ports: dict[str, int] = {}
         self._control: web.AppRunner | None = None
 
@@ -119,7 +130,13 @@ class Daemon:
         }
         data_plane = {**self.proxies.settings(), "services": self.proxies.describe()}
         return web.json_response(
-            {"ports": self.ports, "objects": counts, "faults": self.faults.list(), "data_plane": data_plane}
+            {
+                "ports": self.ports,
+                "objects": counts,
+                "faults": self.faults.list(),
+                "data_plane": data_plane,
+                "monitoring": self.monitoring.settings(),
+            }
         )
 
     async def _urls(self, _: web.Request) -> web.Response:
@@ -172,9 +189,17 @@ class Daemon:
 
 
 async def _main(
-    directory: Path, gcs_upstream: str, project: str, data_plane: str, endpoint_delay_s: float
+    directory: Path,
+    gcs_upstream: str,
+    project: str,
+    data_plane: str,
+    endpoint_delay_s: float,
+    scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+    ingestion_delay_s: float = DEFAULT_INGESTION_DELAY_S,
 ) -> None:
-    daemon = Daemon(directory, gcs_upstream, project, data_plane, endpoint_delay_s)
+    daemon = Daemon(
+        directory, gcs_upstream, project, data_plane, endpoint_delay_s, scrape_interval_s, ingestion_delay_s
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -183,7 +208,11 @@ async def _main(
         ports = await daemon.start()
         out = directory / "daemon.json"
         tmp = out.with_suffix(".tmp")
-        settings = {"data_plane": data_plane, "endpoint_delay_s": endpoint_delay_s}
+        settings = {
+            "data_plane": data_plane,
+            "endpoint_delay_s": endpoint_delay_s,
+            **daemon.monitoring.settings(),
+        }
         tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports, **settings}))
         tmp.replace(out)
         log.info("lab daemon ready: %s", ports)
@@ -200,11 +229,27 @@ def main() -> None:
     parser.add_argument("--project", default="lab-project")
     parser.add_argument("--data-plane", choices=DATA_PLANES, default=DEFAULT_DATA_PLANE)
     parser.add_argument("--endpoint-delay-s", type=float, default=DEFAULT_ENDPOINT_DELAY_S)
+    parser.add_argument("--scrape-interval-s", type=float, default=DEFAULT_SCRAPE_INTERVAL_S)
+    parser.add_argument("--ingestion-delay-s", type=float, default=DEFAULT_INGESTION_DELAY_S)
     args = parser.parse_args()
-    if args.endpoint_delay_s < 0:
+    if not args.endpoint_delay_s >= 0:
         parser.error("--endpoint-delay-s must be >= 0")
+    if not 0 < args.scrape_interval_s < float("inf"):
+        parser.error("--scrape-interval-s must be > 0")
+    if not 0 <= args.ingestion_delay_s < float("inf"):
+        parser.error("--ingestion-delay-s must be >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(_main(args.dir, args.gcs_upstream, args.project, args.data_plane, args.endpoint_delay_s))
+    asyncio.run(
+        _main(
+            args.dir,
+            args.gcs_upstream,
+            args.project,
+            args.data_plane,
+            args.endpoint_delay_s,
+            args.scrape_interval_s,
+            args.ingestion_delay_s,
+        )
+    )
 
 
 if __name__ == "__main__":

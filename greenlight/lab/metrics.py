@@ -7,12 +7,19 @@ saw traffic (count per status code, a Prometheus-style latency histogram, sum an
 squares) for the last ``retention_s`` seconds; older detail is dropped while the totals keep
 counting it, so cumulative values stay right after pruning.
 
+Each label set also remembers when each status code first appeared (``firsts``), and the
+detail of the first ``keep_first_s`` seconds after each of those instants is never pruned:
+the Monitoring stand-in needs it for every series' reset point (the cumulative values at a
+series' first scrape, which Managed Service for Prometheus does not export but subtracts from
+every later point), however long ago that was.
+
 The Monitoring stand-in reads consistent copies with :meth:`RequestRecorder.snapshot`.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -80,6 +87,9 @@ class SeriesSnapshot:
 
     ``base`` sums every second before ``horizon`` (pruned or not asked for); ``seconds`` holds
     the seconds from ``horizon`` on, ascending. Cumulative values are exact at times ``>= horizon``.
+    ``firsts`` maps each status code to the time of its first request; ``early`` holds copies of
+    the retained seconds before ``horizon`` that lie within ``first_s`` (the snapshot's argument)
+    of a code's first second, ascending: enough to total any instant shortly after a code appeared.
     """
 
     labels: dict[str, str]
@@ -88,6 +98,8 @@ class SeriesSnapshot:
     horizon: int
     base: SecondBucket
     seconds: list[SecondBucket] = field(default_factory=list)
+    firsts: dict[int, float] = field(default_factory=dict)
+    early: list[SecondBucket] = field(default_factory=list)
 
 
 @dataclass
@@ -97,8 +109,11 @@ class _Series:
     last_at: float
     total: SecondBucket
     pruned_before: int = -(2**62)
-    order: list[int] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)  # the seconds of ``seconds`` not yet pruned
+    # every retained second, including the pinned ones (within keep_first_s of a code's first
+    # second) that pruning took out of ``order`` but kept
     seconds: dict[int, SecondBucket] = field(default_factory=dict)
+    firsts: dict[int, float] = field(default_factory=dict)  # status code -> first request time
 
     def bucket_for(self, second: int, n_bounds: int) -> SecondBucket:
         bucket = self.seconds.get(second)
@@ -117,6 +132,9 @@ class RequestRecorder:
     Args:
         bounds: latency histogram bucket upper bounds in seconds, ascending.
         retention_s: seconds of per-second detail kept; older detail only counts in totals.
+        keep_first_s: seconds of detail after each status code's first request of a label set
+            that are kept past the retention window (the Monitoring stand-in's reset points need
+            them; it requires at least its scrape interval plus one second).
         clock: wall clock (seconds since the epoch), injectable for tests.
     """
 
@@ -125,11 +143,15 @@ class RequestRecorder:
         bounds: tuple[float, ...] = DEFAULT_BOUNDS,
         retention_s: float = 7200.0,
         clock: Callable[[], float] = time.time,
+        keep_first_s: float = 60.0,
     ) -> None:
         if not bounds or list(bounds) != sorted(set(bounds)):
             raise ValueError(f"bucket bounds must be strictly ascending and non-empty, not {bounds!r}")
+        if not keep_first_s >= 0:
+            raise ValueError(f"keep_first_s must be >= 0, not {keep_first_s!r}")
         self.bounds = tuple(float(b) for b in bounds)
         self.retention_s = retention_s
+        self.keep_first_s = float(keep_first_s)
         self._clock = clock
         self._lock = threading.Lock()
         self._series: dict[LabelKey, _Series] = {}
@@ -152,6 +174,9 @@ class RequestRecorder:
                 series = self._series[key] = _Series(dict(labels), when, when, SecondBucket.empty(0, n))
             series.first_at = min(series.first_at, when)
             series.last_at = max(series.last_at, when)
+            first = series.firsts.get(code)
+            if first is None or when < first:
+                series.firsts[code] = when
             targets = [series.total]
             if second >= series.pruned_before:
                 targets.append(series.bucket_for(second, n))
@@ -171,19 +196,26 @@ class RequestRecorder:
     def _prune_locked(self, now: float) -> None:
         self._next_prune = now + 10.0
         cutoff = int((now - self.retention_s) // 1)
+        keep = math.ceil(self.keep_first_s)
         for series in self._series.values():
             cut = bisect.bisect_left(series.order, cutoff)
-            for second in series.order[:cut]:
-                del series.seconds[second]
-            del series.order[:cut]
+            if cut:
+                pins = [int(f // 1) for f in series.firsts.values()]
+                for second in series.order[:cut]:
+                    if not any(0 <= second - p < keep for p in pins):
+                        del series.seconds[second]
+                del series.order[:cut]
             series.pruned_before = max(series.pruned_before, cutoff)
 
-    def snapshot(self, since: float | None = None) -> list[SeriesSnapshot]:
+    def snapshot(self, since: float | None = None, first_s: float = 0.0) -> list[SeriesSnapshot]:
         """Copies of every series, with per-second detail from ``since`` (default: all retained).
 
-        Cost is proportional to the seconds copied, so callers pass the oldest time they need.
+        With ``first_s``, each also carries (``early``) the retained seconds before its horizon
+        within ``first_s`` of a status code's first second. Cost is proportional to the seconds
+        copied, so callers pass the oldest time they need.
         """
         want = -(2**62) if since is None else int(since // 1)
+        span = math.ceil(first_s)
         with self._lock:
             all_series = list(self._series.values())
         out = []
@@ -192,11 +224,18 @@ class RequestRecorder:
                 horizon = max(want, series.pruned_before)
                 cut = bisect.bisect_left(series.order, horizon)
                 tail = [series.seconds[s].copy() for s in series.order[cut:]]
+                wanted = {
+                    s
+                    for f in series.firsts.values()
+                    for s in range(int(f // 1), min(int(f // 1) + span, horizon))
+                }
+                early = [series.seconds[s].copy() for s in sorted(wanted) if s in series.seconds]
                 base = series.total.copy()
                 labels, first_at, last_at = dict(series.labels), series.first_at, series.last_at
+                firsts = dict(series.firsts)
             for bucket in tail:
                 base.subtract(bucket)
-            out.append(SeriesSnapshot(labels, first_at, last_at, horizon, base, tail))
+            out.append(SeriesSnapshot(labels, first_at, last_at, horizon, base, tail, firsts, early))
         return out
 
     def clear(self) -> None:

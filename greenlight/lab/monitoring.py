@@ -3,15 +3,45 @@
 Time series come from two places:
 
 - the :class:`~greenlight.lab.metrics.RequestRecorder` (requests lab pods really served),
-  shaped as Managed Service for Prometheus exports them: per label set and status code a
+  shaped as Managed Service for Prometheus (GMP) exports them: per label set and status code a
   ``prometheus.googleapis.com/http_requests_total/counter`` series (CUMULATIVE DOUBLE), and
   per label set a ``prometheus.googleapis.com/http_request_duration_seconds/histogram``
   series (CUMULATIVE DISTRIBUTION with explicit bucket bounds), both on the
-  ``prometheus_target`` resource. A series has a point at every scrape (``scrape_interval_s``
-  grid) from the first scrape after its first request until the first scrape after its
-  label set's last request (plus ``stale_after_s``), never in the future: a window with no
-  traffic has no series, not zeros.
+  ``prometheus_target`` resource.
 - whatever ``CreateTimeSeries`` wrote (``custom.googleapis.com/...`` and friends).
+
+How recorder-derived points are made (:class:`ScrapeModel`), as GMP produces them:
+
+- **Scrapes.** Points sit on a grid of ``scrape_interval_s`` (default 1 s, multiples of it
+  since the epoch), one per series per scrape. A request served in second ``s`` is counted by
+  the scrapes at ``t >= s + 1`` (the recorder keeps per-second detail). A label set is scraped
+  from the first scrape after its first request until the first one after its last request
+  (plus ``stale_after_s``, default 0), never in the future: a window with no traffic has no
+  series, not zeros.
+- **Reset point.** GMP does not export a cumulative series' first sample: it uses it as the
+  series' reset point. So each exported series (the counter of one label set and status code,
+  the histogram of one label set) is visible only from its *second* scrape; every point has
+  ``start_time`` = the first scrape's time and holds what was counted after it,
+  ``cum(t) - cum(first scrape)`` (for the histogram: bucket counts, count, sum and sum of
+  squares alike). Requests counted by the first scrape are never seen; a series scraped once
+  has no points. A status code that first appears later (a label set's first 5xx) starts its
+  own counter series with its own reset point. ALIGN_DELTA over a period with no earlier point
+  is the newest point's value, i.e. what was counted since the reset point.
+- **Ingestion delay.** A point scraped at ``t`` becomes readable once
+  ``now >= t + ingestion_delay_s`` (default 1 s; Cloud Monitoring's is a few seconds). A
+  window ``(start, end]`` is therefore complete only ``ingestion_delay_s`` after ``end``:
+  readers must wait at least that long (the lab profiles' ``monitoring.ingestion_delay_s`` is
+  1.5 s, above the lab's 1 s). The delay applies to ``ListTimeSeries`` of recorder series only:
+  points written with ``CreateTimeSeries`` are readable at once (Greenlight writes evidence
+  gauges and reads them back; the lab keeps that immediate rather than model a delay the real
+  API applies to them too), and ``ListMetricDescriptors`` shows the GMP types as soon as a
+  request is recorded.
+
+What the lab does not do: scrape targets at different offsets or with jitter (every series is
+scraped on the same grid), vary the ingestion delay, reset a counter after its first scrape (a
+restarted lab pod has a new name, hence new series), keep scraping a label set that went idle
+beyond ``stale_after_s`` (a label set that serves again resumes with its original reset point),
+or hold per-second detail beyond the recorder's retention (two hours; totals stay exact).
 
 ``ListTimeSeries`` honours the filter language as gate filters use it (see
 :func:`parse_filter`), the interval, per-series aligners, cross-series reducers with
@@ -758,13 +788,18 @@ def _reduce_values(values: list[Value], reducer: int, vt: int) -> Value | None:
 
 @dataclass(frozen=True)
 class ScrapeModel:
-    """How recorded requests become scraped points."""
+    """How recorded requests become scraped, exported and readable points.
+
+    ``interval_s``: the scrape grid; ``stale_after_s``: how long an idle label set keeps being
+    scraped; ``ingestion_delay_s``: how long after its scrape a point becomes readable.
+    """
 
     project_id: str
     location: str
     interval_s: float
     stale_after_s: float
     status_label: str = "code"
+    ingestion_delay_s: float = 1.0
 
 
 def _grid_ceil(t: float, step: float) -> int:
@@ -773,6 +808,15 @@ def _grid_ceil(t: float, step: float) -> int:
 
 def _grid_floor(t: float, step: float) -> int:
     return math.floor(t / step + 1e-9)
+
+
+def first_scrape(first_at: float, model: ScrapeModel) -> float:
+    """The first scrape that sees a series whose first request was at ``first_at``: its reset point.
+
+    A request in second ``s`` is counted by scrapes at ``t >= s + 1``, so this is the first grid
+    instant at or after the end of the first request's second.
+    """
+    return _grid_ceil(math.floor(first_at) + 1, model.interval_s) * model.interval_s
 
 
 def prometheus_headers(snap: SeriesSnapshot, model: ScrapeModel) -> list[tuple[Header, int | None]]:
@@ -786,7 +830,7 @@ def prometheus_headers(snap: SeriesSnapshot, model: ScrapeModel) -> list[tuple[H
         "location": model.location,
         **{k: snap.labels.get(k, "") for k in RESOURCE_LABELS},
     }
-    codes = set(snap.base.codes) | {c for b in snap.seconds for c in b.codes}
+    codes = set(snap.firsts) | set(snap.base.codes) | {c for b in snap.seconds for c in b.codes}
     out: list[tuple[Header, int | None]] = []
     for code in sorted(codes):
         labels = {**metric_labels, model.status_label: str(code), "method": "GET"}
@@ -808,16 +852,18 @@ def prometheus_headers(snap: SeriesSnapshot, model: ScrapeModel) -> list[tuple[H
 def scrape_times(
     snap: SeriesSnapshot, first_at: float, lo: float, hi: float, now: float, model: ScrapeModel
 ) -> list[float]:
-    """Scrape instants with a point for this series: from the one at or before ``lo`` to ``hi``.
+    """Exported, readable scrape instants of a series: from the one at or before ``lo`` to ``hi``.
 
-    A series is scraped from the first grid instant after its first request until the first one
-    after its label set's last request (plus ``stale_after_s``), never after ``now``, and only
-    where the recorder still holds exact detail (``horizon``).
+    A series (first request at ``first_at``) is scraped from :func:`first_scrape` until the first
+    grid instant after its label set's last request (plus ``stale_after_s``). The first scrape is
+    the reset point and is not exported, so points start at the second scrape. A point at ``t``
+    is readable once ``now >= t + ingestion_delay_s``; only instants where the recorder still
+    holds exact detail (``horizon``) are returned.
     """
     step = model.interval_s
-    k_first = _grid_ceil(math.floor(first_at) + 1, step)
+    k_first = _grid_ceil(first_scrape(first_at, model), step) + 1
     last_visible = _grid_ceil(math.floor(snap.last_at) + 1, step) * step + model.stale_after_s
-    k_last = _grid_floor(min(now, last_visible), step)
+    k_last = _grid_floor(min(now - model.ingestion_delay_s, last_visible), step)
     k_lo = max(k_first, _grid_floor(lo, step), _grid_ceil(snap.horizon, step))
     k_hi = min(k_last, _grid_floor(hi, step))
     return [k * step for k in range(k_lo, k_hi + 1)]
@@ -836,12 +882,33 @@ def cumulative_at(snap: SeriesSnapshot, times: Sequence[float]) -> list[SecondBu
     return out
 
 
+def reset_totals(snap: SeriesSnapshot, at: float) -> SecondBucket:
+    """Cumulative totals at ``at`` (a reset point), also before the snapshot's horizon.
+
+    Before the horizon they come from ``snap.early``: exact when the snapshot was taken with
+    ``first_s`` covering ``at`` (the reset point is at most one scrape interval and a second
+    after a code's first second, and the recorder keeps those seconds past its retention).
+    """
+    if at >= snap.horizon:
+        return cumulative_at(snap, [at])[0]
+    running = SecondBucket.empty(0, len(snap.base.buckets) - 1)
+    for b in snap.early:
+        if b.second + 1 <= at:
+            running.add(b)
+    return running
+
+
 def _first_seen(snap: SeriesSnapshot, code: int | None) -> float:
-    if code is None or code in snap.base.codes:
+    """When an exported series got its first request: the label set's first for the histogram,
+    the status code's first for its counter."""
+    if code is None:
         return snap.first_at
-    for b in snap.seconds:
-        if code in b.codes:
-            return max(snap.first_at, float(b.second))
+    if code in snap.firsts:
+        return max(snap.first_at, snap.firsts[code])
+    if code not in snap.base.codes:  # a snapshot made without firsts: its first second seen
+        for b in snap.seconds:
+            if code in b.codes:
+                return max(snap.first_at, float(b.second))
     return snap.first_at
 
 
@@ -855,23 +922,30 @@ def prometheus_points(
     model: ScrapeModel,
     boundaries: Sequence[float] | None = None,
 ) -> list[Point]:
-    """The scraped points of one GMP series (``code`` None: the latency histogram), ascending.
+    """The exported, readable points of one GMP series (``code`` None: the latency histogram), ascending.
 
-    With ``boundaries`` only the newest scrape at or before each boundary is built: enough for
-    every aligner the API allows on a CUMULATIVE series, since a lab series never resets.
+    Every point starts at the series' reset point (its first scrape, see :func:`first_scrape`)
+    and holds what was counted after it: ``cum(t) - cum(reset)``. With ``boundaries`` only the
+    newest point at or before each boundary is built: enough for every aligner the API allows on
+    a CUMULATIVE series, since a lab series never resets after its first scrape.
     """
-    times = scrape_times(snap, _first_seen(snap, code), lo, hi, now, model)
+    first = _first_seen(snap, code)
+    times = scrape_times(snap, first, lo, hi, now, model)
     if boundaries is not None and times:
         picked = {bisect.bisect_right(times, b) - 1 for b in boundaries}
         times = [times[i] for i in sorted(picked) if i >= 0]
-    start = float(math.floor(snap.first_at))
+    if not times:
+        return []
+    start = first_scrape(first, model)
+    reset = reset_totals(snap, start)
+    base_dist = Dist(bounds, tuple(reset.buckets), reset.latency_sum, reset.latency_sumsq)
     points = []
     for t, cum in zip(times, cumulative_at(snap, times), strict=True):
         value: Value
         if code is None:
-            value = Dist(bounds, tuple(cum.buckets), cum.latency_sum, cum.latency_sumsq)
+            value = Dist(bounds, tuple(cum.buckets), cum.latency_sum, cum.latency_sumsq).minus(base_dist)
         else:
-            value = float(cum.codes.get(code, 0))
+            value = float(cum.codes.get(code, 0) - reset.codes.get(code, 0))
         points.append(Point(start, t, value))
     return points
 
@@ -1033,6 +1107,8 @@ class MonitoringServer:
         scrape_interval_s: spacing of scraped points.
         stale_after_s: how long after a label set's last request its series keep being scraped.
         status_label: the counter's status-code label: ``code`` (Go promhttp) or ``status``.
+        ingestion_delay_s: how long after its scrape a recorder-derived point becomes readable
+            (written series are readable at once).
         clock: wall clock, injectable for tests.
     """
 
@@ -1045,18 +1121,37 @@ class MonitoringServer:
         scrape_interval_s: float = 1.0,
         stale_after_s: float = 0.0,
         status_label: str = "code",
+        ingestion_delay_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if scrape_interval_s <= 0:
+        if not (scrape_interval_s > 0 and math.isfinite(scrape_interval_s)):
             raise ValueError(f"scrape_interval_s must be positive, not {scrape_interval_s}")
+        if not (ingestion_delay_s >= 0 and math.isfinite(ingestion_delay_s)):
+            raise ValueError(f"ingestion_delay_s must be >= 0, not {ingestion_delay_s}")
+        if recorder.keep_first_s < scrape_interval_s + 1:
+            raise ValueError(
+                f"the recorder keeps {recorder.keep_first_s:g} s after a series' first request; a scrape "
+                f"interval of {scrape_interval_s:g} s needs at least {scrape_interval_s + 1:g} "
+                "(RequestRecorder(keep_first_s=...))"
+            )
         self.recorder = recorder
         self.faults = faults
-        self.model = ScrapeModel(project_id, location, scrape_interval_s, stale_after_s, status_label)
+        self.model = ScrapeModel(
+            project_id, location, scrape_interval_s, stale_after_s, status_label, ingestion_delay_s
+        )
         self.custom = CustomStore()
         self._descriptors: dict[str, Any] = {}
         self._clock = clock
         self._server: grpc.Server | None = None
         self.port: int | None = None
+
+    def settings(self) -> dict[str, float]:
+        """The scrape model's timings, as ``greenlight lab status`` shows them."""
+        return {
+            "scrape_interval_s": self.model.interval_s,
+            "ingestion_delay_s": self.model.ingestion_delay_s,
+            "stale_after_s": self.model.stale_after_s,
+        }
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -1223,7 +1318,7 @@ class MonitoringServer:
         now = self._clock()
         out: list[Series] = []
         since = lo - self.model.interval_s - 1
-        for snap in self.recorder.snapshot(since=since):
+        for snap in self.recorder.snapshot(since=since, first_s=self.model.interval_s + 1):
             for header, code in prometheus_headers(snap, self.model):
                 if node.matches(header, project):
                     pts = prometheus_points(

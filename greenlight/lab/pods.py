@@ -17,7 +17,8 @@
 The pod server answers the readiness path with 200 "ok" (no injected errors or latency:
 a real health endpoint stays green while the app fails), and every other path with the
 behaviour: 500 with probability ``error_rate``, else 200 and JSON
-``{"version", "pod", "color"}``, after ``latency_ms``. Every answer carries
+``{"version", "pod", "color"}``, after ``latency_ms`` (+-10 %, or lognormal of median
+``latency_ms`` and shape ``latency_sigma`` when that is > 0). Every answer carries
 ``X-Pod: <pod>``. Every request except the runtime's own probes is recorded with
 ``recorder.record(labels | {"instance": "<pod>:<port>"}, code, latency_s)``.
 
@@ -77,7 +78,7 @@ PROBE_FAILURE_THRESHOLD = 3
 PROBE_USER_AGENT = "kube-probe/1.32"
 LIFECYCLE_USER_AGENT = "kube-lifecycle/1.32"
 MIN_TERM_WINDOW_S = 2.0  # the kubelet always leaves a container this long between SIGTERM and SIGKILL
-LATENCY_JITTER = 0.1  # +-10 % around behaviour.latency_ms
+LATENCY_JITTER = 0.1  # +-10 % around behaviour.latency_ms (when behaviour.latency_sigma is 0)
 
 
 class BehaviourLike(Protocol):
@@ -86,6 +87,7 @@ class BehaviourLike(Protocol):
     version: str
     error_rate: float
     latency_ms: float
+    latency_sigma: float  # > 0: lognormal latency, median latency_ms, shape sigma
     startup_s: float
     crash: bool
     shutdown: str  # "graceful" | "abrupt"
@@ -573,8 +575,7 @@ class PodRuntime:
                 return 503, json_bytes({"error": "starting", "pod": pod.name})
             return 200, b"ok"
         if behaviour.latency_ms > 0:
-            jitter = random.uniform(1 - LATENCY_JITTER, 1 + LATENCY_JITTER)
-            await asyncio.sleep(behaviour.latency_ms * jitter / 1000.0)
+            await asyncio.sleep(added_latency_s(behaviour.latency_ms, behaviour.latency_sigma))
         rate = behaviour.error_rate
         started = pod.state.started_at
         if (
@@ -587,6 +588,14 @@ class PodRuntime:
             return 500, json_bytes({"error": "internal error", "version": behaviour.version, "pod": pod.name})
         color = pod.labels.get("color", "")
         return 200, json_bytes({"version": behaviour.version, "pod": pod.name, "color": color})
+
+
+def added_latency_s(latency_ms: float, sigma: float = 0.0) -> float:
+    """The latency (seconds) an answer gets: lognormal of median ``latency_ms`` and shape
+    ``sigma`` when ``sigma`` > 0, else ``latency_ms`` within +-LATENCY_JITTER."""
+    if sigma > 0:
+        return random.lognormvariate(math.log(latency_ms), sigma) / 1000.0
+    return latency_ms * random.uniform(1 - LATENCY_JITTER, 1 + LATENCY_JITTER) / 1000.0
 
 
 _SLEEP_ARG = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(s|m|h)?$")

@@ -16,6 +16,11 @@ LAB_ENVIRONMENTS = Path(__file__).resolve().parent / "environments"
 BUCKETS = ["sma-db-backups", "sma-db-backups-dr", "sma-config-backups"]
 APP_DATABASE = "sma"
 PROJECT = "lab-project"
+#: the Monitoring stand-in's defaults (``greenlight lab up --scrape-interval-s / --ingestion-delay-s``);
+#: the delay stays below the lab profiles' monitoring.ingestion_delay_s (1.5 s), so that the
+#: windows they read are complete
+DEFAULT_SCRAPE_INTERVAL_S = 1.0
+DEFAULT_INGESTION_DELAY_S = 1.0
 
 
 def lab_dir(explicit: str | Path | None = None) -> Path:
@@ -82,6 +87,10 @@ class LabState:
     # None in a state file from before they were selectable (such a lab ran the mesh)
     data_plane: str | None = None
     endpoint_delay_s: float | None = None
+    # the Monitoring stand-in's scrape interval and ingestion delay; None in a state file from
+    # before they were selectable (such a lab ran 1 s scrapes, readable at once)
+    scrape_interval_s: float | None = None
+    ingestion_delay_s: float | None = None
 
     @property
     def path(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib.metadata
 import json
+import math
 import os
 import shutil
 import sqlite3
@@ -25,6 +26,8 @@ from greenlight.lab.proxy import DATA_PLANES, DEFAULT_DATA_PLANE, DEFAULT_ENDPOI
 from greenlight.lab.state import (
     APP_DATABASE,
     BUCKETS,
+    DEFAULT_INGESTION_DELAY_S,
+    DEFAULT_SCRAPE_INTERVAL_S,
     LAB_ENVIRONMENTS,
     PROJECT,
     LabState,
@@ -38,7 +41,10 @@ BASELINE_TAG = "baseline"
 APP_NAMESPACES = ("sma-staging", "sma-production")
 DATA_PLANE_ENV = "GREENLIGHT_LAB_DATA_PLANE"
 ENDPOINT_DELAY_ENV = "GREENLIGHT_LAB_ENDPOINT_DELAY_S"
-LAB_CONFIG = "lab.yaml"  # in the lab directory: keys data_plane, endpoint_delay_s
+SCRAPE_INTERVAL_ENV = "GREENLIGHT_LAB_SCRAPE_INTERVAL_S"
+INGESTION_DELAY_ENV = "GREENLIGHT_LAB_INGESTION_DELAY_S"
+# in the lab directory: keys data_plane, endpoint_delay_s, scrape_interval_s, ingestion_delay_s
+LAB_CONFIG = "lab.yaml"
 
 
 class LabError(RuntimeError):
@@ -198,6 +204,47 @@ def _bootstrap_apps(env: dict[str, str], data_plane: str = DEFAULT_DATA_PLANE) -
         kube.close()
 
 
+def _lab_config(directory: Path) -> tuple[Path, dict[str, Any]]:
+    path = directory / LAB_CONFIG
+    if not path.is_file():
+        return path, {}
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise LabError(f"{path}: not valid YAML: {e}") from e
+    if loaded is not None and not isinstance(loaded, dict):
+        raise LabError(
+            f"{path}: expected a mapping with keys data_plane, endpoint_delay_s, scrape_interval_s, "
+            "ingestion_delay_s"
+        )
+    return path, loaded or {}
+
+
+def _setting(directory: Path, flag: Any, env: str, key: str, default: Any) -> tuple[Any, str]:
+    """A lab setting from the first that sets it: flag, environment, ``DIR/lab.yaml``, default; and where from."""
+    path, config = _lab_config(directory)
+    if flag is not None:
+        return flag, "the command line"
+    if os.environ.get(env):
+        return os.environ[env], env
+    if config.get(key) is not None:
+        return config[key], f"{path} ({key})"
+    return default, "the default"
+
+
+def _seconds(raw: Any, what: str, source: str, positive: bool = False) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    ok = 0 < value < math.inf if positive else 0 <= value < math.inf  # also refuses NaN
+    if not ok:
+        raise LabError(
+            f"{what} {raw!r} from {source} is not a number of seconds {'> 0' if positive else '>= 0'}"
+        )
+    return value
+
+
 def data_plane_settings(
     directory: Path, data_plane: str | None = None, endpoint_delay_s: float | None = None
 ) -> tuple[str, float]:
@@ -207,39 +254,56 @@ def data_plane_settings(
     (GREENLIGHT_LAB_DATA_PLANE, GREENLIGHT_LAB_ENDPOINT_DELAY_S), ``DIR/lab.yaml`` (keys
     ``data_plane``, ``endpoint_delay_s``), the defaults (kube-proxy, 1.5 s).
     """
-    path = directory / LAB_CONFIG
-    config: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise LabError(f"{path}: not valid YAML: {e}") from e
-        if loaded is not None and not isinstance(loaded, dict):
-            raise LabError(f"{path}: expected a mapping with keys data_plane, endpoint_delay_s")
-        config = loaded or {}
-
-    def first(flag: Any, env: str, key: str, default: Any) -> tuple[Any, str]:
-        if flag is not None:
-            return flag, "the command line"
-        if os.environ.get(env):
-            return os.environ[env], env
-        if config.get(key) is not None:
-            return config[key], f"{path} ({key})"
-        return default, "the default"
-
-    mode, source = first(data_plane, DATA_PLANE_ENV, "data_plane", DEFAULT_DATA_PLANE)
+    mode, source = _setting(directory, data_plane, DATA_PLANE_ENV, "data_plane", DEFAULT_DATA_PLANE)
     if mode not in DATA_PLANES:
         raise LabError(f"unknown data plane {mode!r} from {source}: use one of {', '.join(DATA_PLANES)}")
-    raw_delay, source = first(
-        endpoint_delay_s, ENDPOINT_DELAY_ENV, "endpoint_delay_s", DEFAULT_ENDPOINT_DELAY_S
+    raw_delay, source = _setting(
+        directory, endpoint_delay_s, ENDPOINT_DELAY_ENV, "endpoint_delay_s", DEFAULT_ENDPOINT_DELAY_S
     )
-    try:
-        delay = float(raw_delay)
-    except (TypeError, ValueError):
-        delay = -1.0
-    if not delay >= 0:  # also refuses NaN
-        raise LabError(f"endpoint delay {raw_delay!r} from {source} is not a number of seconds >= 0")
-    return str(mode), delay
+    return str(mode), _seconds(raw_delay, "endpoint delay", source)
+
+
+def monitoring_settings(
+    directory: Path, scrape_interval_s: float | None = None, ingestion_delay_s: float | None = None
+) -> tuple[float, float]:
+    """The Monitoring stand-in's scrape interval and ingestion delay for a lab in ``directory``.
+
+    Each comes from the first that sets it: the arguments (the CLI's flags), the environment
+    (GREENLIGHT_LAB_SCRAPE_INTERVAL_S, GREENLIGHT_LAB_INGESTION_DELAY_S), ``DIR/lab.yaml`` (keys
+    ``scrape_interval_s``, ``ingestion_delay_s``), the defaults (1 s, 1 s).
+    """
+    raw, source = _setting(
+        directory, scrape_interval_s, SCRAPE_INTERVAL_ENV, "scrape_interval_s", DEFAULT_SCRAPE_INTERVAL_S
+    )
+    interval = _seconds(raw, "scrape interval", source, positive=True)
+    raw, source = _setting(
+        directory, ingestion_delay_s, INGESTION_DELAY_ENV, "ingestion_delay_s", DEFAULT_INGESTION_DELAY_S
+    )
+    return interval, _seconds(raw, "ingestion delay", source)
+
+
+def profile_ingestion_delays() -> dict[str, float]:
+    """The lab profiles' ``monitoring.ingestion_delay_s`` by environment (unreadable ones left out)."""
+    out: dict[str, float] = {}
+    for path in sorted(LAB_ENVIRONMENTS.glob("*.yaml")):
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+            out[path.stem] = float(doc["monitoring"]["ingestion_delay_s"])
+        except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def _monitoring_notes(ingestion_delay_s: float) -> list[str]:
+    late = {env: d for env, d in profile_ingestion_delays().items() if d <= ingestion_delay_s}
+    if not late:
+        return []
+    names = ", ".join(f"{env} {d:g} s" for env, d in sorted(late.items()))
+    return [
+        f"note: Monitoring's ingestion delay {ingestion_delay_s:g} s is not below the lab profiles' "
+        f"monitoring.ingestion_delay_s ({names}): their gates and bakes will read windows before "
+        "all of the windows' points are readable"
+    ]
 
 
 def up(
@@ -247,14 +311,20 @@ def up(
     echo: Callable[[str], None] = print,
     data_plane: str | None = None,
     endpoint_delay_s: float | None = None,
+    scrape_interval_s: float | None = None,
+    ingestion_delay_s: float | None = None,
 ) -> LabState:
     """Start the lab (or report the one running there) and return its state.
 
     ``data_plane`` and ``endpoint_delay_s`` override the environment and ``DIR/lab.yaml``
-    (see ``data_plane_settings``).
+    (see ``data_plane_settings``), as ``scrape_interval_s`` and ``ingestion_delay_s`` do for
+    the Monitoring stand-in (see ``monitoring_settings``).
     """
     directory.mkdir(parents=True, exist_ok=True)
     data_plane, endpoint_delay_s = data_plane_settings(directory, data_plane, endpoint_delay_s)
+    scrape_interval_s, ingestion_delay_s = monitoring_settings(
+        directory, scrape_interval_s, ingestion_delay_s
+    )
     existing = LabState.load(directory)
     if existing and existing.pids and all(existing.alive().values()):
         echo(f"lab already running in {directory}")
@@ -263,12 +333,25 @@ def up(
             echo(
                 f"note: it runs data plane {running[0]}; for {data_plane} stop it first (greenlight lab down)"
             )
+        if (existing.scrape_interval_s, existing.ingestion_delay_s) != (scrape_interval_s, ingestion_delay_s):
+            echo(
+                f"note: its Monitoring has {describe_monitoring(existing)}; for scrape interval "
+                f"{scrape_interval_s:g} s, ingestion delay {ingestion_delay_s:g} s stop it first "
+                "(greenlight lab down)"
+            )
         return existing
     if existing:
         down(directory, echo=lambda _: None)
+    for note in _monitoring_notes(ingestion_delay_s):
+        echo(note)
     t0 = time.monotonic()
     state = LabState(
-        dir=str(directory), started_at=time.time(), data_plane=data_plane, endpoint_delay_s=endpoint_delay_s
+        dir=str(directory),
+        started_at=time.time(),
+        data_plane=data_plane,
+        endpoint_delay_s=endpoint_delay_s,
+        scrape_interval_s=scrape_interval_s,
+        ingestion_delay_s=ingestion_delay_s,
     )
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
@@ -306,7 +389,8 @@ def up(
             "daemon",
             [sys.executable, "-m", "greenlight.lab.daemon", str(directory),
              "--gcs-upstream", f"http://127.0.0.1:{state.ports['gcs']}", "--project", PROJECT,
-             "--data-plane", data_plane, "--endpoint-delay-s", repr(endpoint_delay_s)],
+             "--data-plane", data_plane, "--endpoint-delay-s", repr(endpoint_delay_s),
+             "--scrape-interval-s", repr(scrape_interval_s), "--ingestion-delay-s", repr(ingestion_delay_s)],
             logs / "daemon.log",
         )  # fmt: skip
         state.pids["daemon"] = daemon.pid
@@ -345,7 +429,10 @@ def up(
         raise
     state.ready_s = round(time.monotonic() - t0, 2)
     state.save()
-    echo(f"lab up in {state.ready_s:.1f} s ({directory}); data plane {describe_data_plane(state)}")
+    echo(
+        f"lab up in {state.ready_s:.1f} s ({directory}); data plane {describe_data_plane(state)}; "
+        f"monitoring {describe_monitoring(state)}"
+    )
     return state
 
 
@@ -355,6 +442,13 @@ def describe_data_plane(state: LabState) -> str:
     if mode == "kube-proxy" and state.endpoint_delay_s is not None:
         return f"{mode} (endpoint delay {state.endpoint_delay_s:g} s)"
     return mode
+
+
+def describe_monitoring(state: LabState) -> str:
+    """The Monitoring stand-in's timings in words, e.g. "scrape interval 1 s, ingestion delay 1 s"."""
+    if state.scrape_interval_s is None or state.ingestion_delay_s is None:
+        return "scrape interval 1 s, readable at once"  # a lab from before they were selectable
+    return f"scrape interval {state.scrape_interval_s:g} s, ingestion delay {state.ingestion_delay_s:g} s"
 
 
 def _postmaster_pid(data_dir: Path) -> int:
@@ -400,6 +494,9 @@ def status(directory: Path) -> dict[str, Any]:
         "data_plane": state.data_plane,
         "endpoint_delay_s": state.endpoint_delay_s,
         "data_plane_text": describe_data_plane(state),
+        "scrape_interval_s": state.scrape_interval_s,
+        "ingestion_delay_s": state.ingestion_delay_s,
+        "monitoring_text": describe_monitoring(state),
     }
     if alive.get("daemon"):
         try:

@@ -31,16 +31,20 @@ def gl(
 
 
 def test_up_env_status_down_leaves_nothing_behind() -> None:
-    """lab up is ready in well under a minute, env exports what clients need, down stops every process it started."""
+    """lab up is ready in well under a minute, env exports what clients need, its Monitoring options
+    reach the daemon and status, down stops every process it started."""
     d = tempfile.mkdtemp(prefix="greenlight-lab-cli-")
     t0 = time.monotonic()
-    up = gl("lab", "--dir", d, "up")
+    up = gl("lab", "--dir", d, "up", "--scrape-interval-s", "1", "--ingestion-delay-s", "0.75")
     assert up.returncode == 0, up.stdout + up.stderr
     assert time.monotonic() - t0 < 60
     assert "lab up in" in up.stdout
+    assert "monitoring:    scrape interval 1 s, ingestion delay 0.75 s" in up.stdout
     try:
         again = gl("lab", "--dir", d, "up")
         assert again.returncode == 0 and "already running" in again.stdout
+        # asked for the default delay (1 s): told what it runs
+        assert "its Monitoring has scrape interval 1 s, ingestion delay 0.75 s" in again.stdout
 
         env_out = gl("lab", "--dir", d, "env")
         assert env_out.returncode == 0
@@ -74,6 +78,12 @@ def test_up_env_status_down_leaves_nothing_behind() -> None:
         assert info["running"] is True
         assert set(info["processes"]) == {"daemon", "gcs", "prefect", "postgres"}
         assert info["data_plane"] == "kube-proxy" and info["data_plane_text"].startswith("kube-proxy")
+        assert (info["scrape_interval_s"], info["ingestion_delay_s"]) == (1.0, 0.75)
+        monitoring = info["daemon"]["monitoring"]  # what the daemon's MonitoringServer runs with
+        assert (monitoring["scrape_interval_s"], monitoring["ingestion_delay_s"]) == (1.0, 0.75)
+        text = gl("lab", "--dir", d, "status")
+        assert text.returncode == 0
+        assert "monitoring scrape interval 1 s, ingestion delay 0.75 s" in text.stdout
     finally:
         state = LabState.load(Path(d))
         pids = dict(state.pids) if state else {}

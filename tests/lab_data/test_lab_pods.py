@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import statistics
 import time
 
@@ -16,6 +17,8 @@ from greenlight.lab.metrics import RequestRecorder
 from greenlight.lab.pods import PodRuntime, PodState, sleep_seconds
 
 from .helpers import LoopThread, fetch_many, pod_labels, recorded, start_pod, wait_for
+
+NOISY = "ghcr.io/acme/app:noisy"
 
 
 async def raw_exchange(port: int, payload: bytes) -> bytes:
@@ -61,6 +64,43 @@ def test_latency_is_added_to_each_answer(loop: LoopThread, runtime: PodRuntime) 
 
     median = statistics.median(loop.run(timed()))
     assert 0.085 <= median <= 0.2, median
+
+
+def test_added_latency_is_lognormal_with_a_sigma_and_within_ten_percent_without():
+    """added_latency_s: median latency_ms and p90/p50 = exp(1.2816 sigma) with a sigma, +-10 % without."""
+    random.seed(7)
+    noisy = sorted(pods_module.added_latency_s(20.0, 0.5) * 1000 for _ in range(4000))
+    p50, p90 = noisy[2000], noisy[3600]
+    assert 18.0 <= p50 <= 22.0, p50
+    assert 1.75 <= p90 / p50 <= 2.05, p90 / p50  # exp(1.2816 x 0.5) = 1.90
+    quiet = [pods_module.added_latency_s(20.0) * 1000 for _ in range(1000)]
+    assert min(quiet) >= 18.0 and max(quiet) <= 22.0
+
+
+def test_latency_sigma_spreads_the_measured_latencies(
+    loop: LoopThread, runtime: PodRuntime, catalogue: Catalogue
+) -> None:
+    """An image with latency_ms 20 and latency_sigma 0.5 answers with a long right tail: the
+    measured p90 is well above 1.2 x the median (lognormal: 1.9 x; +-10 % jitter gives 1.08 x)."""
+    catalogue.push(NOISY, Behaviour(version="noisy", latency_ms=20, latency_sigma=0.5))
+    port = start_pod(loop, runtime, "noisy-1", image=NOISY)
+
+    async def timed(n: int, concurrency: int = 8) -> list[float]:
+        out: list[float] = []
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+            async def one() -> None:
+                began = time.perf_counter()
+                async with session.get(f"http://127.0.0.1:{port}/") as resp:
+                    await resp.read()
+                out.append(time.perf_counter() - began)
+
+            await asyncio.gather(*(one() for _ in range(n)))
+        return out
+
+    deciles = statistics.quantiles(loop.run(timed(200)), n=10)
+    p50, p90 = deciles[4], deciles[8]
+    assert p90 / p50 > 1.2, (p50, p90)
 
 
 def test_readiness_path_stays_green_while_the_app_fails(loop: LoopThread, runtime: PodRuntime) -> None:

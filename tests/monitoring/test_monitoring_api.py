@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,9 @@ from greenlight.clients.monitoring import MonitoringClient, make_metric_client
 from greenlight.errors import InputInvalid, NotFound, TransientError
 from greenlight.lab.faults import FaultRegistry, FaultRule
 from greenlight.lab.metrics import DEFAULT_BOUNDS, RequestRecorder
+from greenlight.lab.monitoring import MonitoringServer
 
-from .monitoring_support import LATENCY, NAMESPACE, PROJECT, REQUESTS, Traffic, pod_labels
+from .monitoring_support import LATENCY, NAMESPACE, PROJECT, REQUESTS, Request, Traffic, pod_labels
 
 REQ_FILTER = f'metric.type="{REQUESTS}" resource.labels.namespace="{NAMESPACE}"'
 ERR_FILTER = REQ_FILTER + ' metric.labels.code=monitoring.regex.full_match("5..")'
@@ -53,19 +55,27 @@ def raw_request(traffic: Traffic, filter: str, **extra: object) -> dict[str, obj
 # -- the gate's queries -------------------------------------------------------------------------
 
 
+def visible_by_colour(
+    traffic: Traffic, errors_only: bool = False, start: float | None = None, end: float | None = None
+) -> dict[str, float]:
+    return {c: traffic.visible_count(c, errors_only, start, end) for c in ("blue", "green")}
+
+
 def test_sum_delta_counts_requests_per_colour(monitoring: MonitoringClient, traffic: Traffic) -> None:
-    """ALIGN_DELTA + REDUCE_SUM by colour gives every staging request of each colour once."""
+    """ALIGN_DELTA + REDUCE_SUM by colour counts each staging request of a colour once, except those
+    its series' first scrape counted (GMP's reset point: 22 blue, 21 green)."""
     sums = monitoring.sum_delta(REQ_FILTER, traffic.start, traffic.end, BY_COLOUR)
-    assert by_colour(sums) == {"blue": 1000.0, "green": 1000.0}
+    assert by_colour(sums) == visible_by_colour(traffic) == {"blue": 978.0, "green": 979.0}
     assert all(s.points == 1 for s in sums)
 
 
 def test_sum_delta_counts_5xx_per_colour_with_regex_filter(
     monitoring: MonitoringClient, traffic: Traffic
 ) -> None:
-    """The 5.. regex on metric.labels.code counts 500s and 503s but not 404s, per colour."""
+    """The 5.. regex on metric.labels.code counts 500s and 503s but not 404s, per colour (each
+    (pod, code) series' first errors, counted by its own first scrape, excepted)."""
     sums = monitoring.sum_delta(ERR_FILTER, traffic.start, traffic.end, BY_COLOUR)
-    assert by_colour(sums) == {"blue": float(traffic.errors["blue"]), "green": float(traffic.errors["green"])}
+    assert by_colour(sums) == visible_by_colour(traffic, errors_only=True) == {"blue": 9.0, "green": 196.0}
     assert traffic.errors == {"blue": 10, "green": 200}
 
 
@@ -74,13 +84,13 @@ def test_colour_filter_selects_one_colour(monitoring: MonitoringClient, traffic:
     sums = monitoring.sum_delta(
         REQ_FILTER + ' metric.labels.color="green"', traffic.start, traffic.end, BY_COLOUR
     )
-    assert by_colour(sums) == {"green": 1000.0}
+    assert by_colour(sums) == {"green": traffic.visible_count("green")}
 
 
 def test_sum_without_group_by_is_one_total(monitoring: MonitoringClient, traffic: Traffic) -> None:
     """No group_by sums every matching series into one unlabelled group."""
     sums = monitoring.sum_delta(REQ_FILTER, traffic.start, traffic.end, [])
-    assert [(s.labels, s.value) for s in sums] == [({}, 2000.0)]
+    assert [(s.labels, s.value) for s in sums] == [({}, sum(visible_by_colour(traffic).values()))]
 
 
 def test_grouping_by_resource_label_splits_namespaces(monitoring: MonitoringClient, traffic: Traffic) -> None:
@@ -88,16 +98,21 @@ def test_grouping_by_resource_label_splits_namespaces(monitoring: MonitoringClie
     sums = monitoring.sum_delta(
         f'metric.type="{REQUESTS}"', traffic.start, traffic.end, ["resource.label.namespace"]
     )
-    assert {s.labels["namespace"]: s.value for s in sums} == {"sma-staging": 2000.0, "sma-production": 300.0}
+    # production: one series (blue-0, 500) whose first scrape counted its first 10 requests
+    staging = sum(visible_by_colour(traffic).values())
+    assert {s.labels["namespace"]: s.value for s in sums} == {"sma-staging": staging, "sma-production": 290.0}
 
 
 def test_sum_over_part_of_the_traffic_counts_that_part(
     monitoring: MonitoringClient, traffic: Traffic
 ) -> None:
-    """A window over the first 10 s counts only the requests served in those seconds."""
+    """A window over the first 10 s counts only the requests served in those seconds after each
+    series' first scrape (the first second's 20 per colour, and the first 404 or 500 of a pod
+    that appears later, were counted by their series' reset points)."""
     start = datetime.fromtimestamp(traffic.first_second, UTC)
     sums = monitoring.sum_delta(REQ_FILTER, start, start + timedelta(seconds=10), BY_COLOUR)
-    assert by_colour(sums) == {"blue": 200.0, "green": 200.0}
+    truth = visible_by_colour(traffic, start=start.timestamp(), end=start.timestamp() + 10)
+    assert by_colour(sums) == truth == {"blue": 178.0, "green": 179.0}
 
 
 def test_percentile_p95_within_a_bucket_of_truth(monitoring: MonitoringClient, traffic: Traffic) -> None:
@@ -106,7 +121,12 @@ def test_percentile_p95_within_a_bucket_of_truth(monitoring: MonitoringClient, t
     got = by_colour(sums)
     assert set(got) == {"blue", "green"}
     for colour, value in got.items():
-        truth = true_percentile(traffic.latencies[colour], 0.95)
+
+        def keep(r: Request, c: str = colour) -> bool:
+            return r.colour == c and r.namespace == NAMESPACE
+
+        seen = traffic.visible(keep=keep, histogram=True)
+        truth = true_percentile([r.latency for r in seen], 0.95)
         assert value is not None
         assert abs(value - truth) <= bucket_width(truth), (colour, value, truth)
 
@@ -132,21 +152,28 @@ def test_window_after_traffic_stopped_returns_no_series(
     assert monitoring.sum_delta(REQ_FILTER, after, after + timedelta(seconds=60), BY_COLOUR) == []
 
 
-def test_live_requests_are_visible_after_one_scrape(
-    monitoring: MonitoringClient, recorder: RequestRecorder, server: object
+def test_live_requests_are_readable_one_scrape_and_the_ingestion_delay_after_serving(
+    monitoring: MonitoringClient, recorder: RequestRecorder, server: MonitoringServer
 ) -> None:
-    """Requests served now are counted within about one scrape interval, never earlier than served."""
+    """Requests served now (on a series that already had its first scrape) are counted by the next
+    scrape and readable the ingestion delay after it: never earlier, and soon after."""
     labels = pod_labels("green", 7, namespace="live-ns")
-    started = time.time()
+    now = time.time()
+    recorder.record(labels, 200, 0.02, at=now - 2.0)  # the series' first scrape (its reset) is behind us
     for _ in range(25):
-        recorder.record(labels, 200, 0.02)
-    filter = f'metric.type="{REQUESTS}" resource.labels.namespace="live-ns"'
-    seen: list = []  # type: ignore[type-arg]
-    while time.time() - started < 3.0 and not seen:
+        recorder.record(labels, 200, 0.02, at=now)
+    readable_at = math.floor(now) + 1 + server.model.ingestion_delay_s  # the next scrape, plus the delay
+    flt = f'metric.type="{REQUESTS}" resource.labels.namespace="live-ns"'
+    seen: dict[str, float | None] = {}
+    while time.time() < readable_at + 1.0 and seen != {"green": 25.0}:
+        before = time.time()
         end = datetime.now(UTC)
-        seen = monitoring.sum_delta(filter, end - timedelta(seconds=30), end, BY_COLOUR)
-        time.sleep(0.1)
-    assert by_colour(seen) == {"green": 25.0}
+        seen = by_colour(monitoring.sum_delta(flt, end - timedelta(seconds=30), end, BY_COLOUR))
+        if before < readable_at - 0.05:  # allow for the clocks read a hair apart
+            assert seen in ({}, {"green": 0.0}), (before, readable_at, seen)
+        time.sleep(0.05)
+    assert seen == {"green": 25.0}
+    assert time.time() >= readable_at
 
 
 # -- the shape of the series ---------------------------------------------------------------------
@@ -181,7 +208,10 @@ def test_counter_series_are_shaped_as_gmp_exports_them(metric_client, traffic: T
     values = [p.value.double_value for p in ts.points]
     assert ends == sorted(ends, reverse=True)
     assert values == sorted(values, reverse=True)
-    assert values[0] == 100.0  # green pod 0 served 500 requests, every 5th a 503
+    # green pod 0 served 500 requests, every 5th a 503: 100, of which the first scrape counted 2
+    assert values[0] == 98.0
+    reset = datetime.fromtimestamp(traffic.first_second + 1, UTC)  # its first 503 was at +0.2 s
+    assert {p.interval.start_time for p in ts.points} == {reset}
     assert all(p.interval.start_time < p.interval.end_time for p in ts.points)
 
 
@@ -193,8 +223,14 @@ def test_histogram_series_has_explicit_bucket_bounds(metric_client, traffic: Tra
     assert ts.value_type == metric_pb2.MetricDescriptor.DISTRIBUTION
     dist = ts.points[0].value.distribution_value
     assert list(dist.bucket_options.explicit_buckets.bounds) == list(DEFAULT_BOUNDS)
-    assert dist.count == 500
-    assert sum(dist.bucket_counts) == 500
+    # pod 1 served 500 requests; the 10 of its first second are its reset point
+    seen = traffic.visible(
+        keep=lambda r: r.pod == "backend-blue-1" and r.namespace == NAMESPACE, histogram=True
+    )
+    assert len(seen) == 490
+    assert dist.count == 490
+    assert sum(dist.bucket_counts) == 490
+    assert dist.mean == pytest.approx(sum(r.latency for r in seen) / len(seen))
     assert 0.0 < dist.mean < 0.1
 
 
@@ -227,7 +263,8 @@ def test_pager_follows_page_tokens(metric_client, traffic: Traffic) -> None:  # 
 
 
 def test_rate_aligner_gives_per_second_rate(metric_client, traffic: Traffic) -> None:  # type: ignore[no-untyped-def]
-    """ALIGN_RATE over 10 s periods with REDUCE_SUM gives 20 requests/s per colour while serving."""
+    """ALIGN_RATE over 10 s periods with REDUCE_SUM gives 20 requests/s per colour while serving;
+    the first period lacks what the series' first scrapes counted (first second, first 404, first 500)."""
     start = datetime.fromtimestamp(traffic.first_second, UTC)
     req = {
         "name": f"projects/{PROJECT}",
@@ -241,7 +278,7 @@ def test_rate_aligner_gives_per_second_rate(metric_client, traffic: Traffic) -> 
         },
     }
     (ts,) = list(metric_client.list_time_series(request=req))
-    assert [p.value.double_value for p in ts.points] == [20.0, 20.0, 20.0, 20.0]
+    assert [p.value.double_value for p in ts.points] == [20.0, 20.0, 20.0, 17.8]
     assert ts.points[0].interval.end_time > ts.points[-1].interval.end_time
 
 
@@ -385,10 +422,9 @@ def test_unavailable_fault_is_transient_and_fast(
         monitoring.sum_delta(REQ_FILTER, traffic.start, traffic.end, BY_COLOUR)
     assert time.monotonic() - started < 3.0
     assert caught.value.retry_after == 4.0
-    assert by_colour(monitoring.sum_delta(REQ_FILTER, traffic.start, traffic.end, BY_COLOUR)) == {
-        "blue": 1000.0,
-        "green": 1000.0,
-    }
+    assert by_colour(monitoring.sum_delta(REQ_FILTER, traffic.start, traffic.end, BY_COLOUR)) == (
+        visible_by_colour(traffic)
+    )
 
 
 def test_write_fault_is_transient(monitoring: MonitoringClient, faults: FaultRegistry) -> None:
@@ -420,7 +456,7 @@ def test_short_stall_then_answers(
     started = time.monotonic()
     sums = monitoring.sum_delta(REQ_FILTER, traffic.start, traffic.end, BY_COLOUR)
     assert time.monotonic() - started >= 0.3
-    assert by_colour(sums) == {"blue": 1000.0, "green": 1000.0}
+    assert by_colour(sums) == visible_by_colour(traffic)
 
 
 def test_unreachable_endpoint_fails_fast(traffic: Traffic) -> None:
@@ -444,10 +480,9 @@ def test_make_metric_client_reads_the_environment(
     monkeypatch.setenv("GREENLIGHT_MONITORING_ENDPOINT", f"127.0.0.1:{server.port}")
     monkeypatch.setenv("GREENLIGHT_MONITORING_INSECURE", "1")
     client = MonitoringClient(PROJECT, timeout_s=2.0)
-    assert by_colour(client.sum_delta(REQ_FILTER, traffic.start, traffic.end, BY_COLOUR)) == {
-        "blue": 1000.0,
-        "green": 1000.0,
-    }
+    assert by_colour(client.sum_delta(REQ_FILTER, traffic.start, traffic.end, BY_COLOUR)) == (
+        visible_by_colour(traffic)
+    )
 
 
 def test_naive_datetimes_are_input_invalid(monitoring: MonitoringClient) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import threading
+from typing import Any
 
 import pytest
 
+from greenlight.lab.faults import FaultRegistry
 from greenlight.lab.metrics import DEFAULT_BOUNDS, RequestRecorder
 from greenlight.lab.monitoring import (
     CUMULATIVE,
@@ -14,16 +17,20 @@ from greenlight.lab.monitoring import (
     DOUBLE,
     GAUGE,
     INT64,
+    Aggregation,
     Aligner,
     ApiError,
     Dist,
     Header,
+    MonitoringServer,
     Point,
     Reducer,
     ScrapeModel,
     Series,
     align,
     dist_percentile,
+    first_scrape,
+    parse_filter,
     parse_group_by,
     period_ends,
     prometheus_headers,
@@ -256,13 +263,22 @@ def recorder_with(requests: list[tuple[float, int, float]], now: float = 1000.0)
     return rec
 
 
-def test_points_run_from_the_first_scrape_after_traffic_to_the_scrape_after_it_stopped() -> None:
-    """Requests in seconds 100..102 give points at 101..103; none before, none after."""
+def test_points_run_from_the_second_scrape_after_traffic_to_the_scrape_after_it_stopped() -> None:
+    """Requests in seconds 100..102: the scrape at 101 is the reset point (not exported); points at
+    102 and 103 count what came after it, and start at 101; none before, none after."""
     rec = recorder_with([(100.2, 200, 0.01), (101.5, 200, 0.01), (102.9, 200, 0.01)])
     (snap,) = rec.snapshot()
     points = prometheus_points(snap, 200, rec.bounds, 0, 200, now=1000, model=MODEL)
-    assert [(p.end, p.value) for p in points] == [(101.0, 1.0), (102.0, 2.0), (103.0, 3.0)]
-    assert {p.start for p in points} == {100.0}
+    assert [(p.end, p.value) for p in points] == [(102.0, 1.0), (103.0, 2.0)]
+    assert {p.start for p in points} == {101.0}
+
+
+def test_a_series_scraped_once_has_no_points() -> None:
+    """A label set whose every request falls before its first scrape never shows (its only sample is the reset)."""
+    rec = recorder_with([(100.2, 200, 0.01), (100.7, 200, 0.02)])
+    (snap,) = rec.snapshot()
+    assert prometheus_points(snap, 200, rec.bounds, 0, 200, now=1000, model=MODEL) == []
+    assert prometheus_points(snap, None, rec.bounds, 0, 200, now=1000, model=MODEL) == []
 
 
 def test_no_points_in_the_future() -> None:
@@ -272,21 +288,137 @@ def test_no_points_in_the_future() -> None:
     assert prometheus_points(snap, 200, rec.bounds, 990, 1010, now=999.5, model=MODEL) == []
 
 
+# requests at 100.5 .. 103.5: scrapes at 101 (the reset), 102, 103, 104
+STEADY = [(100.5 + k, 200, 0.01) for k in range(4)]
+
+
+@pytest.mark.parametrize(
+    ("delay", "now", "ends"),
+    [
+        (0.0, 101.99, []),
+        (0.0, 102.0, [102.0]),
+        (1.0, 102.5, []),
+        (1.0, 102.999, []),
+        (1.0, 103.0, [102.0]),
+        (1.0, 104.999, [102.0, 103.0]),
+        (1.0, 105.0, [102.0, 103.0, 104.0]),
+        (2.5, 105.499, [102.0]),
+        (2.5, 105.5, [102.0, 103.0]),
+        (2.5, 1000.0, [102.0, 103.0, 104.0]),
+    ],
+)
+def test_a_point_is_readable_only_the_ingestion_delay_after_its_scrape(
+    delay: float, now: float, ends: list[float]
+) -> None:
+    """A point scraped at t is returned once now >= t + ingestion_delay_s, not a moment before."""
+    rec = recorder_with(STEADY)
+    (snap,) = rec.snapshot()
+    model = ScrapeModel("p", "l", interval_s=1.0, stale_after_s=0.0, ingestion_delay_s=delay)
+    for code in (200, None):
+        points = prometheus_points(snap, code, rec.bounds, 0, 2000, now=now, model=model)
+        assert [p.end for p in points] == ends
+
+
+@pytest.mark.parametrize(
+    ("interval", "first_at", "reset"),
+    [
+        (1.0, 100.0, 101.0),
+        (1.0, 100.999, 101.0),
+        (2.5, 100.2, 102.5),  # the second ending at 101 is first seen by the scrape at 102.5
+        (2.5, 101.7, 102.5),
+        (2.5, 102.7, 105.0),
+        (5.0, 104.5, 105.0),
+        (5.0, 105.0, 110.0),
+    ],
+)
+def test_the_reset_point_is_the_first_scrape_after_the_first_request(
+    interval: float, first_at: float, reset: float
+) -> None:
+    """With any scrape interval, a series starts at its first scrape; its points come one interval later."""
+    rec = recorder_with([(first_at, 200, 0.01), (first_at + 3 * interval, 200, 0.01)])
+    (snap,) = rec.snapshot()
+    model = ScrapeModel("p", "l", interval_s=interval, stale_after_s=0.0, ingestion_delay_s=0.0)
+    assert first_scrape(first_at, model) == reset
+    points = prometheus_points(snap, 200, rec.bounds, 0, 2000, now=5000, model=model)
+    assert points and points[0].end == pytest.approx(reset + interval)
+    assert {p.start for p in points} == {reset}
+    assert points[-1].value == 1.0  # the first request is the reset's; only the later one counts
+
+
+def test_a_status_code_that_appears_later_has_its_own_reset_point() -> None:
+    """A label set's first 500 (at 103.2) starts a counter series reset at 104: that 500 is never seen."""
+    rec = recorder_with(
+        [(100.5, 200, 0.01), (101.5, 200, 0.01), (103.2, 500, 0.3), (104.5, 500, 0.3), (105.5, 500, 0.3)]
+    )
+    (snap,) = rec.snapshot()
+    ok = prometheus_points(snap, 200, rec.bounds, 0, 200, now=1000, model=MODEL)
+    errors = prometheus_points(snap, 500, rec.bounds, 0, 200, now=1000, model=MODEL)
+    assert [(p.start, p.end, p.value) for p in ok] == [
+        (101.0, t, 1.0) for t in (102.0, 103.0, 104.0, 105.0, 106.0)
+    ]
+    assert [(p.start, p.end, p.value) for p in errors] == [(104.0, 105.0, 1.0), (104.0, 106.0, 2.0)]
+
+
+def test_the_histogram_counts_from_its_reset_point() -> None:
+    """The latency histogram subtracts its first scrape: buckets, count, sum and sum of squares."""
+    rec = RequestRecorder(bounds=BOUNDS, clock=lambda: 1000.0)
+    for at, latency in ((100.1, 0.05), (100.2, 0.3), (101.4, 0.15), (101.6, 0.15), (102.3, 0.6)):
+        rec.record({"pod": "p"}, 200, latency, at=at)
+    (snap,) = rec.snapshot()
+    points = prometheus_points(snap, None, rec.bounds, 0, 200, now=1000, model=MODEL)
+    assert [p.end for p in points] == [102.0, 103.0]
+    assert {p.start for p in points} == {101.0}
+    newest = points[-1].value
+    assert isinstance(newest, Dist)
+    assert newest.counts == (0, 2, 0, 1)
+    assert newest.total == pytest.approx(0.9)
+    assert newest.sumsq == pytest.approx(0.15**2 * 2 + 0.6**2)
+    assert newest.mean == pytest.approx(0.3)
+
+
 def test_stale_after_keeps_scraping_an_idle_series() -> None:
     """With stale_after_s, an idle label set keeps its (unchanged) cumulative points for a while."""
-    rec = recorder_with([(100.5, 200, 0.01)])
+    rec = recorder_with([(100.5, 200, 0.01), (101.5, 200, 0.01)])
     (snap,) = rec.snapshot()
     model = ScrapeModel("p", "l", interval_s=1.0, stale_after_s=3.0)
     points = prometheus_points(snap, 200, rec.bounds, 0, 200, now=1000, model=model)
-    assert [(p.end, p.value) for p in points] == [(t, 1.0) for t in (101.0, 102.0, 103.0, 104.0)]
+    assert [(p.end, p.value) for p in points] == [(t, 1.0) for t in (102.0, 103.0, 104.0, 105.0)]
 
 
 def test_window_points_include_the_prior_scrape() -> None:
     """Points asked for (lo, hi] come with the scrape at or before lo, so deltas can subtract it."""
     rec = recorder_with([(t, 200, 0.01) for t in range(100, 110)])
-    (snap,) = rec.snapshot(since=104 - 1 - 1)
+    (snap,) = rec.snapshot(since=104 - 1 - 1, first_s=MODEL.interval_s + 1)
     points = prometheus_points(snap, 200, rec.bounds, 104.5, 106, now=1000, model=MODEL)
-    assert [(p.end, p.value) for p in points] == [(104.0, 4.0), (105.0, 5.0), (106.0, 6.0)]
+    # the reset at 101 counted the request of second 100
+    assert [(p.end, p.value) for p in points] == [(104.0, 3.0), (105.0, 4.0), (106.0, 5.0)]
+    assert {p.start for p in points} == {101.0}
+
+
+def test_reset_points_stay_exact_far_behind_the_window_and_past_retention() -> None:
+    """A window long after a series began still counts from its reset point: the recorder keeps the
+    seconds after each code's first request past its retention, and snapshots carry them."""
+    now = [0.0]
+    rec = RequestRecorder(retention_s=100, clock=lambda: now[0])
+    for t in range(100, 1000):
+        now[0] = t + 0.9
+        rec.record({"pod": "p"}, 200, 0.01, at=t + 0.5)
+        if t >= 600:
+            rec.record({"pod": "p"}, 500, 0.01, at=t + 0.25)
+    now[0] = 1100.0
+    rec.prune()  # everything before 1000 goes, but the first keep_first_s (60 s) after each code appeared
+    (snap,) = rec.snapshot(since=990, first_s=MODEL.interval_s + 1)
+    assert snap.horizon == 1000 and snap.seconds == []
+    assert [b.second for b in snap.early] == [100, 101, 600, 601]
+    assert snap.firsts == {200: 100.5, 500: 600.25}
+    ok = prometheus_points(snap, 200, rec.bounds, 995, 1000, now=1100, model=MODEL)
+    errors = prometheus_points(snap, 500, rec.bounds, 995, 1000, now=1100, model=MODEL)
+    # 900 requests of 200 (seconds 100..999), the reset at 101 counted one; 400 of 500, reset at 601
+    assert [(p.start, p.end, p.value) for p in ok] == [(101.0, 1000.0, 899.0)]
+    assert [(p.start, p.end, p.value) for p in errors] == [(601.0, 1000.0, 399.0)]
+    (wide,) = rec.snapshot(first_s=600)
+    kept = {b.second for b in wide.early}
+    assert kept == {*range(100, 160), *range(600, 660)}
 
 
 @pytest.mark.parametrize(
@@ -372,3 +504,100 @@ def test_status_label_name_is_configurable(status_label: str) -> None:
     model = ScrapeModel("p", "l", interval_s=1.0, stale_after_s=0.0, status_label=status_label)
     counters = [h for h, code in prometheus_headers(snap, model) if code is not None]
     assert [h.metric_labels[status_label] for h in counters] == ["503"]
+
+
+# -- the whole query path: aligners over reset series, with and without the boundaries shortcut ----
+
+
+def steady_traffic() -> list[tuple[float, int, float]]:
+    """One pod: a 200 every 0.25 s over 100..160 s, a 500 every 1.1 s from 130.3 s (its own reset)."""
+    out = [(100.1 + 0.25 * k, 200, 0.004 + 0.03 * (k % 7)) for k in range(240)]
+    out += [(130.3 + 1.1 * k, 500, 0.2 + 0.1 * (k % 3)) for k in range(27)]
+    return out
+
+
+def lab_server(
+    requests: list[tuple[float, int, float]], now: float, interval: float = 1.0, delay: float = 1.0
+) -> MonitoringServer:
+    rec = RequestRecorder(clock=lambda: now)
+    for at, code, latency in requests:
+        rec.record({"namespace": "ns", "pod": "p", "color": "blue"}, code, latency, at=at)
+    return MonitoringServer(
+        rec, FaultRegistry(), scrape_interval_s=interval, ingestion_delay_s=delay, clock=lambda: now
+    )
+
+
+REQUESTS_NODE = parse_filter('metric.type = "prometheus.googleapis.com/http_requests_total/counter"')
+LATENCY_NODE = parse_filter(
+    'metric.type = "prometheus.googleapis.com/http_request_duration_seconds/histogram"'
+)
+
+
+@pytest.mark.parametrize("interval", [1.0, 2.5])
+@pytest.mark.parametrize(
+    ("start", "end", "period", "aligner", "node"),
+    [
+        (90, 170, 80, Aligner.ALIGN_DELTA, REQUESTS_NODE),
+        (90, 170, 10, Aligner.ALIGN_DELTA, REQUESTS_NODE),
+        (100.5, 140.7, 3.3, Aligner.ALIGN_DELTA, REQUESTS_NODE),
+        (125, 135, 1, Aligner.ALIGN_DELTA, REQUESTS_NODE),
+        (90, 170, 7, Aligner.ALIGN_RATE, REQUESTS_NODE),
+        (120, 160, 40, Aligner.ALIGN_NEXT_OLDER, REQUESTS_NODE),
+        (90, 170, 80, Aligner.ALIGN_DELTA, LATENCY_NODE),
+        (100, 150, 5, Aligner.ALIGN_DELTA, LATENCY_NODE),
+        (90, 170, 80, Aligner.ALIGN_PERCENTILE_95, LATENCY_NODE),
+        (101, 133, 4, Aligner.ALIGN_PERCENTILE_50, LATENCY_NODE),
+    ],
+)
+def test_aligned_queries_match_aligning_every_point(
+    interval: float, start: float, end: float, period: float, aligner: int, node: Any
+) -> None:
+    """Building only the points at period boundaries gives what aligning every exported point gives."""
+    srv = lab_server(steady_traffic(), now=200.0, interval=interval)
+    got = srv.query(node, start, end, Aggregation(period, aligner))
+    ends = period_ends(start, end, period)
+    full = srv._raw_series(node, ends[-1] - period, end)  # every point, no boundaries
+    want = [a for a in (align(s, ends, period, aligner) for s in full) if a.points]
+    assert [(s.header, s.points) for s in got] == [(s.header, s.points) for s in want]
+    assert got
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "now", "code"),
+    [
+        (90, 170, 300, 200),  # everything but the first second's
+        (
+            90,
+            170,
+            300,
+            500,
+        ),  # everything but the first 500 (130.3), counted by the 500 counter's reset at 131
+        (90, 131, 300, 500),  # the 500 series has no point yet: no series
+        (90, 132, 300, 500),
+        (101, 102, 300, 200),  # the first exported point alone: what came after the reset
+        (100, 101, 300, 200),  # only the reset point: no series
+        (120, 140, 300, 200),
+        (120.5, 140.5, 300, 200),
+        (120, 140, 140.9, 200),  # the scrape at 140 is not readable yet: the delta ends at 139
+        (120, 140, 141.0, 200),
+    ],
+)
+def test_align_delta_counts_the_requests_after_each_series_reset(
+    start: float, end: float, now: float, code: int
+) -> None:
+    """ALIGN_DELTA over one period counts the requests served after the series' first scrape, up to
+    the newest readable scrape in the period."""
+    traffic = steady_traffic()
+    srv = lab_server(traffic, now=now)
+    node = parse_filter(
+        f'metric.type = "prometheus.googleapis.com/http_requests_total/counter" metric.labels.code = "{code}"'
+    )
+    got = srv.query(node, start, end, Aggregation(end - start, Aligner.ALIGN_DELTA))
+    reset = math.floor(min(at for at, c, _ in traffic if c == code)) + 1
+    last = min(math.floor(end), math.floor(now - 1.0))
+    truth = [at for at, c, _ in traffic if c == code and max(reset, math.floor(start)) <= at < last]
+    if last <= reset:
+        assert got == []
+    else:
+        (series,) = got
+        assert [p.value for p in series.points] == [float(len(truth))]

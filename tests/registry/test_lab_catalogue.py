@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from greenlight.lab.catalogue import Behaviour, Catalogue
+from greenlight.lab.catalogue import BEHAVIOUR_LABEL, Behaviour, Catalogue, build_manifest
 
 GOOD = Behaviour("v1")
 BAD = Behaviour("v2", error_rate=0.5, latency_ms=300)
@@ -77,6 +77,11 @@ def test_push_refuses_malformed_or_untagged_refs(ref):
         ({"latency_ms": -1}, "latency_ms"),
         ({"startup_s": -0.5}, "startup_s"),
         ({"startup_s": float("inf")}, "startup_s"),
+        ({"latency_sigma": -0.1}, "latency_sigma"),
+        ({"latency_sigma": float("nan")}, "latency_sigma"),
+        ({"latency_sigma": float("inf")}, "latency_sigma"),
+        ({"latency_sigma": True}, "latency_sigma"),
+        ({"latency_sigma": "0.5"}, "latency_sigma"),
     ],
 )
 def test_behaviour_out_of_range_is_refused(kwargs, field):
@@ -132,3 +137,26 @@ def test_same_repository_path_on_two_hosts_serves_the_latest_push():
     latest = catalogue.push("registry.example.com/sma/backend:v1", BAD)
     found = catalogue.manifest("sma/backend", "v1")
     assert found is not None and found[0] == latest
+
+
+def test_latency_sigma_round_trips_and_is_part_of_the_digest(tmp_path):
+    """latency_sigma survives to_dict/from_dict and a reload from disk; a non-zero sigma is a
+    different image, sigma 0 leaves the config (and so the digest) as before the field existed."""
+    noisy = Behaviour("v1", latency_ms=20, latency_sigma=0.5, error_rate=0.005)
+    assert noisy.latency_sigma == 0.5
+    assert Behaviour.from_dict(noisy.to_dict()) == noisy
+    assert Behaviour.from_dict({"version": "v1"}).latency_sigma == 0.0
+    assert Behaviour("v1", latency_sigma=1) == Behaviour("v1", latency_sigma=1.0)  # stored as a float
+
+    quiet = Behaviour("v1", latency_ms=20, error_rate=0.005)
+    assert "latency_sigma" not in quiet.digest_dict()
+    assert noisy.digest_dict()["latency_sigma"] == 0.5
+    _, _, config = build_manifest("sma/backend", noisy)
+    label = json.loads(json.loads(config)["config"]["Labels"][BEHAVIOUR_LABEL])
+    assert label["latency_sigma"] == 0.5
+
+    path = tmp_path / "images.json"
+    first = Catalogue(path)
+    digest = first.push("ghcr.io/sma/backend:noisy", noisy)
+    assert digest != first.push("ghcr.io/sma/backend:quiet", quiet)
+    assert Catalogue(path).lookup("ghcr.io/sma/backend:noisy") == (digest, noisy)
