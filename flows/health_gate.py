@@ -6,11 +6,14 @@ calls it per app); :func:`health_gate` is the standalone flow (``greenlight gate
 1. readiness: the colour's Deployment and pods (``assess_rollout``) and the endpoints of the
    Service that selects the colour (``endpoint_readiness``);
 2. smoke probes through that Service;
-3. metric analysis under synthetic traffic: contiguous intervals of ``gate.interval_s`` from
-   the next whole second; each is read once it closed plus ``monitoring.ingestion_delay_s``,
-   the candidate and the live colour over the same window, judged by ``evaluate_interval``;
-   the gate stops at the first failed interval, once ``gate.intervals`` passed, or when more
-   than ``gate.max_extra_intervals`` were inconclusive;
+3. metric analysis under synthetic traffic, the same for the candidate (through its Service)
+   and for the baseline, the live colour (through the live Service), so that a quiet
+   environment is measured too: contiguous intervals of ``gate.interval_s`` from the next whole
+   second; each is read once it closed plus ``monitoring.ingestion_delay_s``, both colours over
+   the same window, and judged by ``evaluate_interval`` (absolute limits on the interval,
+   relative checks on the intervals so far pooled); the gate stops at the first failed
+   interval, once ``gate.intervals`` passed, or when more than ``gate.max_extra_intervals``
+   were inconclusive;
 4. ``decide_gate`` over all of it, every value and limit kept.
 
 Fail closed: no data, too little data, or a Monitoring outage (recorded with its reason as an
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,6 +42,7 @@ from greenlight.core.gate import (
     SmokeResult,
     decide_gate,
     evaluate_interval,
+    pool,
     should_stop_early,
 )
 from greenlight.core.rollout import RolloutAssessment, assess_rollout
@@ -134,13 +139,16 @@ def _outage_interval(window: tuple[datetime, datetime], error: GreenlightError) 
     return IntervalVerdict("inconclusive", reason, (Check("monitoring", None, None, None, reason),), sample)
 
 
-def _traffic_check(traffic: SyntheticTraffic) -> Check:
+def _traffic_check(traffic: SyntheticTraffic, candidate: bool) -> Check:
     """The synthetic traffic sent during the intervals, for the record (not a criterion)."""
+    to = f"{traffic.target} Service"
     reason = (
-        f"synthetic traffic {traffic.rps:g} rps: {traffic.sent} sent, {traffic.failed} without answer or 5xx"
+        f"synthetic traffic to the {to} {traffic.rps:g} rps: {traffic.sent} sent, "
+        f"{traffic.failed} without answer or 5xx"
         + (f", {traffic.skipped} skipped (target too slow)" if traffic.skipped else "")
     )
-    return Check("synthetic sent", float(traffic.sent), None, None, reason)
+    name = "synthetic sent" if candidate else "baseline synthetic sent"
+    return Check(name, float(traffic.sent), None, None, reason)
 
 
 def _is_ready(r: Readiness) -> bool:
@@ -160,10 +168,15 @@ def analyse(
     live_colour: str | None,
     cfg: GateConfig,
     now: Callable[[], datetime] = _utcnow,
+    traffic: dict[str, SyntheticTraffic] | None = None,
+    no_baseline: str = "no other colour is live",
 ) -> list[IntervalVerdict]:
-    """Evaluate contiguous intervals of ``colour`` (against ``live_colour``) until decided.
+    """Evaluate contiguous intervals of ``colour`` against the baseline ``live_colour`` until decided.
 
-    Stops at the first failed interval, when ``cfg.intervals`` passed, or when more than
+    Each interval reads both colours over the same window; the relative checks judge the
+    intervals so far pooled (more requests, a surer test). ``traffic`` (colour -> the synthetic
+    traffic it gets) lets each sample say how many of its requests were synthetic. Stops at the
+    first failed interval, when ``cfg.intervals`` passed, or when more than
     ``gate.max_extra_intervals`` were inconclusive. A Monitoring outage that outlasts the task's
     retries is an inconclusive interval carrying the error.
     """
@@ -173,14 +186,26 @@ def analyse(
     origin = first.replace(microsecond=0) + timedelta(seconds=1 if first.microsecond else 0)
     log = logger()
     out: list[IntervalVerdict] = []
+    seen: list[tuple[Sample, Sample]] = []
+
+    def read(which: str, start: datetime, end: datetime) -> Sample:
+        sample = sample_colour(profile, app, which, start, end)
+        sender = (traffic or {}).get(which)
+        if sender is None or sample.requests is None:
+            return sample
+        return dataclasses.replace(sample, synthetic=float(sender.sent_between(start, end)))
+
     while True:
         start = origin + step * len(out)
         end = start + step
         _sleep_until(end + delay, now)
         try:
-            candidate = sample_colour(profile, app, colour, start, end)
-            live = sample_colour(profile, app, live_colour, start, end) if live_colour else None
-            verdict = evaluate_interval(candidate, live, cfg)
+            candidate = read(colour, start, end)
+            live = read(live_colour, start, end) if live_colour else None
+            if live is not None:
+                seen.append((candidate, live))
+            pooled_with = (pool([c for c, _ in seen]), pool([b for _, b in seen])) if seen else None
+            verdict = evaluate_interval(candidate, live, cfg, pooled_with, no_baseline)
         except GreenlightError as e:
             verdict = _outage_interval((start, end), e)
         out.append(verdict)
@@ -219,6 +244,9 @@ def run_gate(
         log.warning("gate %s %s: %s", app, colour, verdict.reason)
         return verdict
     live_colour = colours["live"] if colours["live"] != colour else None
+    no_baseline = (
+        f"the live Service selects {colour} itself" if colours["live"] == colour else "no colour is live"
+    )
 
     ready = read_readiness(profile, app, colour, target) if readiness is None else readiness
     ready_list = [ready] if isinstance(ready, Readiness) else list(ready)
@@ -234,16 +262,22 @@ def run_gate(
         probes, smoke_note = [], f"smoke probes could not run: {e}"
 
     intervals: list[IntervalVerdict] = []
-    traffic: SyntheticTraffic | None = None
+    senders: dict[str, SyntheticTraffic] = {}
     if smoke_note is None and all(p.ok for p in probes):  # a failed probe fails the gate: skip metrics
-        with SyntheticTraffic(profile, app, target) as traffic:
-            intervals = analyse(profile, app, colour, live_colour, cfg, now)
+        with ExitStack() as stack:
+            # the baseline gets the same synthetic traffic in the same windows (a quiet live
+            # colour is measured too), so the comparison is like for like
+            senders[colour] = stack.enter_context(SyntheticTraffic(profile, app, target))
+            if live_colour and cfg.relative:
+                senders[live_colour] = stack.enter_context(SyntheticTraffic(profile, app, "live"))
+            intervals = analyse(profile, app, colour, live_colour, cfg, now, senders, no_baseline)
 
     verdict = decide_gate(intervals, probes, ready_list, cfg)
     if smoke_note:
         verdict = _with_reason(verdict, smoke_note, Check("smoke", None, None, None, smoke_note))
-    if traffic is not None and traffic.rps > 0:
-        verdict = dataclasses.replace(verdict, checks=(*verdict.checks, _traffic_check(traffic)))
+    extra = [_traffic_check(t, c == colour) for c, t in senders.items() if t.rps > 0]
+    if extra:
+        verdict = dataclasses.replace(verdict, checks=(*verdict.checks, *extra))
     log.info("gate %s %s: %s: %s", app, colour, verdict.verdict, verdict.reason)
     return verdict
 
@@ -286,11 +320,15 @@ def verdict_dict(v: GateVerdict) -> dict[str, Any]:
     def sample(s: Sample | None) -> dict[str, Any] | None:
         if s is None:
             return None
-        latency = {f"p{p}": ms for p, ms in s.latency_ms.items()}
+        latency = {f"p{p}": s.latency(p) for p in sorted({*s.latency_ms, 50, 95, 99})}
+        h = s.histogram
         return {
             "requests": s.requests,
+            "synthetic": s.synthetic,
+            "user": s.user,
             "errors": s.errors,
             "latency_ms": latency,
+            "histogram_ms": None if h is None else {"bounds": list(h.bounds), "counts": list(h.counts)},
             "start": s.start,
             "end": s.end,
         }
@@ -306,6 +344,8 @@ def verdict_dict(v: GateVerdict) -> dict[str, Any]:
                 "reason": iv.reason,
                 "candidate": sample(iv.candidate),
                 "live": sample(iv.live),
+                "absolute_only": iv.absolute_only,
+                "checks": [dataclasses.asdict(c) for c in iv.checks],
             }
             for iv in v.intervals
         ],
@@ -356,10 +396,13 @@ def health_gate(environment: str, app: str | None = None, colour: str = "preview
     for name, v in verdicts.items():
         labels = {"environment": environment, "app": name, "colour": resolved[name]}
         publish_gauge(profile, "gate/passed", 1.0 if v.passed else 0.0, labels)
+    result = {name: {"colour": resolved[name], **verdict_dict(v)} for name, v in verdicts.items()}
     failed = {name: v for name, v in verdicts.items() if not v.passed}
     if failed:
         detail = "; ".join(f"{name} {v.verdict}: {v.reason}" for name, v in sorted(failed.items()))
-        raise GateFailed(
+        error = GateFailed(
             f"health gate of {environment} did not pass for {', '.join(sorted(failed))}: {detail}"
         )
-    return {name: {"colour": resolved[name], **verdict_dict(v)} for name, v in verdicts.items()}
+        error.verdicts = result  # the CLI prints every interval's values of a failed gate too
+        raise error
+    return result

@@ -22,10 +22,9 @@ def monitor(environment: str, seconds: float) -> dict[str, Any]:
     colours = {app: s["live_colour"] for app, s in live.items() if s["live_colour"]}
     rel = Release(profile, f"{environment}-monitor", {}, None, None)
     rel.report.title = f"Monitor {environment} for {seconds:g} s"
-    status, detail = watch(
-        profile, colours, seconds, on_interval=lambda app, text: rel.say(f":warning: {text}")
-    )
-    rel.step("watch", "ok" if status == "ok" else "failed", detail)
+    watched = watch(profile, colours, seconds, on_interval=lambda app, text: rel.say(f":warning: {text}"))
+    status, detail = watched.status, f"{watched.detail}; {watched.summary()}"
+    rel.step("watch", "ok" if status == "ok" and watched.watched else "failed", detail)
     if status != "ok":
         failing = {a: c for a, c in colours.items() if live[a]["previous_colour"]}
         done = rollback_all(rel, list(failing), f"breach while monitoring: {detail}")
@@ -38,4 +37,10 @@ def monitor(environment: str, seconds: float) -> dict[str, Any]:
         rel.publish("rolled back")
         raise GateFailed(f"breach in {environment}: {detail}; rolled back: {'; '.join(steps)}")
     rel.publish("healthy")
-    return {"environment": environment, "status": status, "detail": detail, "colours": colours}
+    return {
+        "environment": environment,
+        "status": status,
+        "detail": detail,
+        "watched": watched.record(),
+        "colours": colours,
+    }

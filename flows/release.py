@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from flows.health_gate import run_gate
 from greenlight.core.approval import decide_approval
-from greenlight.core.gate import GateVerdict, check_breach
+from greenlight.core.gate import BakeJudgement, GateVerdict, check_breach
 from greenlight.core.images import (
     ImageRef,
     check_allowed,
@@ -66,7 +66,7 @@ from tasks.kube import (
     switch_service,
     wait_rollout,
 )
-from tasks.metrics import gate_config, sample_colour
+from tasks.metrics import gate_config, read_sample, sample_colour
 from tasks.notify import notify
 from tasks.policy import logger
 from tasks.probes import SyntheticTraffic
@@ -314,17 +314,18 @@ def watch(
     colours: dict[str, str],
     seconds: float,
     on_interval: Callable[[str, str], None] | None = None,
-) -> tuple[str, str]:
+) -> BakeJudgement:
     """Watch each app's live ``colour`` for ``seconds``, judging sliding windows one analysis
     interval long, a new one every interval / WINDOW_STEPS.
 
     Each window is read once it has closed and its points can be read (the profile's ingestion
     delay). Sliding windows matter for the time to react: a breach that begins late in a fixed
     interval can stay under the thresholds there and show only in the next one (about two
-    intervals); a sliding window crosses the threshold soon after the onset. Returns ("ok",
-    summary), ("breach", reason) at the first breaching window, or ("no-data", reason) when a
-    window has no data and the profile says to roll back on that. Synthetic traffic keeps the
-    live colour measurable where it gets none of its own.
+    intervals); a sliding window crosses the threshold soon after the onset. Returns status
+    ``ok``, ``breach`` at the first breaching window, or ``no-data`` when a window has no data
+    and the profile says to roll back on that; with how many windows were judged and why the
+    others were not. Synthetic traffic keeps the live colour measurable where it gets none of
+    its own.
     """
     with ExitStack() as stack:
         for app in colours:
@@ -334,15 +335,20 @@ def watch(
 
 def _watch_windows(
     profile: Profile, colours: dict[str, str], seconds: float, on_interval: Callable[[str, str], None] | None
-) -> tuple[str, str]:
+) -> BakeJudgement:
     cfg = gate_config(profile)
     interval = profile.gate.interval_s
     step = interval / WINDOW_STEPS
     delay = profile.monitoring.ingestion_delay_s
-    t0 = datetime.now(UTC)
+    # the first window starts at the next whole second after the synthetic traffic began:
+    # Monitoring counts requests by scrape, and a window that began with the traffic would hold
+    # part of a scrape interval's requests (too little data to judge)
+    started = datetime.now(UTC)
+    t0 = started.replace(microsecond=0) + timedelta(seconds=1 if started.microsecond else 0)
     last_end = t0 + timedelta(seconds=max(seconds, interval))
     alerted: set[str] = set()
-    n = 0
+    n = windows = judged = 0
+    unjudged: list[str] = []
     w_end = t0 + timedelta(seconds=interval)
     while True:
         w_start = w_end - timedelta(seconds=interval)
@@ -361,12 +367,15 @@ def _watch_windows(
                 return app, None, f"{where}: monitoring unavailable: {e}"
 
         for app, verdict, reason in parallel(judge, list(colours.items())):
+            windows += 1
             if verdict is not None and verdict.breached:
-                return "breach", reason
+                return BakeJudgement("breach", reason, windows, judged + 1, tuple(unjudged))
             if verdict is not None and verdict.status == "ok":
+                judged += 1
                 continue
+            unjudged.append(reason)
             if profile.release.on_bake_data_loss == "rollback":
-                return "no-data", reason
+                return BakeJudgement("no-data", reason, windows, judged, tuple(unjudged))
             if app not in alerted and on_interval:
                 on_interval(app, f"alert (keeping traffic, as the profile says): {reason}")
             alerted.add(app)
@@ -376,8 +385,14 @@ def _watch_windows(
         # Monitoring): the bake goes on from the present rather than judging stale windows late
         # (when it fell behind by more than an interval, the time in between is not judged)
         readable = datetime.now(UTC) - timedelta(seconds=delay)
-        w_end = min(last_end, max(w_end + timedelta(seconds=step), readable))
-    return "ok", f"{n} window(s) of {interval:g} s, one every {step:g} s, without breach"
+        nxt = min(last_end, max(w_end + timedelta(seconds=step), readable))
+        if nxt - w_end > timedelta(seconds=interval):
+            unjudged.append(
+                f"{w_end:%H:%M:%S}-{nxt - timedelta(seconds=interval):%H:%M:%S}: skipped (judging fell behind)"
+            )
+        w_end = nxt
+    detail = f"{n} window(s) of {interval:g} s, one every {step:g} s, without breach"
+    return BakeJudgement("ok", detail, windows, judged, tuple(unjudged))
 
 
 def _sample_quietly(profile: Profile, app: str, colour: str, start: datetime, end: datetime) -> Any:
@@ -386,7 +401,7 @@ def _sample_quietly(profile: Profile, app: str, colour: str, start: datetime, en
     three times slower. Same retries as the task: two quick ones on a transient error."""
     for delay in (0.5, 1.0, None):
         try:
-            return sample_colour.fn(profile, app, colour, start, end)
+            return read_sample(profile, app, colour, start, end)
         except TransientError:
             if delay is None:
                 raise
@@ -516,8 +531,15 @@ def _bake_and_record(
     """Watch the switched colours for the bake time; roll back on breach, else record the release."""
     profile, rid, digests, commit, author = rel.profile, rel.id, rel.digests, rel.commit, rel.author
     bake = profile.release.bake_s if bake_s is None else bake_s
-    status, detail = watch(profile, colours, bake, on_interval=lambda app, text: rel.say(f":warning: {text}"))
-    rel.step("bake", "ok" if status == "ok" else "failed", f"{bake:g} s: {detail}")
+    baked = watch(profile, colours, bake, on_interval=lambda app, text: rel.say(f":warning: {text}"))
+    status, detail = baked.status, baked.detail
+    if status == "ok" and not baked.watched:
+        rel.step(
+            "bake", "not judged", f"{bake:g} s: no breach seen, but not watched throughout: {baked.summary()}"
+        )
+        rel.say(f":warning: release {rid}: the bake was not judged throughout ({baked.summary()})")
+    else:
+        rel.step("bake", "ok" if status == "ok" else "failed", f"{bake:g} s: {detail}; {baked.summary()}")
     if status != "ok":
         decided = datetime.now(UTC)
         steps = rollback_all(rel, colours, f"breach after switch: {detail}")
@@ -541,7 +563,14 @@ def _bake_and_record(
         raise GateFailed(f"release {rid} rolled back after the switch: {detail}")
     record_release(
         profile,
-        {"release_id": rid, "commit": commit, "author": author, "digests": digests, "outcome": "released"},
+        {
+            "release_id": rid,
+            "commit": commit,
+            "author": author,
+            "digests": digests,
+            "outcome": "released",
+            "bake": baked.record(),
+        },
     )
     rel.event("finished", outcome="released")
     rel.say(
@@ -552,6 +581,7 @@ def _bake_and_record(
         "release_id": rid,
         "colours": colours,
         "gate": gate_values,
+        "bake": baked.record(),
         "digests": digests,
         "timeline": [
             {"step": st.name, "outcome": st.outcome, "at": st.at.isoformat()} for st in rel.report.steps
@@ -682,11 +712,15 @@ def promote(
     required = profile.release.requires
     if required:
         records = read_records(load_profile(required))
-        decision = check_promotion(digests, passed_records(records), required_env=required)
+        decision = check_promotion(
+            digests, passed_records(records), required_env=required, force_reason=force_reason
+        )
         if not decision.ok:
             raise ReleaseRefused(decision.reason)
         author = author_of(records, digests) or author
     rel = Release(profile, rid, digests, commit, author)
+    if required:
+        rel.step("passed staging", "forced" if decision.forced else "ok", decision.reason)
     try:
         # the lease is renewed while the release runs; if the process dies, the server frees the
         # lock once the lease expires, so a rerun after a crash waits at most about that long

@@ -68,7 +68,10 @@ class Forbidden(PermanentError):
 
 
 class GateFailed(PermanentError):
-    """A health gate did not pass (fail or inconclusive)."""
+    """A health gate did not pass (fail or inconclusive); ``verdicts`` holds what it measured
+    (app -> verdict dict) when the gate flow raised it."""
+
+    verdicts: dict[str, Any] | None = None
 
 
 class BackupInvalid(PermanentError):

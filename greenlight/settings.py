@@ -149,6 +149,13 @@ class Gate(_Model):
     # a latency percentile may be at most this ratio of the live one
     max_error_rate_increase: float = Field(0.02, ge=0, le=1)
     max_latency_ratio: float = Field(1.5, ge=1)
+    # the live percentile is taken as at least this (ms), so that 1 ms against 2 ms is no regression
+    latency_ratio_floor_ms: float = Field(10, ge=0)
+    # "off": judge on absolute limits only (the report says so); "on": a candidate is also
+    # judged against the live colour, both under the same synthetic traffic in the same windows
+    relative: bool = True
+    # how sure a relative regression must be before it fails the gate (1 - Fisher's p-value)
+    confidence: float = Field(0.98, ge=0.5, lt=1)
     synthetic_rps: float = Field(10, ge=0)
     # how probes reach a Service: through the Kubernetes API server's service proxy (works from
     # anywhere with cluster credentials) or by cluster DNS (when the flows run inside the cluster)

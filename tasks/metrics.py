@@ -18,8 +18,15 @@ from functools import lru_cache
 
 from prefect import task
 
-from greenlight.clients.monitoring import ENDPOINT_ENV, INSECURE_ENV, MonitoringClient, SeriesSum
+from greenlight.clients.monitoring import (
+    ENDPOINT_ENV,
+    INSECURE_ENV,
+    MonitoringClient,
+    SeriesDistribution,
+    SeriesSum,
+)
 from greenlight.core.gate import GateConfig, Sample
+from greenlight.core.stats import Histogram, histogram_from_buckets, pooled
 from greenlight.settings import Profile
 from tasks.policy import FRESH, logger, retry_transient
 
@@ -38,6 +45,10 @@ def gate_config(profile: Profile) -> GateConfig:
         min_requests=g.min_requests,
         intervals=g.intervals,
         smoke_probes=len(g.smoke),
+        latency_ratio_floor_ms=g.latency_ratio_floor_ms,
+        relative=g.relative,
+        confidence=g.confidence,
+        max_looks=g.intervals + g.max_extra_intervals,
     )
 
 
@@ -77,23 +88,25 @@ def _total(groups: list[SeriesSum]) -> float | None:
     return sum(values) if values else None
 
 
-def _worst(groups: list[SeriesSum]) -> float | None:
-    """The largest value over groups (one group expected); None without data."""
-    values = [g.value for g in groups if g.value is not None]
-    return max(values) if values else None
-
-
 # a gate interval cannot wait long for Monitoring: two quick retries, then the interval is
 # inconclusive (fail closed) and the gate moves on
 @task(
     name="sample-colour", **FRESH, retries=2, retry_delay_seconds=[0.5, 1], retry_condition_fn=retry_transient
 )
 def sample_colour(profile: Profile, app: str, colour: str, start: datetime, end: datetime) -> Sample:
-    """Requests, 5xx errors and p50/p95/p99 latency (ms) of ``app``'s ``colour`` over ``[start, end)``.
+    """Requests, 5xx errors and the latency histogram of ``app``'s ``colour`` over ``[start, end)``.
 
-    No request series in the window gives ``Sample(requests=None)``: no data, never zero.
-    Raises TransientError when Monitoring is unavailable (the task retries it).
+    The histogram is the window's latency distribution added up over the colour's series
+    (ALIGN_DELTA + REDUCE_SUM), in ms; p50/p95/p99 are read from it. No request series in the
+    window gives ``Sample(requests=None)``: no data, never zero. Raises TransientError when
+    Monitoring is unavailable (the task retries it).
     """
+    return read_sample(profile, app, colour, start, end)
+
+
+def read_sample(profile: Profile, app: str, colour: str, start: datetime, end: datetime) -> Sample:
+    """``sample_colour`` as a plain call (no task run, no retry), for loops that read many
+    windows a minute (the bake)."""
     client = monitoring_client(profile)
     group_by = [f"metric.label.{profile.monitoring.colour_label}"]
     requests_filter, errors_filter, latency_filter = request_filters(profile, app, colour)
@@ -102,11 +115,24 @@ def sample_colour(profile: Profile, app: str, colour: str, start: datetime, end:
     if requests is None:
         return Sample(requests=None, start=t0, end=t1)
     errors = _total(client.sum_delta(errors_filter, start, end, group_by)) or 0.0
-    latency: dict[int, float | None] = {}
-    for p in PERCENTILES:
-        seconds = _worst(client.percentile(latency_filter, start, end, p, group_by))
-        latency[p] = None if seconds is None else seconds * 1000.0
-    return Sample(requests=requests, errors=errors, latency_ms=latency, start=t0, end=t1)
+    histogram = _histogram_ms(client.distribution(latency_filter, start, end, group_by))
+    latency: dict[int, float | None] = {
+        p: histogram.quantile(p / 100.0) if histogram is not None else None for p in PERCENTILES
+    }
+    return Sample(requests=requests, errors=errors, latency_ms=latency, start=t0, end=t1, histogram=histogram)
+
+
+def _histogram_ms(groups: list[SeriesDistribution]) -> Histogram | None:
+    """The groups' distributions (seconds) as one histogram in ms; None without data."""
+    found = [
+        histogram_from_buckets([b * 1000.0 for b in g.bounds], g.counts, g.mean * 1000.0 if g.count else None)
+        for g in groups
+        if g.count
+    ]
+    try:
+        return pooled(found)
+    except ValueError:  # groups with different buckets: the largest alone
+        return max(found, key=lambda h: h.count)
 
 
 def request_count(profile: Profile, app: str, colour: str, start: datetime, end: datetime) -> float | None:

@@ -13,11 +13,14 @@ not an exception.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Literal
 
@@ -34,6 +37,7 @@ Target = Literal["live", "preview"]
 ERROR_BODY_MAX = 200
 DEFAULT_TIMEOUT_S = 5.0
 MAX_WORKERS = 32
+SENT_KEPT = 100_000  # answer times kept per SyntheticTraffic (hours at gate rates)
 
 
 def connect(profile: Profile) -> Kube:
@@ -193,6 +197,7 @@ class SyntheticTraffic:
         self._slots: threading.Semaphore | None = None
         self._probers: list[Prober] = []
         self._next = 0
+        self._answered: deque[float] = deque(maxlen=SENT_KEPT)  # epoch seconds, oldest first
 
     def __enter__(self) -> SyntheticTraffic:
         self.start()
@@ -271,3 +276,13 @@ class SyntheticTraffic:
             with self._lock:
                 self.sent += 1
                 self.failed += int(bad)
+                self._answered.append(time.time())
+
+    def sent_between(self, start: datetime, end: datetime) -> int:
+        """Requests sent that were answered (or gave up) in ``[start, end)``: the share of a
+        Monitoring window that came from this traffic (a server counts a request when it
+        answers it)."""
+        t0, t1 = start.timestamp(), end.timestamp()
+        with self._lock:
+            times = list(self._answered)
+        return bisect.bisect_left(times, t1) - bisect.bisect_left(times, t0)

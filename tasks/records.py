@@ -48,11 +48,24 @@ def passed_records(records: list[dict[str, Any]]) -> list[PassedRecord]:
             digest=digest,
             environment=str(r.get("environment", "")),
             release_id=str(r.get("release_id", "")),
+            unwatched=_unwatched(r),
         )
         for r in records
         if r.get("outcome") == "released"
         for app, digest in (r.get("digests") or {}).items()
     ]
+
+
+def _unwatched(record: dict[str, Any]) -> str | None:
+    """Why a released record's bake does not prove the release behaved; None when it does."""
+    bake = record.get("bake")
+    if not isinstance(bake, dict):
+        return "its record has no bake judgement"
+    if bake.get("watched") is True:
+        return None
+    unjudged = [str(x) for x in bake.get("unjudged") or []]
+    first = f": {unjudged[0]}" if unjudged else ""
+    return f"its bake judged {bake.get('judged', 0)} of {bake.get('windows', 0)} window(s){first}"
 
 
 def author_of(records: list[dict[str, Any]], digests: dict[str, str]) -> str | None:

@@ -46,10 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("env")
     p.add_argument("--colour", choices=["live", "preview"], default="live")
     p.add_argument("--app")
-    p = cmd("gate", "the whole health gate; verdict printed", changes=False)
+    p = cmd(
+        "gate",
+        "the whole health gate: per interval the candidate's and the baseline's figures",
+        changes=False,
+    )
     p.add_argument("env")
     p.add_argument("--app")
     p.add_argument("--colour", default="preview", help="preview (default), live, or a colour name")
+    p.add_argument("--json", action="store_true", help="the verdicts, intervals and checks as JSON")
     p = cmd("switch", "point the live Services at a colour")
     p.add_argument("env")
     p.add_argument("colour")
@@ -217,13 +222,64 @@ def _smoke(args: argparse.Namespace) -> int:
 
 def _gate(args: argparse.Namespace) -> int:
     from flows.health_gate import health_gate
+    from greenlight.errors import GateFailed
 
-    result = health_gate(args.env, app=args.app, colour=args.colour)
-    for app, v in result.items():
-        print(f"{app}: {v.get('verdict')}: {v.get('reason')}")
-        for c in v.get("checks", []):
-            print(f"  {c.get('name')}: value {c.get('value')} limit {c.get('limit')} ok {c.get('ok')}")
+    try:
+        result = health_gate(args.env, app=args.app, colour=args.colour)
+    except GateFailed as e:
+        if e.verdicts is not None:
+            _print_gate(args, e.verdicts)
+        raise
+    _print_gate(args, result)
     return 0
+
+
+def _print_gate(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps({"environment": args.env, "apps": result}, indent=2, sort_keys=True, default=str))
+        return
+    for app, v in sorted(result.items()):
+        for line in gate_lines(app, v):
+            print(line)
+
+
+def _figures(s: dict[str, Any] | None) -> str:
+    """``50 req (50 synthetic, 0 users), 0.00% 5xx, p95 12 ms`` for one colour's window."""
+    if s is None:
+        return "—"
+    if s.get("requests") is None:
+        return "no data"
+    mix = ""
+    if s.get("synthetic") is not None:
+        mix = f" ({s['synthetic']:g} synthetic, {s.get('user') or 0:g} users)"
+    rate = (s.get("errors") or 0) / s["requests"] if s["requests"] else 0.0
+    p95 = (s.get("latency_ms") or {}).get("p95")
+    latency = f"p95 {p95:.0f} ms" if p95 is not None else "p95 n/a"
+    return f"{s['requests']:g} req{mix}, {rate * 100:.2f}% 5xx, {latency}"
+
+
+def gate_lines(app: str, v: dict[str, Any]) -> list[str]:
+    """A gate verdict as text: the verdict, then per interval the candidate's and the
+    baseline's figures side by side, then every check with its value and limit."""
+    lines = [f"{app} ({v.get('colour')}): {v.get('verdict')}: {v.get('reason')}"]
+    for i, iv in enumerate(v.get("intervals") or [], 1):
+        cand, base = iv.get("candidate") or {}, iv.get("live")
+        start, end = cand.get("start"), cand.get("end")
+        window = (
+            f"{time.strftime('%H:%M:%S', time.gmtime(start))}-{time.strftime('%H:%M:%S', time.gmtime(end))}"
+            if start and end
+            else "?"
+        )
+        baseline = _figures(base) if base is not None else f"none ({iv.get('absolute_only') or 'not read'})"
+        lines.append(f"  interval {i} {window}: {iv.get('verdict')}")
+        lines.append(f"    candidate: {_figures(cand)}")
+        lines.append(f"    baseline:  {baseline}")
+        lines.append(f"    {iv.get('reason')}")
+    for c in v.get("checks", []):
+        if not str(c.get("name", "")).startswith("interval "):
+            ok = {True: "ok", False: "FAIL", None: "—"}[c.get("ok")]
+            lines.append(f"  {c.get('name')}: {ok}: {c.get('reason')}")
+    return lines
 
 
 def _switch(args: argparse.Namespace) -> int:

@@ -9,10 +9,21 @@ Rules (Flagger and Argo Rollouts users' complaints in mind: "no data" must never
 
 - fewer than ``min_requests`` in an interval (or no series at all) makes it inconclusive;
 - error rate above ``max_error_rate``, or a latency percentile above its limit, fails it;
-- relative to the live colour: an error rate above the live one plus ``max_error_rate_increase``,
-  or a percentile above ``max_latency_ratio`` times the live one (the live value taken as at
-  least ``latency_ratio_floor_ms``, so that 1 ms against 2 ms is not a regression), fails it;
-  these checks are skipped, with the reason recorded, when the live colour has too little data;
+- relative to the baseline (the live colour, given the same synthetic traffic in the same
+  window): the candidate is worse when its error rate exceeds the baseline's by more than
+  ``max_error_rate_increase``, or a latency percentile exceeds ``max_latency_ratio`` times the
+  baseline's (taken as at least ``latency_ratio_floor_ms``, so that 1 ms against 2 ms is not a
+  regression), *and* a test says so with ``confidence``: Fisher's exact test for errors,
+  Mann-Whitney and a tail test for latency, on the requests of all the intervals so far pooled
+  (:mod:`greenlight.core.stats`). The confidence holds for the whole gate: each test is held to
+  ``(1 - confidence) / (max_looks x relative checks)``. Worse and significant fails the
+  interval. An error rate worse but not yet significant makes it inconclusive (the gate looks
+  again with more data, and fails closed if it never becomes sure), as does a baseline with
+  fewer than ``min_requests`` requests; a latency the tests cannot tell from the baseline's is no
+  evidence of a regression (every request measures latency; interpolated percentiles in coarse
+  buckets swing more than the tests do). Only an
+  explicit ``relative=False`` or the absence of any other live colour judges on absolute limits
+  alone, and the verdict says so;
 - the gate fails at once on any failed interval, smoke probe or failed rollout; it passes only
   with ``intervals`` passed intervals, every expected smoke probe passed and readiness complete;
   anything else is inconclusive.
@@ -25,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from greenlight.core.rollout import RolloutAssessment
+from greenlight.core.stats import Histogram, fisher_greater, latency_p_value, pooled
 from greenlight.core.switch import EndpointReadiness
 
 Verdict = Literal["pass", "fail", "inconclusive"]
@@ -38,8 +50,10 @@ class Sample:
 
     ``requests`` is None when the metric query returned no series (no data); ``errors`` counts
     5xx responses (no series means none); ``latency_ms`` maps a percentile (50, 95, 99) to
-    milliseconds, a missing percentile or None meaning no data. ``start``/``end`` (epoch
-    seconds) are kept for the record only.
+    milliseconds, a missing percentile or None meaning no data; ``histogram`` is the window's
+    latency distribution (what relative checks test). ``synthetic``: how many of the requests
+    Greenlight's synthetic traffic sent (None: unknown); the rest came from users.
+    ``start``/``end`` (epoch seconds) are kept for the record only.
     """
 
     requests: float | None
@@ -47,10 +61,39 @@ class Sample:
     latency_ms: Mapping[int, float | None] = field(default_factory=dict)
     start: float | None = None
     end: float | None = None
+    histogram: Histogram | None = None
+    synthetic: float | None = None
 
     def latency(self, percentile: int) -> float | None:
         """The ``percentile`` latency in ms, or None without data."""
-        return self.latency_ms.get(percentile)
+        value = self.latency_ms.get(percentile)
+        if value is None and self.histogram is not None:
+            return self.histogram.quantile(percentile / 100.0)
+        return value
+
+    @property
+    def user(self) -> float | None:
+        """Requests that did not come from the synthetic traffic (None when unknown)."""
+        if self.requests is None or self.synthetic is None:
+            return None
+        return max(0.0, self.requests - self.synthetic)
+
+
+def pool(samples: Sequence[Sample]) -> Sample:
+    """The samples' requests together, as one window: counts added, histograms added, latency
+    percentiles read from the pooled histogram (None without one). No data when none had any."""
+    with_data = [x for x in samples if x.requests is not None]
+    if not with_data:
+        return Sample(requests=None)
+    synthetic = [x.synthetic for x in with_data]
+    return Sample(
+        requests=sum(x.requests or 0.0 for x in with_data),
+        errors=sum(x.errors for x in with_data),
+        start=min((x.start for x in with_data if x.start is not None), default=None),
+        end=max((x.end for x in with_data if x.end is not None), default=None),
+        histogram=pooled(x.histogram for x in with_data),
+        synthetic=None if None in synthetic else sum(s or 0.0 for s in synthetic),
+    )
 
 
 @dataclass(frozen=True)
@@ -65,6 +108,11 @@ class GateConfig:
     intervals: int = 3  # passed intervals needed
     smoke_probes: int = 1  # smoke results the gate expects
     latency_ratio_floor_ms: float = 10.0
+    relative: bool = True  # False: absolute limits only (the profile's gate.relative: off)
+    confidence: float = 0.98  # a relative regression fails the gate only when this sure
+    # how many times a gate may look (intervals + tolerated inconclusive ones): the confidence
+    # holds for the whole gate, so each test is held to (1 - confidence) / (looks x checks)
+    max_looks: int = 5
 
 
 @dataclass(frozen=True)
@@ -80,13 +128,18 @@ class Check:
 
 @dataclass(frozen=True)
 class IntervalVerdict:
-    """The verdict on one interval, with its checks and the samples behind them."""
+    """The verdict on one interval, with its checks and the samples behind them.
+
+    ``live`` is the baseline's sample of the same window; ``absolute_only`` names why no
+    relative check was made (None: they were).
+    """
 
     verdict: Verdict
     reason: str
     checks: tuple[Check, ...]
     candidate: Sample
     live: Sample | None = None
+    absolute_only: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +209,46 @@ class BreachVerdict:
         return self.status == "breach"
 
 
+@dataclass(frozen=True)
+class BakeJudgement:
+    """What a bake (post-switch watch) judged: ``windows`` read per app, ``judged`` of them with
+    data enough to judge, and why the others were not (Monitoring down, no data).
+
+    ``status``: ``ok`` (no breach), ``breach`` or ``no-data`` (a window without data where the
+    profile says to roll back on that). ``watched`` only when every window was judged: a bake
+    that was not cannot count as proof that the release behaved.
+    """
+
+    status: Literal["ok", "breach", "no-data"]
+    detail: str
+    windows: int = 0
+    judged: int = 0
+    unjudged: tuple[str, ...] = ()
+
+    @property
+    def watched(self) -> bool:
+        return self.windows > 0 and self.judged == self.windows and not self.unjudged
+
+    def summary(self) -> str:
+        """``judged 40 of 40 windows`` or ``judged 38 of 40 windows; not judged: ...``."""
+        text = f"judged {self.judged} of {self.windows} window(s)"
+        if self.unjudged:
+            shown = "; ".join(self.unjudged[:3]) + (
+                f"; and {len(self.unjudged) - 3} more" if len(self.unjudged) > 3 else ""
+            )
+            text += f"; not judged: {shown}"
+        return text
+
+    def record(self) -> dict[str, object]:
+        """The form kept in the release record."""
+        return {
+            "watched": self.watched,
+            "windows": self.windows,
+            "judged": self.judged,
+            "unjudged": list(self.unjudged[:10]),
+        }
+
+
 def error_rate(errors: float | None, requests: float | None) -> float | None:
     """``errors / requests`` clamped to [0, 1]; None without requests."""
     if requests is None or requests <= 0:
@@ -163,21 +256,45 @@ def error_rate(errors: float | None, requests: float | None) -> float | None:
     return min(1.0, max(0.0, (errors or 0.0) / requests))
 
 
-def evaluate_interval(candidate: Sample, live: Sample | None, cfg: GateConfig) -> IntervalVerdict:
-    """The verdict on one interval of the candidate, against ``cfg`` and the ``live`` colour."""
+def evaluate_interval(
+    candidate: Sample,
+    live: Sample | None,
+    cfg: GateConfig,
+    pooled_with: tuple[Sample, Sample] | None = None,
+    no_baseline: str = "no other colour is live",
+) -> IntervalVerdict:
+    """The verdict on one interval of the candidate, against ``cfg`` and the baseline ``live``.
+
+    Absolute checks judge this interval; relative checks judge ``pooled_with`` (the candidate's
+    and the baseline's intervals so far, this one included) when given, else this interval.
+    ``live`` None: there is no baseline (``no_baseline`` says why) and the interval is judged
+    on absolute limits only, as with ``cfg.relative`` off; the verdict names which.
+    """
     enough = _requests_check("requests", candidate, cfg)
     if not enough.ok:
         return IntervalVerdict("inconclusive", enough.reason, (enough,), candidate, live)
     absolute = [enough, *_absolute_checks(candidate, cfg)]
-    relative = _relative_checks(candidate, live, cfg)
+    absolute_only = None
+    relative: list[Check] = []
+    if not cfg.relative:
+        absolute_only = "gate.relative is off"
+    elif live is None:
+        absolute_only = no_baseline
+    else:
+        cand_pool, base_pool = pooled_with if pooled_with is not None else (candidate, live)
+        relative = _relative_checks(live, cand_pool, base_pool, cfg)
     checks = (*absolute, *relative)
+    record = (checks, candidate, live, absolute_only)
     failed = [c.reason for c in checks if c.ok is False]
     if failed:
-        return IntervalVerdict("fail", "; ".join(failed), checks, candidate, live)
-    missing = [c.reason for c in absolute if c.ok is None]
+        return IntervalVerdict("fail", "; ".join(failed), *record)
+    missing = [c.reason for c in checks if c.ok is None]
     if missing:
-        return IntervalVerdict("inconclusive", "; ".join(missing), checks, candidate, live)
-    return IntervalVerdict("pass", "; ".join(c.reason for c in checks), checks, candidate, live)
+        return IntervalVerdict("inconclusive", "; ".join(missing), *record)
+    reason = "; ".join(c.reason for c in checks)
+    if absolute_only:
+        reason += f"; judged on absolute limits only: {absolute_only}"
+    return IntervalVerdict("pass", reason, *record)
 
 
 def should_stop_early(intervals: Sequence[IntervalVerdict]) -> EarlyStop:
@@ -228,6 +345,8 @@ def decide_gate(
     plural = "s" if len(smoke) != 1 else ""
     summary = [c.reason for c in ready_checks]
     summary += [f"{len(smoke)} smoke probe{plural} passed", f"{passed} intervals passed"]
+    basis = sorted({iv.absolute_only for iv in intervals if iv.absolute_only})
+    summary += [f"judged on absolute limits only: {why}" for why in basis]
     return GateVerdict("pass", "; ".join(summary), *record)
 
 
@@ -282,49 +401,95 @@ def _absolute_checks(sample: Sample, cfg: GateConfig) -> list[Check]:
     return checks
 
 
-def _relative_checks(candidate: Sample, live: Sample | None, cfg: GateConfig) -> list[Check]:
-    """Candidate against the live colour; skipped (ok None, reason said) without enough live data."""
-    if live is None:
-        return [
-            Check("live_requests", None, cfg.min_requests, None, "relative checks skipped: no live sample")
-        ]
+def _relative_checks(live: Sample, candidate: Sample, baseline: Sample, cfg: GateConfig) -> list[Check]:
+    """The candidate against the baseline: ``live`` is the baseline's own interval (it must have
+    enough requests), ``candidate``/``baseline`` what is compared (pooled intervals)."""
     enough = _requests_check("live_requests", live, cfg)
     if not enough.ok:
-        reason = f"relative checks skipped: live colour has {enough.reason}"
+        reason = f"baseline (live colour) has {enough.reason}: cannot compare"
         return [Check("live_requests", live.requests, cfg.min_requests, None, reason)]
-    cand_rate = error_rate(candidate.errors, candidate.requests) or 0.0
-    live_rate = error_rate(live.errors, live.requests) or 0.0
-    limit = live_rate + cfg.max_error_rate_increase
-    ok = cand_rate <= limit
-    checks = [
-        enough,
-        Check(
-            "error_rate_vs_live",
-            cand_rate,
-            limit,
-            ok,
-            f"error rate {_pct(cand_rate)} {'≤' if ok else '>'} live {_pct(live_rate)} "
-            f"+ {cfg.max_error_rate_increase * 100:.2f} points",
-        ),
-    ]
+    enough = Check("live_requests", live.requests, cfg.min_requests, True, f"live {_mix(live)}")
+    checks = [enough, _error_rate_vs_live(candidate, baseline, cfg)]
     for percentile, _ in cfg.latency_limits:
-        checks.append(_latency_vs_live(percentile, candidate, live, cfg))
+        checks.append(_latency_vs_live(percentile, candidate, baseline, cfg))
     return checks
 
 
-def _latency_vs_live(percentile: int, candidate: Sample, live: Sample, cfg: GateConfig) -> Check:
-    name = f"p{percentile}_vs_live"
-    cand, base = candidate.latency(percentile), live.latency(percentile)
-    if cand is None or base is None:
-        side = "candidate" if cand is None else "live colour"
-        return Check(
-            name, cand, None, None, f"p{percentile} vs live skipped: {side} has no p{percentile} data"
+def _mix(s: Sample) -> str:
+    """``120 requests (100 synthetic, 20 from users)``, or ``120 requests`` when unknown."""
+    text = f"{s.requests or 0:g} requests"
+    if s.synthetic is not None and s.user is not None:
+        text += f" ({s.synthetic:g} synthetic, {s.user:g} from users)"
+    return text
+
+
+def _alpha(cfg: GateConfig) -> float:
+    """The p-value under which one relative check of one look fails: Bonferroni over the
+    gate's looks and relative checks, so that a gate of a good release fails by chance at most
+    ``1 - confidence`` of the time however often it looks."""
+    checks = 1 + len(cfg.latency_limits)
+    return (1.0 - cfg.confidence) / (max(1, cfg.max_looks) * checks)
+
+
+def _significance(
+    material: bool, p: float | None, cfg: GateConfig, worse: str, fine: str, unsure_passes: bool = False
+) -> tuple[bool | None, str]:
+    """ok and reason of a relative check: worse is a failure only when significant.
+
+    Worse but not significant is inconclusive (more data, fail closed) unless ``unsure_passes``:
+    latency, where every request is a measurement and the tests have the power to see a
+    material shift, so what they cannot tell from noise is no evidence of a regression. Error
+    rates are not so: only the few errors carry information, and a handful cannot be told from
+    noise, so the gate keeps looking rather than pass them.
+    """
+    if not material:
+        return True, fine
+    if p is None:
+        return None, f"{worse}, but the windows have no histogram to test it"
+    if p < _alpha(cfg):
+        return False, f"{worse} (p = {p:.2g} < {_alpha(cfg):.2g})"
+    if unsure_passes:
+        return (
+            True,
+            f"{worse} but not significant (p = {p:.2g} ≥ {_alpha(cfg):.2g}): no evidence of a regression",
         )
+    return None, f"{worse}, not yet significant (p = {p:.2g} ≥ {_alpha(cfg):.2g}): more data needed"
+
+
+def _error_rate_vs_live(candidate: Sample, baseline: Sample, cfg: GateConfig) -> Check:
+    cand_rate = error_rate(candidate.errors, candidate.requests) or 0.0
+    base_rate = error_rate(baseline.errors, baseline.requests) or 0.0
+    limit = base_rate + cfg.max_error_rate_increase
+    points = f"{cfg.max_error_rate_increase * 100:.2f} points"
+    text = f"error rate {_pct(cand_rate)} {{op}} live {_pct(base_rate)} + {points}"
+    p = fisher_greater(
+        round(candidate.errors),
+        round(candidate.requests or 0),
+        round(baseline.errors),
+        round(baseline.requests or 0),
+    )
+    ok, reason = _significance(cand_rate > limit, p, cfg, text.format(op=">"), text.format(op="≤"))
+    return Check("error_rate_vs_live", cand_rate, limit, ok, reason)
+
+
+def _latency_vs_live(percentile: int, candidate: Sample, baseline: Sample, cfg: GateConfig) -> Check:
+    name = f"p{percentile}_vs_live"
+    cand, base = candidate.latency(percentile), baseline.latency(percentile)
+    if cand is None or base is None:
+        side = "candidate" if cand is None else "baseline (live colour)"
+        return Check(name, cand, None, None, f"p{percentile} vs live: the {side} has no p{percentile} data")
     limit = max(base, cfg.latency_ratio_floor_ms) * cfg.max_latency_ratio
-    ok = cand <= limit
-    reason = (
-        f"p{percentile} {cand:.0f} ms {'≤' if ok else '>'} {cfg.max_latency_ratio:g} × live {base:.0f} ms"
-        + (f" (floor {cfg.latency_ratio_floor_ms:g} ms)" if base < cfg.latency_ratio_floor_ms else "")
+    floor = f" (floor {cfg.latency_ratio_floor_ms:g} ms)" if base < cfg.latency_ratio_floor_ms else ""
+    text = f"p{percentile} {cand:.0f} ms {{op}} {cfg.max_latency_ratio:g} × live {base:.0f} ms{floor}"
+    p = None
+    ch, bh = candidate.histogram, baseline.histogram
+    if ch is not None and bh is not None:
+        try:
+            p = latency_p_value(ch, bh, percentile / 100.0)
+        except ValueError:  # different bucket bounds: nothing to test
+            p = None
+    ok, reason = _significance(
+        cand > limit, p, cfg, text.format(op=">"), text.format(op="≤"), unsure_passes=True
     )
     return Check(name, cand, limit, ok, reason)
 

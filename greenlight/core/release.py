@@ -118,6 +118,7 @@ class PassedRecord:
     digest: str
     environment: str = ""
     release_id: str = ""
+    unwatched: str | None = None  # why its bake was not judged throughout (None: it was)
 
 
 def plan_release(
@@ -149,20 +150,31 @@ def check_promotion(
     digests: Mapping[str, str],
     passed: Mapping[str, Collection[str]] | Iterable[PassedRecord],
     required_env: str = "staging",
+    force_reason: str | None = None,
 ) -> Decision:
     """Allow only digests (app -> digest) that passed ``required_env``; name every one that did not.
 
     ``passed`` maps an app to the digests that passed, or lists :class:`PassedRecord` entries
-    (those of other environments are ignored when the record names its environment).
+    (those of other environments are ignored when the record names its environment). A digest
+    whose only passes had a bake that was not judged throughout (``unwatched``) did not prove
+    itself: refused, unless a person forces it with a reason (``forced`` on the decision).
     """
-    proven = _proven(passed, required_env)
+    proven, unwatched = _proven(passed, required_env)
     if not digests:
         return Decision(False, "nothing to promote: no digests given", blockers=("no digests",))
-    unproven = [f"{app} {d}" for app, d in sorted(digests.items()) if d not in proven.get(app, set())]
+    missing = [(app, d) for app, d in sorted(digests.items()) if d not in proven.get(app, set())]
+    unproven = [f"{app} {d}" for app, d in missing if (app, d) not in unwatched]
     if unproven:
         reason = f"refusing: not passed in {required_env}: {', '.join(unproven)}"
         return Decision(False, reason, blockers=tuple(unproven))
     shown = ", ".join(f"{app} {_short(d)}" for app, d in sorted(digests.items()))
+    if missing:
+        blind = [f"{app} {_short(d)} ({unwatched[(app, d)]})" for app, d in missing]
+        text = f"the {required_env} bake was not judged throughout for {', '.join(blind)}"
+        if not force_reason:
+            reason = f"refusing: {text}; release it to {required_env} again, or force with a reason"
+            return Decision(False, reason, blockers=tuple(f"{app} {d}" for app, d in missing))
+        return Decision(True, f"forced ({force_reason}): {text}", forced=True)
     return Decision(True, f"every digest passed {required_env}: {shown}")
 
 
@@ -289,14 +301,22 @@ def _plan_summary(plans: Sequence[AppPlan]) -> str:
     return "; ".join(p.reason for p in plans)
 
 
-def _proven(passed: Mapping[str, Collection[str]] | Iterable[PassedRecord], env: str) -> dict[str, set[str]]:
+def _proven(
+    passed: Mapping[str, Collection[str]] | Iterable[PassedRecord], env: str
+) -> tuple[dict[str, set[str]], dict[tuple[str, str], str]]:
+    """(app -> digests proven by a watched bake, (app, digest) -> why its passes were not watched)."""
     if isinstance(passed, Mapping):
-        return {app: set(ds) for app, ds in passed.items()}
+        return {app: set(ds) for app, ds in passed.items()}, {}
     out: dict[str, set[str]] = {}
+    unwatched: dict[tuple[str, str], str] = {}
     for rec in passed:
-        if not rec.environment or rec.environment == env:
+        if rec.environment and rec.environment != env:
+            continue
+        if rec.unwatched is None:
             out.setdefault(rec.app, set()).add(rec.digest)
-    return out
+        else:
+            unwatched[(rec.app, rec.digest)] = rec.unwatched
+    return out, unwatched
 
 
 def _healthy(verdict: GateVerdict | BreachVerdict) -> bool:

@@ -293,6 +293,12 @@ def test_monitoring_down_during_the_bake_alerts_and_keeps_traffic(
         if "monitoring unavailable" in (m["text"] or "") and "alert" in (m["text"] or "")
     ]  # fmt: skip
     assert alerts, "no alert was posted"
+    bake = out["result"]["bake"]
+    assert bake["watched"] is False and bake["judged"] < bake["windows"], bake
+    assert any("monitoring unavailable" in u for u in bake["unjudged"]), bake
+    # a staging bake that was not judged is no proof: production refuses its digests
+    with pytest.raises(ReleaseRefused, match="staging bake was not judged throughout"):
+        promote("production", sha)
 
 
 # --- concurrency and approval -----------------------------------------------------------------

@@ -28,6 +28,7 @@ def test_gate_config_carries_every_threshold_of_the_profile(staging: Profile) ->
     assert cfg.latency_limits == ((95, 500.0),)
     assert (cfg.max_error_rate_increase, cfg.max_latency_ratio) == (0.02, 1.5)
     assert (cfg.min_requests, cfg.intervals, cfg.smoke_probes) == (20, 3, 2)
+    assert (cfg.relative, cfg.confidence, cfg.max_looks, cfg.latency_ratio_floor_ms) == (True, 0.98, 5, 10)
 
 
 @pytest.mark.parametrize(
@@ -123,9 +124,13 @@ def test_verdict_dict_keeps_checks_smoke_and_samples() -> None:
     assert d["smoke"][0]["ok"] is True
     assert d["intervals"][0]["candidate"] == {
         "requests": 50,
+        "synthetic": None,
+        "user": None,
         "errors": 10,
-        "latency_ms": {"p95": 12.0},
+        "latency_ms": {"p50": None, "p95": 12.0, "p99": None},
+        "histogram_ms": None,
         "start": 1.0,
         "end": 3.0,
     }
+    assert d["intervals"][0]["checks"][0]["name"] == "interval 1 error_rate"
     assert d["intervals"][0]["live"] is None

@@ -52,6 +52,24 @@ def test_staging_release_moves_every_app_to_the_commits_digests(
     assert result["gate"]["backend"]["interval 1 requests"] >= 20
 
 
+def test_three_releases_of_a_good_image_in_a_quiet_staging_all_pass_against_the_live_colour(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """Quiet staging (no load): three releases in a row of a good image (same behaviour, new version) all pass their gate, each judged against the live colour under the gate's own synthetic traffic, and their bakes are recorded as watched."""
+    for _ in range(3):
+        sha = commit()
+        push_commit(lab, sha)
+        result = promote("staging", sha)
+        assert result["outcome"] == "released", result
+        for app in ("backend", "frontend"):
+            gate = result["gate"][app]
+            assert gate["interval 1 live_requests"] >= 20, gate  # the live colour was measured
+            assert gate["interval 1 p95_vs_live"] is not None
+        assert result["bake"]["watched"] is True, result["bake"]
+        record = json.loads(kube.get("configmaps", RECORD, "rel-staging")["data"][f"staging-{sha}"])
+        assert record["bake"]["watched"] is True and record["bake"]["judged"] == record["bake"]["windows"]
+
+
 def test_production_refuses_digests_that_did_not_pass_staging(lab: LabState, envdir: Path) -> None:
     """A commit never released to staging is refused in production before anything changes."""
     sha = commit()

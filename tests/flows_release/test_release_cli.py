@@ -133,6 +133,22 @@ def test_gate_failure_exits_non_zero_with_the_reason(lab: LabState, envdir: Path
     assert {a: s["live_colour"] for a, s in after.items()} == {a: s["live_colour"] for a, s in before.items()}
 
 
+def test_a_slower_release_in_a_quiet_staging_fails_naming_the_check_and_both_values(
+    lab: LabState, envdir: Path, kube: Kube
+) -> None:
+    """Quiet staging: a commit whose images add 300 ms (under the 500 ms p95 limit) is stopped at the gate; FAILED names the p95 comparison with the candidate's and the live colour's values; live stays."""
+    sha = commit()
+    push_commit(lab, sha, latency_ms=300)
+    before = live(kube, profile("staging"))
+    proc = greenlight(envdir, "promote", "staging", "--commit", sha)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "FAILED:" in out and "nothing switched" in out, out
+    assert re.search(r"p95 (2[5-9]\d|[34]\d\d) ms > 1\.5 × live \d+ ms \(floor 10 ms\) \(p = ", out), out
+    after = live(kube, profile("staging"))
+    assert {a: s["live_colour"] for a, s in after.items()} == {a: s["live_colour"] for a, s in before.items()}
+
+
 @pytest.mark.parametrize(
     ("run_id", "reason"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from greenlight.core.gate import (
+    BakeJudgement,
     GateConfig,
     IntervalVerdict,
     Sample,
@@ -13,9 +14,11 @@ from greenlight.core.gate import (
     decide_gate,
     error_rate,
     evaluate_interval,
+    pool,
     should_stop_early,
 )
 from greenlight.core.rollout import RolloutAssessment, RolloutPhase
+from greenlight.core.stats import Histogram
 from greenlight.core.switch import EndpointReadiness
 
 CFG = GateConfig(
@@ -29,9 +32,21 @@ CFG = GateConfig(
 )
 
 
+BOUNDS = tuple(float(ms) for ms in range(1, 2001))  # 1 ms buckets up to 2 s
+
+
+def at(ms: int, n: int) -> Histogram:
+    """A histogram of ``n`` requests that all took ``ms`` (the 1 ms bucket ending there)."""
+    counts = [0] * (len(BOUNDS) + 1)
+    counts[ms - 1] = n
+    return Histogram(BOUNDS, tuple(counts))
+
+
 def s(requests: float | None = 1000, errors: float = 0, p95: float | None = 100.0) -> Sample:
-    """A sample with the given request and 5xx counts and p95 latency in ms."""
-    return Sample(requests, errors, {95: p95})
+    """A sample with the given request and 5xx counts, its requests all at the p95 latency (ms)."""
+    if requests is None or p95 is None:
+        return Sample(requests, errors, {95: p95})
+    return Sample(requests, errors, {95: p95}, histogram=at(int(p95), int(requests)))
 
 
 @pytest.mark.parametrize(
@@ -85,16 +100,34 @@ INTERVALS = [
         "fail",
         "p95 16 ms > 1.5 × live 2 ms (floor 10 ms)",
     ),
-    ("live-has-no-sample", s(), None, "pass", "relative checks skipped: no live sample"),
-    ("live-has-no-data", s(), s(requests=None), "pass", "relative checks skipped: live colour has no data"),
     (
-        "live-too-little-data",
+        "no-baseline-is-said",
+        s(),
+        None,
+        "pass",
+        "judged on absolute limits only: no other colour is live",
+    ),
+    (
+        "baseline-without-data-is-inconclusive",
+        s(),
+        s(requests=None),
+        "inconclusive",
+        "baseline (live colour) has no data: no requests in the interval: cannot compare",
+    ),
+    (
+        "baseline-with-too-little-data-is-inconclusive",
         s(),
         s(requests=12),
-        "pass",
-        "live colour has too little data: 12 < 100 requests",
+        "inconclusive",
+        "baseline (live colour) has too little data: 12 < 100 requests",
     ),
-    ("live-no-latency", s(), s(p95=None), "pass", "p95 vs live skipped: live colour has no p95 data"),
+    (
+        "baseline-without-latency",
+        s(),
+        s(p95=None),
+        "inconclusive",
+        "the baseline (live colour) has no p95 data",
+    ),
     (
         "fail-beats-missing-latency",
         s(errors=200, p95=None),
@@ -108,6 +141,27 @@ INTERVALS = [
         s(),
         "fail",
         "error rate 20.00% > 5.00%; p95 900 ms > 500 ms; error rate 20.00% > live 0.00%",
+    ),
+    (
+        "worse-but-not-significant-needs-more-data",
+        s(requests=100, errors=4, p95=100),
+        s(requests=100, errors=1, p95=100),
+        "inconclusive",
+        "error rate 4.00% > live 1.00% + 2.00 points, not yet significant (p = 0.18 ≥ 0.002): more data needed",
+    ),
+    (
+        "worse-and-significant-fails-with-p",
+        s(requests=400, errors=20, p95=100),
+        s(requests=400, errors=2, p95=100),
+        "fail",
+        "error rate 5.00% > live 0.50% + 2.00 points (p = 5e-05 < 0.002)",
+    ),
+    (
+        "slower-in-histogram-fails-with-p",
+        Sample(100, 0, histogram=at(40, 100)),
+        Sample(100, 0, histogram=at(20, 100)),
+        "fail",
+        "p95 40 ms > 1.5 × live 20 ms (p = ",
     ),
 ]
 
@@ -318,3 +372,56 @@ def test_check_breach_status_and_reason(sample: Sample, status: str, reason: str
     assert result.status == status
     assert reason in result.reason
     assert result.breached is (status == "breach")
+
+
+def test_relative_off_judges_on_absolute_limits_and_says_so() -> None:
+    """gate.relative off: a candidate far slower than the live colour passes on absolute limits, and the verdict says how it was judged."""
+    cfg = GateConfig(latency_limits=((95, 500.0),), min_requests=100, intervals=1, relative=False)
+    iv = evaluate_interval(s(p95=400), s(p95=20), cfg)
+    assert iv.verdict == "pass" and iv.absolute_only == "gate.relative is off"
+    assert "judged on absolute limits only: gate.relative is off" in iv.reason
+    assert not [c for c in iv.checks if c.name.endswith("_vs_live")]
+    gate = decide_gate([iv], [SMOKE_OK], ROLLED_OUT, cfg)
+    assert gate.verdict == "pass" and "judged on absolute limits only: gate.relative is off" in gate.reason
+
+
+def test_relative_checks_judge_the_pooled_intervals() -> None:
+    """Intervals each too small to be sure are inconclusive (more data, never a pass); pooled, the third is sure and fails."""
+    cfg = GateConfig(min_requests=50, intervals=3, max_error_rate=0.2)
+    cand = [s(requests=60, errors=4, p95=50)] * 3
+    base = [s(requests=60, errors=0, p95=50)] * 3
+    verdicts = []
+    for i in range(1, 4):
+        pooled_with = (pool(cand[:i]), pool(base[:i]))
+        verdicts.append(evaluate_interval(cand[i - 1], base[i - 1], cfg, pooled_with).verdict)
+    assert verdicts == ["inconclusive", "inconclusive", "fail"]
+
+
+def test_pool_adds_counts_and_histograms_and_reads_percentiles_from_them() -> None:
+    """Pooled windows add requests, errors, synthetic counts and histograms; the p95 is the pooled histogram's."""
+    a = Sample(100, 1, start=10, end=12, histogram=at(10, 100), synthetic=80)
+    b = Sample(100, 3, start=12, end=14, histogram=at(30, 100), synthetic=100)
+    p = pool([a, b, Sample(None)])
+    assert (p.requests, p.errors, p.synthetic, p.user, p.start, p.end) == (200, 4, 180, 20, 10, 14)
+    assert p.histogram is not None and p.histogram.count == 200
+    assert p.latency(95) == pytest.approx(29.9)
+    assert pool([Sample(None)]).requests is None
+
+
+BAKES = [
+    # id, judgement, watched, summary fragment
+    ("all-judged", BakeJudgement("ok", "d", 8, 8), True, "judged 8 of 8 window(s)"),
+    ("one-without-data", BakeJudgement("ok", "d", 8, 7, ("w3: no data",)), False, "not judged: w3: no data"),
+    ("skipped-windows", BakeJudgement("ok", "d", 4, 4, ("skipped",)), False, "not judged: skipped"),
+    ("nothing-read", BakeJudgement("ok", "d", 0, 0), False, "judged 0 of 0"),
+]
+
+
+@pytest.mark.parametrize(("bake", "watched", "summary"), [c[1:] for c in BAKES], ids=[c[0] for c in BAKES])
+def test_a_bake_is_watched_only_when_every_window_was_judged(
+    bake: BakeJudgement, watched: bool, summary: str
+) -> None:
+    """A bake with any window not judged (no data, Monitoring down, skipped) is not watched, and its record says so."""
+    assert bake.watched is watched
+    assert summary in bake.summary()
+    assert bake.record()["watched"] is watched

@@ -447,3 +447,30 @@ def test_release_id_refuses_bad_input(env: str, what: str | dict[str, str], mess
     """A malformed environment or commit, or no digests, raises InputInvalid."""
     with pytest.raises(InputInvalid, match=message):
         release_id(env, what)
+
+
+UNWATCHED = PassedRecord(
+    "backend", NEW, "staging", "staging-abc", unwatched="its bake judged 3 of 8 window(s)"
+)
+WATCHED = PassedRecord("backend", NEW, "staging", "staging-def")
+BAKE_RULES = [
+    # id, records, force reason, ok, forced, reason fragment
+    ("unwatched-refused", [UNWATCHED], None, False, False, "the staging bake was not judged throughout"),
+    ("unwatched-names-why", [UNWATCHED], None, False, False, "its bake judged 3 of 8 window(s)"),
+    ("unwatched-forced", [UNWATCHED], "Monitoring outage, watched by hand", True, True, "forced (Monitoring"),
+    ("one-watched-pass-is-enough", [UNWATCHED, WATCHED], None, True, False, "every digest passed staging"),
+]
+
+
+@pytest.mark.parametrize(
+    ("records", "force", "ok", "forced", "reason"),
+    [c[1:] for c in BAKE_RULES],
+    ids=[c[0] for c in BAKE_RULES],
+)
+def test_production_refuses_digests_whose_staging_bake_was_not_judged(
+    records: list[PassedRecord], force: str | None, ok: bool, forced: bool, reason: str
+) -> None:
+    """A staging pass whose bake was not judged throughout is no proof: refused unless a person forces it with a reason."""
+    decision = check_promotion({"backend": NEW}, records, force_reason=force)
+    assert (decision.ok, decision.forced) == (ok, forced)
+    assert reason in decision.reason
