@@ -45,7 +45,7 @@ test: lint typecheck contracts pytest
 demo: install
 	$(UV) run python -m greenlight.lab.demo
 
-# The five figures of bench/README.md, in a lab of its own; BIG=1 adds a 1 GB dump.
+# The six figures of bench/README.md, in a lab of its own; BIG=1 adds a 1 GB dump.
 bench: install
 	$(UV) run python -m bench.run $(if $(BIG),--big) $(BENCH_ARGS)
 

@@ -1,10 +1,11 @@
-"""``make bench``: start a lab of its own, measure the five figures, print them, write them as JSON
+"""``make bench``: start a lab of its own, measure the six figures, print them, write them as JSON
 and markdown under bench/results/, stop the lab.
 
 The machines are noisy: every figure is a ratio or a difference measured within this one run,
 medians over repeats, next to the machine's core count.
 
-    uv run python -m bench.run [--big] [--repeats N] [--only switch,rollback,overhead,scale,backups]
+    uv run python -m bench.run [--big] [--repeats N] [--gate-runs N] [--results DIR]
+        [--only switch,rollback,overhead,scale,backups,gate]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-FIGURES = ("switch", "rollback", "overhead", "scale", "backups")
+FIGURES = ("switch", "rollback", "overhead", "scale", "backups", "gate")
 
 
 def echo(text: str) -> None:
@@ -36,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", action="store_true", help="also a 1 GB dump (make bench BIG=1)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of each timed run (median reported)")
     parser.add_argument("--only", default=",".join(FIGURES), help="comma-separated figures to run")
+    parser.add_argument("--gate-runs", type=int, default=8, help="figure 6: gates of each kind of candidate")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where latest.md/json go (default bench/results)"
+    )
     args = parser.parse_args(argv)
+    if args.gate_runs < 1:
+        parser.error("--gate-runs must be at least 1")
     only = [f.strip() for f in args.only.split(",") if f.strip()]
     unknown = sorted(set(only) - set(FIGURES))
     if unknown:
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
         },
         "repeats": args.repeats,
+        "gate_runs": args.gate_runs,
         "figures": {},
         "figure_seconds": {},
     }
@@ -82,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             "overhead": lambda: releases.release_overhead(state, echo, args.repeats),
             "scale": lambda: releases.scale(state, echo, max(1, args.repeats - 1)),
             "backups": lambda: _backups(state, work, args, echo),
+            "gate": lambda: _gate(state, args, echo),
         }
         for name in only:
             echo(f"figure {name}")
@@ -100,10 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     results["wall_s"] = round(time.monotonic() - t_start, 1)
     table = render(results)
     print(table)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "latest.md").write_text(table + "\n")
-    echo(f"wrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.md'}")
+    out = args.results
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "latest.md").write_text(table + "\n")
+    echo(f"wrote {out / 'latest.json'} and {out / 'latest.md'}")
     if failed:
         print(f"FAILED: figure(s) {', '.join(failed)} did not complete (see above)")
         return 1
@@ -115,6 +125,12 @@ def _backups(state: Any, work: Path, args: argparse.Namespace, echo: Callable[[s
 
     sizes = [10, 200] + ([1024] if args.big else [])
     return backups.run(state, sizes, args.repeats, work / "backups", echo)
+
+
+def _gate(state: Any, args: argparse.Namespace, echo: Callable[[str], None]) -> Any:
+    from bench import gate
+
+    return gate.figure(state, echo, args.gate_runs)
 
 
 def _drain_prefect() -> None:
@@ -203,6 +219,8 @@ def render(results: dict[str, Any]) -> str:
                 "flat",
                 rss["growth_mb"] <= 20,
             )
+    if not err("gate"):
+        rows += _figure6_rows(f["gate"])
     lines = [
         f"# Greenlight bench, {results['started']}",
         "",
@@ -286,6 +304,28 @@ def _figure1_rows(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"{total} failed of {sent} sent (table above)",
                 FIG1_GOALS[procedure],
                 _goal(goal_met(procedure, planes)),
+            )
+        )
+    return out
+
+
+def _figure6_rows(fig: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Figure 6, a row per kind of candidate: verdicts, the rate that matters, the gate's time."""
+    out = []
+    for name, k in fig["kinds"].items():
+        n = k["runs"]
+        wall = (
+            f"; gate {k['wall_median_s']:.1f} s median, {k['wall_max_s']:.1f} s max"
+            if k["wall_median_s"] is not None
+            else ""
+        )
+        out.append(
+            (
+                f"6. gate, {name}: {k['label']}",
+                f"{n} runs: {k['passed']} passed, {k['failed']} failed, {k['inconclusive']} inconclusive; "
+                f"{k['rate_name']} {k['wrong']}/{n}{wall}",
+                f"{k['rate_name']} 0 of {n}",
+                _goal(k["met"]),
             )
         )
     return out
