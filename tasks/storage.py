@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
 from greenlight.clients.gcs import GcsClient, ObjectInfo
-from greenlight.core.backups import DumpObject, StoredObject, collect_dumps, verify_index
-from greenlight.errors import BackupInvalid, InputInvalid, NotFound
+from greenlight.core.backups import DumpObject, StoredObject, collect_dumps, download_layout, verify_index
+from greenlight.errors import BackupInvalid, Conflict, InputInvalid, NotFound
 from greenlight.settings import Backups, Profile
 from tasks.policy import FRESH, RETRIES
 
@@ -79,23 +80,46 @@ def download_dump(
     A file dump lands at ``dest_dir/<basename>``, a directory dump's members under
     ``dest_dir/<directory name>/``. Returns the path to restore from and, per member,
     (size, md5, crc32c) as computed. Memory stays about one chunk whatever the dump's size.
-    Raises BackupInvalid (naming the object, expected and got) on a mismatch.
+    Raises BackupInvalid (naming the object, expected and got) on a mismatch, and, before
+    writing anything, naming the object when its name would put a file outside ``dest_dir``
+    (``..``, ``//``, a backslash, NUL: see :func:`greenlight.core.backups.download_layout`).
+    A directory dump that fails part-way is removed: no partial download is left behind.
     """
     client = gcs()
+    top, layout = download_layout(dump)  # BackupInvalid before any byte is written
+    base = dest_dir.resolve()
+    targets = {name: _inside(dest_dir, base, rel, name) for name, rel in layout.items()}
+    root = _inside(dest_dir, base, top, dump.name)
     computed: dict[str, tuple[int, str, str]] = {}
-    if dump.is_directory:
-        root = dest_dir / Path(dump.name.rstrip("/")).name
+    if not dump.is_directory:
+        member = dump.members[0]
+        got = client.download_to(bucket, member.name, targets[member.name])  # removes its .part on failure
+        computed[member.name] = (got.size, got.md5_b64, got.crc32c_b64)
+        return root, computed
+    if root.exists():  # never mixed with (or, on failure, removing) what was there before
+        raise Conflict(f"cannot download dump {dump.name}: {root} already exists")
+    try:
         for member in dump.members:
-            dest = root / dump.relative(member)
+            dest = targets[member.name]
             dest.parent.mkdir(parents=True, exist_ok=True)
             got = client.download_to(bucket, member.name, dest)
             computed[member.name] = (got.size, got.md5_b64, got.crc32c_b64)
-        return root, computed
-    member = dump.members[0]
-    dest = dest_dir / dump.relative(member)
-    got = client.download_to(bucket, member.name, dest)
-    computed[member.name] = (got.size, got.md5_b64, got.crc32c_b64)
-    return dest, computed
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return root, computed
+
+
+def _inside(dest_dir: Path, base: Path, relative: str, name: str) -> Path:
+    """``dest_dir / relative``, checked once more where files are written: it must resolve below ``base``
+    (``dest_dir`` resolved). download_layout has refused every name that could leave; this also
+    catches a symbolic link on the way."""
+    resolved = (base / relative).resolve()
+    if resolved == base or not resolved.is_relative_to(base):
+        raise BackupInvalid(
+            f"object {name!r} would be written to {resolved}, outside the download directory {base}"
+        )
+    return dest_dir / relative
 
 
 # -- small objects ----------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ Restores stream: a gzipped plain dump is decompressed in a thread that feeds ``p
 chunks (memory stays flat in the dump's size); custom, directory and tar archives go to
 ``pg_restore``, which reads the file itself. The tools must be at least as new as the target
 server (an older ``pg_restore`` refuses newer archives), which is checked first.
+
+A dump comes from a bucket, so it is not trusted: ``psql`` runs it in restricted mode under a
+key of ours (no meta-command such as ``\\!`` can run, see :class:`_Feeder`), and the tools get
+only the environment they need (:func:`tool_environment`), never the process's secrets.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import io
 import math
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -52,6 +57,25 @@ TOOL_VERSION_TIMEOUT_S = 10.0
 # complete"), followed at most by an \unrestrict line: a plain dump without it is truncated.
 PLAIN_TRAILER = b"dump complete"
 TRAILER_WINDOW_BYTES = 4096
+# What the client tools may see of the process's environment: where programs and libraries are,
+# the locale, and libpq's own settings (a passfile, TLS files, a service file...). Nothing else:
+# never SLACK_BOT_TOKEN, GREENLIGHT_WEBHOOK_SECRET, cloud credentials or any other secret.
+_LIBPQ_ENV = (
+    "HOST", "HOSTADDR", "PORT", "DATABASE", "USER", "PASSWORD", "PASSFILE", "SERVICE", "SERVICEFILE",
+    "SYSCONFDIR", "OPTIONS", "SSLMODE", "REQUIRESSL", "SSLNEGOTIATION", "SSLCOMPRESSION", "SSLCERT",
+    "SSLKEY", "SSLCERTMODE", "SSLROOTCERT", "SSLCRL", "SSLCRLDIR", "SSLSNI", "SSLMINPROTOCOLVERSION",
+    "SSLMAXPROTOCOLVERSION", "MINPROTOCOLVERSION", "MAXPROTOCOLVERSION", "CHANNELBINDING",
+    "REQUIREPEER", "REQUIREAUTH", "GSSENCMODE", "GSSDELEGATION", "KRBSRVNAME", "GSSLIB",
+    "TARGETSESSIONATTRS", "LOADBALANCEHOSTS", "CLIENTENCODING", "DATESTYLE", "TZ", "GEQO",
+)  # fmt: skip
+TOOL_ENV_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH"}
+    | {"KRB5CCNAME", "KRB5_CONFIG"}  # GSSAPI authentication, when the server asks for it
+    | {"PG" + name for name in _LIBPQ_ENV}
+)
+TOOL_ENV_PREFIXES = ("LC_",)
+# pg_dump 18 starts a plain dump with comment lines, then \restrict and a random alphanumeric key.
+_DUMP_RESTRICT = re.compile(rb"\A(?:(?:--[^\n]*)?\r?\n)*\\restrict ([A-Za-z0-9]{1,256})\r?\n")
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TOOL_NAME = re.compile(r"^[a-z_]+$")
@@ -385,12 +409,18 @@ def _check_tool_version(tool: Path, target: Postgres) -> None:
 def _tool_connection(target: Postgres) -> tuple[str, dict[str, str]]:
     """A conninfo without the password for the tool's command line, and its environment with PGPASSWORD."""
     params = {k: str(v) for k, v in target._params.items() if k != "password"}
-    env = dict(os.environ)
+    return make_conninfo(**params), tool_environment(target)
+
+
+def tool_environment(target: Postgres) -> dict[str, str]:
+    """The environment a client tool runs with: only ``TOOL_ENV_NAMES`` / ``TOOL_ENV_PREFIXES`` of ours,
+    with the URL's password as ``PGPASSWORD`` (when it has one), a connect timeout and an application name."""
+    env = {k: v for k, v in os.environ.items() if k in TOOL_ENV_NAMES or k.startswith(TOOL_ENV_PREFIXES)}
     env["PGCONNECT_TIMEOUT"] = str(max(1, math.ceil(target.connect_timeout_s)))
     env["PGAPPNAME"] = "greenlight-restore"
     if target._password is not None:
         env["PGPASSWORD"] = target._password
-    return make_conninfo(**params), env
+    return env
 
 
 def _tail(err: IO[bytes], target: Postgres) -> str:
@@ -407,6 +437,26 @@ class _Feeder(threading.Thread):
 
     Killing psql before its stdin is closed means it never reaches end of input, so its single
     transaction is never committed.
+
+    No psql meta-command in the dump can run. A plain dump is a psql script, and psql runs any
+    backslash command in it: ``\\! cmd`` or ``\\o |cmd`` a shell command, ``\\copy ... program``,
+    ``\\connect`` elsewhere, ``\\set ON_ERROR_STOP off``. So the first line psql reads is
+    ``\\restrict <key>``, with a random key of ours that is never written anywhere else: from there
+    psql (18, 17.6, 16.10, 15.14, 14.19, 13.22 and later) refuses every meta-command except
+    ``\\unrestrict <that key>``, and with ON_ERROR_STOP the restore stops at the first one.
+
+    This relies on psql itself, not on a filter of ours refusing lines that start with a
+    backslash: psql's lexer finds a backslash command anywhere (also after a statement on the
+    same line), and only psql knows where COPY data starts and ends (data lines may start with a
+    backslash, and psql sends them to the server as data, restricted or not). The dump's own
+    ``\\restrict`` (pg_dump 18 writes one after its header comments, and ``\\unrestrict`` with the
+    same key at its end) is not trusted: a hostile dump would not contain it, or would unrestrict
+    itself with the key it knows. psql refuses a second ``\\restrict``, so the dump's own
+    ``\\restrict`` line is left out, and so is every later line that is exactly
+    ``\\restrict <its key>`` or ``\\unrestrict <its key>``; no other line is touched (its key is
+    random per dump, so no data line of a real dump is one of those). A hostile dump choosing
+    these lines can only break its own restore: psql stays restricted whatever it writes. There
+    is no ``\\unrestrict`` of ours at the end: nothing needs to run after the dump.
     """
 
     def __init__(self, path: Path, gzipped: bool, proc: subprocess.Popen[bytes]) -> None:
@@ -414,6 +464,9 @@ class _Feeder(threading.Thread):
         self.path, self.gzipped, self.proc = path, gzipped, proc
         self.error: str | None = None
         self.bytes_in = 0
+        self._key = secrets.token_hex(32).encode("ascii")
+        self._own: re.Pattern[bytes] | None = None  # the dump's own (un)restrict lines, once known
+        self._own_key = b""
 
     def run(self) -> None:
         stdin = self.proc.stdin
@@ -433,15 +486,50 @@ class _Feeder(threading.Thread):
                 pass
 
     def _copy(self, stdin: IO[bytes]) -> None:
+        stdin.write(b"\\restrict " + self._key + b"\n")
         tail = b""
+        carry = b""  # the last line read so far, not yet ended by a newline
+        in_long_line = False  # carry was too long to hold: its start has been sent already
+        first = True
         with self.path.open("rb") as raw:
             source: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="rb") if self.gzipped else raw
             while chunk := source.read(CHUNK_BYTES):
-                stdin.write(chunk)
                 tail = (tail + chunk)[-TRAILER_WINDOW_BYTES:]
+                if first:
+                    chunk, first = self._own_restrict(chunk), False
+                buf = carry + chunk
+                cut = buf.rfind(b"\n") + 1
+                if cut == 0 and len(buf) <= CHUNK_BYTES:
+                    carry = buf
+                    continue
+                if cut == 0:  # one line longer than a chunk: not one of the dump's (un)restrict lines
+                    stdin.write(buf)
+                    carry, in_long_line = b"", True
+                    continue
+                start = buf.index(b"\n") + 1 if in_long_line else 0
+                stdin.write(buf[:start] + self._lines(buf[start:cut]))
+                carry, in_long_line = buf[cut:], False
+            if carry:
+                stdin.write(carry if in_long_line else self._lines(carry))
             self.bytes_in = raw.tell()
         if PLAIN_TRAILER not in tail:
             self._fail("it ends without pg_dump's 'dump complete' trailer: the dump is truncated")
+
+    def _own_restrict(self, head: bytes) -> bytes:
+        """The dump's first chunk without its own \\restrict line; from then on, its key's lines are left out."""
+        match = _DUMP_RESTRICT.match(head)
+        if match is None:
+            return head
+        self._own_key = match.group(1)
+        key = re.escape(self._own_key)
+        self._own = re.compile(rb"^\\(?:un)?restrict " + key + rb"\r?(?:\n|\Z)", re.MULTILINE)
+        return head[: match.start(1) - len(b"\\restrict ")] + head[match.end() :]
+
+    def _lines(self, lines: bytes) -> bytes:
+        """Whole lines of the dump as psql is to read them: without the dump's own (un)restrict lines."""
+        if self._own is None or self._own_key not in lines:  # the usual chunk: a quick search, no regex
+            return lines
+        return self._own.sub(b"", lines)
 
     def _fail(self, reason: str) -> None:
         self.error = reason
@@ -469,6 +557,16 @@ def _restore_plain(
         tail = _tail(err, target)
     if feeder.error is not None:
         raise BackupInvalid(f"{path.name} does not restore into {target.where}: {feeder.error}")
+    if code != 0 and "invalid command \\restrict" in tail:
+        raise InputInvalid(
+            f"{tool} cannot restrict the meta-commands of a dump (\\restrict needs psql 18, 17.6, 16.10, "
+            f"15.14, 14.19, 13.22 or newer), so it may not restore {path.name}: {tail}"
+        )
+    if code != 0 and "backslash commands are restricted" in tail:
+        raise BackupInvalid(
+            f"{path.name} does not restore into {target.where}: it holds a psql meta-command (a "
+            f"backslash command, such as \\! which runs a shell command), refused: psql exit {code}: {tail}"
+        )
     if code != 0:
         raise BackupInvalid(f"{path.name} does not restore into {target.where}: psql exit {code}: {tail}")
     return feeder.bytes_in, tail

@@ -10,6 +10,10 @@ name, whose named group ``date`` dates it). A directory-format dump is a prefix 
 ``toc.dat`` in it; the pattern is searched in the prefix's name. The dump time is the object's
 ``dump_time`` metadata when it is there and valid, else the ``date`` group; never the upload time.
 
+A dump's object names become local paths when it is downloaded: :func:`download_layout` says
+where each member lands under the download directory, and refuses (BackupInvalid) any name that
+would land anywhere else.
+
 The config-backup half: objects exported from the cluster lose their server-managed fields, and a
 Secret keeps only its name, labels and its keys, never a value.
 """
@@ -23,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from greenlight.errors import BackupInvalid
+
 DIRECTORY_MARKER = "toc.dat"
 CLOCK_SKEW_S = 300.0  # a dump time this far in the future is not believed
 SIZE_HISTORY = 7  # previous dumps whose median the size is compared with
@@ -35,6 +41,8 @@ _DATE_FORMATS = (
     "%Y%m%d",
 )
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+NAME_MAX_BYTES = 255  # the longest file name a local file system takes
 
 
 # --- snapshots -----------------------------------------------------------------------------------
@@ -195,6 +203,79 @@ def previous_sizes(dumps: Sequence[DumpObject], target: DumpObject, history: int
     """Sizes of up to ``history`` dumps made before ``target``, newest first."""
     older = [d for d in dumps if d.dump_time < target.dump_time]
     return [d.size for d in sorted(older, key=lambda d: d.dump_time, reverse=True)[:history]]
+
+
+# --- local paths -----------------------------------------------------------------------------------
+
+
+def unsafe_path_reason(path: str) -> str | None:
+    """Why ``path`` (a ``/``-separated path from an object name) cannot be used below a directory; None if it can.
+
+    Safe is only a sequence of plain names: no ``..`` or ``.`` component, no empty component
+    (``a//b``, a trailing ``/``), not absolute, no backslash (a separator elsewhere), no NUL or
+    other control character, no component longer than a file name may be.
+    """
+    if not path:
+        return "is empty"
+    if "\x00" in path:
+        return "contains a NUL byte"
+    if "\\" in path:
+        return "contains a backslash"
+    if _CONTROL.search(path):
+        return "contains a control character"
+    if path.startswith("/"):
+        return "is absolute (starts with '/')"
+    for part in path.split("/"):
+        if part == "":
+            return "has an empty component ('//' or a trailing '/')"
+        if part in (".", ".."):
+            return f"has a {part!r} component"
+        if len(part.encode("utf-8", errors="surrogatepass")) > NAME_MAX_BYTES:
+            return f"has a component longer than {NAME_MAX_BYTES} bytes"
+    return None
+
+
+def download_layout(dump: DumpObject) -> tuple[str, dict[str, str]]:
+    """Where the dump lands under a download directory: (the path to restore from, {member name: its path}).
+
+    Paths are relative, ``/``-separated: a file dump is its basename; a directory dump is its
+    directory's name, each member ``<directory name>/<path inside the dump>``. The object names
+    come from the bucket, so they are not trusted: BackupInvalid naming the dump, the object and
+    why, when a path would not stay plainly inside the download directory (see
+    :func:`unsafe_path_reason`), or when one member would be both a file and another's directory.
+    """
+    if not dump.is_directory:
+        member = dump.members[0]
+        base = dump.relative(member)
+        _refuse_unsafe(dump, member.name, "its basename", base)
+        return base, {member.name: base}
+    root = dump.name[:-1].rsplit("/", 1)[-1]
+    _refuse_unsafe(dump, dump.name, "its directory name", root)
+    paths: dict[str, str] = {}
+    for member in dump.members:
+        inside = dump.relative(member)
+        _refuse_unsafe(dump, member.name, "its path inside the dump", inside)
+        paths[member.name] = f"{root}/{inside}"
+    by_path = {p: name for name, p in paths.items()}
+    for name, path in paths.items():
+        parts = path.split("/")
+        for depth in range(2, len(parts)):
+            other = by_path.get("/".join(parts[:depth]))
+            if other is not None:
+                raise BackupInvalid(
+                    f"dump {dump.name} cannot be downloaded safely: object {other!r} would be both "
+                    f"a file and a directory (of object {name!r})"
+                )
+    return root, paths
+
+
+def _refuse_unsafe(dump: DumpObject, name: str, what: str, path: str) -> None:
+    reason = unsafe_path_reason(path)
+    if reason is not None:
+        raise BackupInvalid(
+            f"dump {dump.name} cannot be downloaded safely: object {name!r}: {what} {path!r} {reason}, "
+            "so it would not stay inside the download directory"
+        )
 
 
 # --- checks ------------------------------------------------------------------------------------------

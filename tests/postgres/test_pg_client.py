@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import re
 import shutil
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from greenlight.clients.postgres import (
+    CHUNK_BYTES,
     Postgres,
+    _Feeder,
+    _tool_connection,
     detect_dump_format,
     pg_tool,
     redact,
@@ -344,3 +350,230 @@ def test_restore_tar_archive_runs_pg_restore_without_jobs(
     result = restore(archive, scratch.url, jobs=4, bin_dir=labpg.pg_bin_dir())
     assert result.format == "tar"
     assert Postgres(scratch.url).scalar("SELECT count(*) FROM t") == 1000
+
+
+# --- what a dump may make the tools do ---------------------------------------------------------------
+
+SECRETS = {
+    "SLACK_BOT_TOKEN": "xoxb-not-for-psql",
+    "GREENLIGHT_WEBHOOK_SECRET": "webhook-not-for-psql",
+    "AWS_SECRET_ACCESS_KEY": "aws-not-for-psql",
+    "GOOGLE_APPLICATION_CREDENTIALS": "/secrets/sa.json",
+}
+
+
+def test_client_tools_get_only_the_environment_they_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PATH, HOME, the locale and libpq's settings reach the tools, with the URL's password; no secret of ours."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("PGSSLMODE", "verify-full")
+    monkeypatch.setenv("PGPASSFILE", "/run/pgpass")
+    monkeypatch.setenv("HOME", "/home/greenlight")
+    _, env = _tool_connection(Postgres("postgresql://restorer:pw-from-url@db.internal:5432/scratch"))
+    leaked = sorted(set(SECRETS) & set(env))
+    assert leaked == [], f"the client tools would see {leaked}"
+    assert not any(v in env.values() for v in SECRETS.values())
+    assert env["PATH"] == os.environ["PATH"] and env["HOME"] == "/home/greenlight"
+    assert (
+        env["LC_ALL"] == "C.UTF-8"
+        and env["PGSSLMODE"] == "verify-full"
+        and env["PGPASSFILE"] == "/run/pgpass"
+    )
+    assert env["PGPASSWORD"] == "pw-from-url"
+    assert set(env) <= {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "LD_LIBRARY_PATH",
+    } | {k for k in env if k.startswith(("PG", "LC_"))}
+
+
+class _Stdin(io.BytesIO):
+    def close(self) -> None:
+        self.written = self.getvalue()
+        super().close()
+
+
+class _Proc:
+    """What _Feeder needs of a psql process: its stdin, and kill."""
+
+    def __init__(self) -> None:
+        self.stdin = _Stdin()
+        self.killed = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+def fed(tmp_path: Path, content: bytes, gzipped: bool = False) -> bytes:
+    """What psql would read from the feeder for a plain dump holding ``content``."""
+    path = tmp_path / ("d.sql.gz" if gzipped else "d.sql")
+    path.write_bytes(gzip.compress(content) if gzipped else content)
+    proc = _Proc()
+    feeder = _Feeder(path, gzipped, proc)  # type: ignore[arg-type]
+    feeder.run()
+    assert feeder.error is None and not proc.killed
+    return proc.stdin.written
+
+
+PG18_DUMP = b"""--
+-- PostgreSQL database dump
+--
+
+\\restrict Kdumpkey123
+
+SET client_encoding = 'UTF8';
+CREATE TABLE public.t (v text);
+COPY public.t (v) FROM stdin;
+\\restrict abc
+\\unrestrict Kother
+\\\\! touch /tmp/x
+\\.
+\\unrestrict Kdumpkey123
+\\connect -reuse-previous=on "dbname='x'"
+\\restrict Kdumpkey123
+SELECT 1;
+--
+-- PostgreSQL database dump complete
+--
+
+\\unrestrict Kdumpkey123
+
+"""
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_feeder_restricts_psql_with_its_own_key_and_drops_the_dumps_restrict_lines(
+    tmp_path: Path, gzipped: bool
+) -> None:
+    """psql first reads \\restrict with a random key; the lines with the dump's own key go, nothing else."""
+    out = fed(tmp_path, PG18_DUMP, gzipped)
+    first, rest = out.split(b"\n", 1)
+    assert re.fullmatch(rb"\\restrict [0-9a-f]{64}", first), first
+    assert rest == PG18_DUMP.replace(b"\\restrict Kdumpkey123\n", b"").replace(
+        b"\\unrestrict Kdumpkey123\n", b""
+    )
+    assert b"\\connect" in rest  # left for psql to refuse
+    assert fed(tmp_path, PG18_DUMP, gzipped).split(b"\n", 1)[0] != first  # a new key each time
+
+
+def test_feeder_leaves_a_dump_without_its_own_restrict_as_it_is(tmp_path: Path) -> None:
+    """A dump of an older pg_dump (or a hostile one) has no \\restrict of its own: every line goes to psql."""
+    content = b"--\nSELECT 1;\n\\restrict Kx\n\\! true\n\\unrestrict Kx\n-- dump complete\n"
+    assert fed(tmp_path, content).split(b"\n", 1)[1] == content
+
+
+def test_feeder_keeps_lines_longer_than_a_chunk_and_a_last_line_without_newline(tmp_path: Path) -> None:
+    """The middle of a line longer than a chunk is never taken for a line start; the last line needs no newline."""
+    head = b"--\n\\restrict Kk1\n"
+    long_line = b"INSERT INTO t VALUES ('" + b"y" * (2 * CHUNK_BYTES - len(head) - 23)
+    assert len(head + long_line) == 2 * CHUNK_BYTES  # the third chunk starts in the middle of the line:
+    middle = b"\\unrestrict Kk1\n');\n"  # there, this is no line of its own
+    end = b"-- PostgreSQL database dump complete\n\\unrestrict Kk1"
+    out = fed(tmp_path, head + long_line + middle + end).split(b"\n", 1)[1]
+    assert out == b"--\n" + long_line + middle + end.removesuffix(b"\\unrestrict Kk1")
+
+
+# (the dump's own \restrict key or None, what it holds between its first and last statements)
+SHELL_COMMANDS = {
+    "a \\! line": (None, "\\! touch {marker}\n"),
+    "\\! after a statement on the same line": (None, "SELECT 1; \\! touch {marker}\n"),
+    "\\o to a pipe": (None, "\\o |touch {marker}\nSELECT 1;\n"),
+    "\\copy to a program": (None, "\\copy (SELECT 1) TO PROGRAM 'touch {marker}'\n"),
+    "\\set ON_ERROR_STOP off first": (None, "\\set ON_ERROR_STOP off\n\\! touch {marker}\n"),
+    "a \\! line inside the dump's own \\restrict": ("K1", "\\! touch {marker}\n"),
+    "after unrestricting with the dump's own key": (
+        "K1",
+        "\\unrestrict K1\n\\! touch {marker}\n\\restrict K1\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "plain-gzip"])
+@pytest.mark.parametrize("where", list(SHELL_COMMANDS))
+def test_a_plain_dump_cannot_run_a_shell_command(
+    scratch: Scratch, tmp_path: Path, where: str, gzipped: bool
+) -> None:
+    """No psql meta-command of a dump runs, whether or not the dump restricts itself: the restore is
+    refused naming it, nothing is committed."""
+    marker = tmp_path / "pwned"
+    key, body = SHELL_COMMANDS[where]
+    sql = (
+        "--\n-- PostgreSQL database dump\n--\n"
+        + (f"\\restrict {key}\n" if key else "")
+        + "CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\n"
+        + body.format(marker=marker)
+        + "CREATE TABLE u (id int);\n--\n-- PostgreSQL database dump complete\n--\n\n"
+        + (f"\\unrestrict {key}\n" if key else "")
+    ).encode()
+    path = tmp_path / ("hostile.sql.gz" if gzipped else "hostile.sql")
+    path.write_bytes(gzip.compress(sql) if gzipped else sql)
+    error: BackupInvalid | None = None
+    try:
+        restore(path, scratch.url, bin_dir=labpg.pg_bin_dir())
+    except BackupInvalid as e:
+        error = e
+    assert not marker.exists(), f"the dump ran a shell command ({where}): {marker} exists"
+    assert error is not None, "a dump holding a psql meta-command restored"
+    assert "meta-command" in str(error) and "backslash commands are restricted" in str(error)
+    assert table_count(scratch.url) == 0
+
+
+def test_a_pg18_plain_dump_whose_data_looks_like_meta_commands_restores_exactly(
+    pg: labpg.PgInstance, admin: Postgres, scratch: Scratch, tmp_path: Path
+) -> None:
+    """pg_dump 18's own \\restrict pair is replaced by ours; COPY data lines starting with a backslash
+    (\\r, \\\\, \\N) and a value ending like \\. come back byte for byte."""
+    # "\r..." is a carriage return, which COPY writes as \r: a data line starting "\restrict abc"
+    values = ["\restrict abc", "\\! touch /tmp/nope", "\\unrestrict x", "\\.", "plain", None, "a\nb\\.\n"]
+    source = Postgres(admin.create_database("gl_meta_source"))
+    try:
+        source.query("CREATE TABLE t (v text, id int PRIMARY KEY)")  # v first: it starts each data line
+        for i, v in enumerate(values):
+            source.query("INSERT INTO t VALUES (%s, %s)", (v, i))
+        dump = pg_dump(pg, "gl_meta_source", "p", tmp_path / "meta.sql")
+    finally:
+        admin.drop_database("gl_meta_source")
+    text = dump.read_bytes()
+    assert re.search(rb"^\\restrict \S+$", text, re.M) and re.search(rb"^\\unrestrict \S+$", text, re.M)
+    assert re.search(rb"^\\r", text.split(b"FROM stdin;", 1)[1], re.M)  # a data line starting with \r
+    restore(dump, scratch.url, bin_dir=labpg.pg_bin_dir())
+    rows = Postgres(scratch.url).query("SELECT v FROM t ORDER BY id")
+    assert [v for (v,) in rows] == values
+
+
+FAKE_TOOL = """#!/bin/sh
+if [ "$1" = "--version" ]; then echo "{name} (PostgreSQL) 18.6"; exit 0; fi
+env > {out}
+cat > /dev/null
+exit 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("tool", "content"), [("psql", b"SELECT 1;\n-- dump complete\n"), ("pg_restore", b"PGDMP")]
+)
+def test_the_tools_run_without_the_process_secrets(
+    scratch: Scratch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tool: str, content: bytes
+) -> None:
+    """The environment psql and pg_restore actually run with holds no SLACK_BOT_TOKEN (or other secret) of ours."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    out = tmp_path / "env.txt"
+    fake = bin_dir / tool
+    fake.write_text(FAKE_TOOL.format(name=tool, out=out))
+    fake.chmod(0o755)
+    dump = tmp_path / "dump"
+    dump.write_bytes(content)
+    restore(dump, scratch.url, bin_dir=bin_dir)
+    seen: dict[str, Any] = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert sorted(set(SECRETS) & set(seen)) == []
+    assert "PGPASSWORD" in seen and "PATH" in seen

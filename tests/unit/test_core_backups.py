@@ -26,6 +26,7 @@ from greenlight.core.backups import (
     check_sql_probe,
     collect_dumps,
     decide_verification,
+    download_layout,
     export_object,
     parse_date,
     previous_sizes,
@@ -34,8 +35,10 @@ from greenlight.core.backups import (
     random_candidates,
     render_report,
     select_newest,
+    unsafe_path_reason,
     verify_index,
 )
+from greenlight.errors import BackupInvalid
 
 PATTERN = r"(?P<date>\d{4}-\d{2}-\d{2}T\d{4}Z)\.sql\.gz$"
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -104,6 +107,131 @@ def test_collect_dumps_groups_a_directory_dump_under_its_prefix() -> None:
     assert newest.declared_format == "directory"
     assert sorted(newest.relative(m) for m in newest.members) == ["3001.dat.gz", "3002.dat.gz", "toc.dat"]
     assert len(dumps) == 2
+
+
+DIR = "db/2025-01-01T0000Z/"
+
+
+def dir_dump(prefix: str, *rest: str) -> DumpObject:
+    """A directory dump under ``prefix`` with a toc.dat and members ``prefix + r`` for each ``r``."""
+    members = (obj(prefix + "toc.dat"), *(obj(prefix + r) for r in rest))
+    return DumpObject(prefix, NOW, "name", members)
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("3001.dat.gz", None),
+        ("blobs/blob_16384.dat", None),
+        ("..", "'..' component"),
+        ("../../../../tmp/x", "'..' component"),
+        ("a/../../x", "'..' component"),
+        ("a/..", "'..' component"),
+        (".", "'.' component"),
+        ("./toc.dat", "'.' component"),
+        ("/tmp/x", "absolute"),
+        ("a//b", "empty component"),
+        ("a/", "empty component"),
+        ("", "empty"),
+        ("..\\..\\x", "backslash"),
+        ("a\\b", "backslash"),
+        ("a\x00b", "NUL"),
+        ("a\nb", "control character"),
+        ("x" * 256, "longer than 255"),
+    ],
+)
+def test_unsafe_path_reason_refuses_what_would_leave_the_directory(path: str, reason: str | None) -> None:
+    """A path inside a dump is safe only as plain '/'-separated names: no '..', '.', empty part, '/', '\\', NUL."""
+    got = unsafe_path_reason(path)
+    if reason is None:
+        assert got is None
+    else:
+        assert got is not None and reason in got
+
+
+def test_download_layout_of_a_directory_dump_keeps_members_under_its_directory() -> None:
+    """A directory dump lands under its own directory name; each member under its path inside the dump."""
+    root, paths = download_layout(dir_dump(DIR, "3001.dat.gz", "blobs/b1.dat"))
+    assert root == "2025-01-01T0000Z"
+    assert paths == {
+        DIR + "toc.dat": "2025-01-01T0000Z/toc.dat",
+        DIR + "3001.dat.gz": "2025-01-01T0000Z/3001.dat.gz",
+        DIR + "blobs/b1.dat": "2025-01-01T0000Z/blobs/b1.dat",
+    }
+
+
+def test_download_layout_of_a_file_dump_is_its_basename() -> None:
+    """A file dump lands under its basename, whatever the prefix (the prefix never becomes a local path)."""
+    name = "db/../x/2025-01-01T0000Z.sql.gz"
+    root, paths = download_layout(dump(name, NOW))
+    assert root == "2025-01-01T0000Z.sql.gz" and paths == {name: root}
+
+
+@pytest.mark.parametrize(
+    ("member", "reason"),
+    [
+        ("../../../../tmp/x", "'..' component"),
+        ("/tmp/x", "absolute"),  # db/2025-01-01T0000Z//tmp/x
+        ("sub/../../x", "'..' component"),
+        ("..\\..\\x", "backslash"),
+        ("a\x00b", "NUL"),
+        ("a//b", "empty component"),
+        ("sub/", "empty component"),  # a "folder" placeholder object
+        ("", "empty"),  # an object named like the prefix itself
+    ],
+)
+def test_download_layout_refuses_a_member_that_would_leave_the_download_directory(
+    member: str, reason: str
+) -> None:
+    """BackupInvalid naming the dump, the object and why, for any member whose local path is not plainly inside."""
+    bad = DIR + member
+    with pytest.raises(BackupInvalid) as info:
+        download_layout(dir_dump(DIR, "3001.dat.gz", member))
+    message = str(info.value)
+    assert repr(bad) in message and DIR in message and reason in message
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("db/2025-01-01T0000Z.sql.gz/..", "'..' component"),
+        ("db/2025-01-01T0000Z.sql.gz/.", "'.' component"),
+        ("db\\..\\2025-01-01T0000Z.sql.gz", "backslash"),
+        ("2025-01-01T0000Z.sql.gz\x00", "NUL"),
+    ],
+)
+def test_download_layout_refuses_a_file_dump_whose_basename_is_not_a_plain_name(
+    name: str, reason: str
+) -> None:
+    """A file dump's basename must itself be a plain file name."""
+    with pytest.raises(BackupInvalid, match="cannot be downloaded safely") as info:
+        download_layout(dump(name, NOW))
+    assert repr(name) in str(info.value) and reason in str(info.value)
+
+
+@pytest.mark.parametrize("prefix", ["db/../", "db/./", "db//", "/", "db/a\\..\\/"])
+def test_download_layout_refuses_a_directory_dump_whose_own_name_is_not_plain(prefix: str) -> None:
+    """The directory a dump lands in is its last name component: '..', '.', empty or a backslash is refused."""
+    with pytest.raises(BackupInvalid, match="cannot be downloaded safely"):
+        download_layout(dir_dump(prefix, "3001.dat.gz"))
+
+
+def test_download_layout_refuses_members_that_collide() -> None:
+    """A member that is both a file and another member's directory cannot be written: refused, naming both."""
+    with pytest.raises(BackupInvalid, match=r"both a file and a directory") as info:
+        download_layout(dir_dump(DIR, "a", "a/b"))
+    assert repr(DIR + "a") in str(info.value) and repr(DIR + "a/b") in str(info.value)
+
+
+def test_collect_dumps_keeps_a_directory_dump_with_a_hostile_member_for_the_download_to_refuse() -> None:
+    """A hostile member does not hide its dump (an older one would be verified instead): it stays a member."""
+    objects = [obj(DIR + "toc.dat"), obj(DIR + "../../../../tmp/x"), obj("db/2024-12-31T0000Z/toc.dat")]
+    dumps = collect_dumps(objects, r"(?P<date>\d{4}-\d{2}-\d{2}T\d{4}Z)")
+    newest = select_newest(dumps)
+    assert newest is not None and newest.name == DIR
+    assert DIR + "../../../../tmp/x" in [m.name for m in newest.members]
+    with pytest.raises(BackupInvalid, match=r"\.\./\.\./\.\./\.\./tmp/x"):
+        download_layout(newest)
 
 
 def test_select_newest_of_nothing_is_none() -> None:
