@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any
@@ -9,14 +10,32 @@ from typing import Any
 from greenlight.webhook.verify import sign
 
 
+def run_id_for(
+    sha: str, branch: str, repository: str = "sma-platform/sma", workflow: str = "build-images"
+) -> int:
+    """The id GitHub would give the run of ``workflow`` for a push of ``sha`` to ``branch``: one
+    run per push, so the same arguments give the same id (the receiver dedupes on it) and a new
+    commit a new one."""
+    digest = hashlib.sha256(f"{repository.lower()}\n{workflow}\n{branch}\n{sha}".encode()).digest()
+    return 1 + int.from_bytes(digest[:5], "big")
+
+
 def workflow_run(sha: str, branch: str, actor: str = "dave", repository: str = "sma-platform/sma",
-                 workflow: str = "build-images", conclusion: str = "success") -> dict[str, Any]:  # fmt: skip
+                 workflow: str = "build-images", conclusion: str = "success", *, run_id: int | None = None,
+                 run_attempt: int = 1, event: str = "push", head_repository: str | None = None,
+                 ) -> dict[str, Any]:  # fmt: skip
+    """A ``completed`` run as GitHub sends it: started by ``event`` (a push) of a commit of
+    ``head_repository`` (``repository`` itself unless given: a fork's for a pull request from a
+    fork); ``run_id`` defaults to :func:`run_id_for` the push."""
+    run_id = run_id_for(sha, branch, repository, workflow) if run_id is None else run_id
     return {
         "action": "completed",
         "workflow_run": {
-            "name": workflow, "head_sha": sha, "head_branch": branch, "conclusion": conclusion,
-            "status": "completed", "html_url": f"https://github.com/{repository}/actions/runs/1",
-            "actor": {"login": actor},
+            "id": run_id, "name": workflow, "head_sha": sha, "head_branch": branch, "event": event,
+            "run_attempt": run_attempt, "conclusion": conclusion, "status": "completed",
+            "html_url": f"https://github.com/{repository}/actions/runs/{run_id}",
+            "actor": {"login": actor}, "repository": {"full_name": repository},
+            "head_repository": {"full_name": head_repository or repository},
         },
         "repository": {"full_name": repository},
         "sender": {"login": actor},

@@ -3,9 +3,17 @@
 Prefect OSS has no webhooks of its own, so GitHub posts here and this app emits the event
 ``github.workflow_run.completed`` (resource ``github.repo.OWNER/NAME`` labelled
 ``github.branch`` and ``greenlight.environment``; payload ``sha``, ``branch``, ``actor``,
-``delivery``, ``environment``, ``repository``, ``workflow``, ``run_url``) that a deployment's
-trigger turns into a flow run. A trigger picks its environment by matching the resource label
-``greenlight.environment`` (triggers cannot match on the payload).
+``delivery``, ``environment``, ``repository``, ``workflow``, ``run_url``, ``run_id``,
+``run_attempt``) that a deployment's trigger turns into a flow run. A trigger picks its
+environment by matching the resource label ``greenlight.environment`` (triggers cannot match on
+the payload).
+
+**Replays.** Only the body is signed, not the ``X-GitHub-Delivery`` header, so a release is
+identified by the run the signed body names (repository, ``workflow_run.id``,
+``workflow_run.run_attempt``): an old signed body sent again under any delivery id is answered
+duplicate, and the event id is derived from that identity too (uuid5), so a copy that reaches
+another receiver (its own dedupe file) is dropped by Prefect. The delivery id is logged and
+carried in the payload; see ``greenlight.webhook.dedupe``.
 
 **The receiver never starts a production switch by itself.** It only emits an event; which
 environment the branch names is decided from the profiles (``github.branch``), and a production
@@ -20,13 +28,15 @@ Routes:
   accepted); 401 when ``X-Hub-Signature-256`` is missing or wrong; 400 without
   ``X-GitHub-Event`` / ``X-GitHub-Delivery``, on malformed JSON or a missing field (named);
   200 ``{"ok": true, "zen": ...}`` for ``ping``; 202 ``{"ignored": reason}`` for anything the
-  profiles do not release; 200 ``{"duplicate": true}`` for a delivery already emitted; 202
-  ``{"emitted": true, "environment": ..., "sha": ...}`` once Prefect accepted the event; 503 when
-  it did not (nothing recorded, so GitHub's "Redeliver" retries it).
+  profiles do not release (a run from a fork, or not started by a push, among them: see
+  ``greenlight.webhook.verify``); 200 ``{"duplicate": true}`` for a run (or a delivery id)
+  already emitted; 202 ``{"emitted": true, "environment": ..., "sha": ...}`` once Prefect
+  accepted the event; 503 when it did not (nothing recorded, so GitHub's "Redeliver" retries it).
 - ``GET /healthz``: 200 ``{"ok": true}``.
 
 One log line per delivery (logger ``greenlight.webhook``): delivery id, event, decision, status
-and reason. Never the secret, the signature or the payload.
+and reason (naming the run for an emitted or duplicate one). Never the secret, the signature or
+the payload.
 """
 
 from __future__ import annotations
@@ -38,7 +48,8 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,7 +82,6 @@ MAX_BODY = 1024 * 1024
 SECRET_ENV = "GREENLIGHT_GITHUB_WEBHOOK_SECRET"
 SECRET_BLOCK_ENV = "GREENLIGHT_GITHUB_WEBHOOK_SECRET_BLOCK"
 DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-EVENT_ID_NAMESPACE = uuid.UUID("5d1f0b1e-6a39-4c4e-9a52-6b8f3f1f6a01")
 
 log = logging.getLogger("greenlight.webhook")
 
@@ -160,6 +170,14 @@ async def _load_secret_block(name: str) -> bytes | None:
 
 
 @dataclass
+class _Named:
+    """A lock of :class:`Receiver` and how many requests hold or await it."""
+
+    lock: asyncio.Lock
+    users: int = 0
+
+
+@dataclass
 class _Outcome:
     """An answer and the log line that goes with it."""
 
@@ -194,7 +212,7 @@ class Receiver:
         self.store = store
         self.secret = secret
         self.emitter = emitter
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, _Named] = {}
 
     async def github(self, request: Request) -> JSONResponse:
         """``POST /github``: answer the delivery and log one line about it."""
@@ -239,34 +257,49 @@ class Receiver:
         return await self._emit_once(delivery, decision)
 
     async def _emit_once(self, delivery: str, decision: Decision) -> _Outcome:
-        """Emit unless ``delivery`` was emitted before; record it only after Prefect accepted it.
+        """Emit unless the run (or this delivery id) was emitted before; record it only after
+        Prefect accepted it.
 
-        Concurrent requests for one delivery are serialised here; across processes, the event id
-        derived from the delivery makes Prefect drop a second copy.
+        Concurrent requests for one run, or one delivery id, are serialised here; across
+        processes, the event id derived from the run makes Prefect drop a second copy.
         """
         payload = dict(decision.payload or {})
-        lock = self._locks.setdefault(delivery, asyncio.Lock())
-        try:
-            async with lock:
-                if await anyio.to_thread.run_sync(self.store.seen, delivery):
-                    return _Outcome(200, {"duplicate": True}, "duplicate", "delivery already emitted")
-                try:
-                    await self.emitter.emit(
-                        EVENT_NAME,
-                        event_resource(payload),
-                        payload,
-                        uuid.uuid5(EVENT_ID_NAMESPACE, delivery),
-                    )
-                except GreenlightError as e:
-                    raise _Reject(503, "event not emitted; redeliver later", f"emit failed: {e}") from e
-                await anyio.to_thread.run_sync(
-                    self.store.record, delivery, decision.environment, payload.get("sha")
+        run = decision.run
+        if run is None:  # decide() names the run of every emit decision
+            raise _Reject(500, "internal error", "emit decision without a run")
+        async with self._holding(f"run {run.key}"), self._holding(f"delivery {delivery}"):
+            duplicate = await anyio.to_thread.run_sync(
+                lambda: self.store.seen(
+                    run.key, delivery, environment=decision.environment, sha=payload.get("sha")
                 )
-        finally:
-            if not lock.locked():
-                self._locks.pop(delivery, None)
+            )
+            if duplicate:
+                return _Outcome(200, {"duplicate": True}, "duplicate", duplicate)
+            try:
+                await self.emitter.emit(EVENT_NAME, event_resource(payload), payload, run.event_id)
+            except GreenlightError as e:
+                raise _Reject(503, "event not emitted; redeliver later", f"emit failed: {e}") from e
+            await anyio.to_thread.run_sync(
+                self.store.record, run.key, delivery, decision.environment, payload.get("sha")
+            )
         body = {"emitted": True, "environment": decision.environment, "sha": payload.get("sha")}
-        return _Outcome(202, body, "emitted", decision.reason)
+        return _Outcome(202, body, "emitted", f"{decision.reason}; run {run.key}")
+
+    @asynccontextmanager
+    async def _holding(self, key: str) -> AsyncIterator[None]:
+        """Hold this process's lock named ``key``; it is forgotten once nobody holds or awaits it.
+
+        Callers take a run's lock before a delivery id's, never the other way round: no deadlock.
+        """
+        entry = self._locks.setdefault(key, _Named(asyncio.Lock()))
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[key]
 
 
 async def healthz(_: Request) -> JSONResponse:

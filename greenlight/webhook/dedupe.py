@@ -1,9 +1,21 @@
-"""The receiver's memory of deliveries already turned into events, in a SQLite file.
+"""The receiver's memory of workflow runs already turned into events, in a SQLite file.
 
-GitHub sends the same ``X-GitHub-Delivery`` id again when someone redelivers a webhook; the
-receiver records an id only after its event reached Prefect, and answers a replay of a recorded
-id without emitting again. The file survives restarts; ids are kept for :data:`RETENTION`
-(7 days) and pruned as new ones are recorded.
+A release is keyed on what GitHub's signature covers: the run's identity from the signed payload
+(repository, ``workflow_run.id``, ``workflow_run.run_attempt``: :class:`RunIdentity.key`), not
+the ``X-GitHub-Delivery`` header, which is not signed: an old signed body replayed under a fresh
+delivery id is the same run, and a duplicate. The delivery id is kept beside the run, for the log
+line and as a second key (GitHub redelivers with the same id and the same body, and never sends
+two bodies under one id). The receiver records a run only after its event reached Prefect. The
+file survives restarts; runs are kept for :data:`RETENTION_S` (7 days) and pruned as new ones
+are recorded.
+
+**Migration.** A file written before run identities holds only table ``deliveries`` (delivery
+id, time, environment, sha). It is migrated in place when a store opens it: table ``runs`` is
+added beside it and the schema version (``PRAGMA user_version``) set to 1; the old rows are
+left as they are, still read, and pruned once they expire, so after 7 days the old table is
+empty. As they carry no run id, an old row also makes a duplicate of any run that releases the
+same sha to the same environment (the replay this key closes); the cost, for those 7 days only,
+is that a re-run of such a commit is answered duplicate too (release it by hand).
 
 The file lives at ``$GREENLIGHT_WEBHOOK_STATE`` or ``~/.local/state/greenlight/webhook.sqlite``.
 Each call opens its own connection (WAL journal, busy timeout), so concurrent requests, threads
@@ -21,7 +33,18 @@ from pathlib import Path
 
 RETENTION_S = 7 * 24 * 3600
 STATE_ENV = "GREENLIGHT_WEBHOOK_STATE"
+SCHEMA_VERSION = 1
 _SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run TEXT PRIMARY KEY,
+    delivery TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    environment TEXT,
+    sha TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_delivery ON runs (delivery);
+CREATE INDEX IF NOT EXISTS runs_recorded_at ON runs (recorded_at);
+-- version 0: one row per delivery id, no run identity; read until its rows expire
 CREATE TABLE IF NOT EXISTS deliveries (
     delivery TEXT PRIMARY KEY,
     recorded_at REAL NOT NULL,
@@ -41,7 +64,8 @@ def default_path() -> Path:
 
 
 class DeliveryStore:
-    """Delivery ids already emitted, persisted in SQLite at ``path`` (created with its parents)."""
+    """Runs already emitted, persisted in SQLite at ``path`` (created with its parents; a file of
+    the delivery-id format is migrated in place, see the module's docstring)."""
 
     def __init__(self, path: Path | None = None, *, retention_s: float = RETENTION_S) -> None:
         self.path = path or default_path()
@@ -50,36 +74,75 @@ class DeliveryStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def seen(self, delivery: str, now: float | None = None) -> bool:
-        """True when ``delivery`` was recorded within the retention period."""
+    def seen(
+        self,
+        run: str,
+        delivery: str | None = None,
+        *,
+        environment: str | None = None,
+        sha: str | None = None,
+        now: float | None = None,
+    ) -> str | None:
+        """Why this is a duplicate, or None: the run ``run`` (a :attr:`RunIdentity.key`) or the
+        delivery id ``delivery`` was recorded within the retention period, or a row of the old
+        format (no run id) released ``sha`` to ``environment``."""
         cutoff = (time.time() if now is None else now) - self.retention_s
         with self._connect() as db:
             row = db.execute(
-                "SELECT 1 FROM deliveries WHERE delivery = ? AND recorded_at >= ?", (delivery, cutoff)
+                "SELECT delivery FROM runs WHERE run = ? AND recorded_at >= ?", (run, cutoff)
             ).fetchone()
-        return row is not None
+            if row is not None:
+                return f"run {run} already emitted (delivery {row[0]})"
+            if delivery is None:
+                return None
+            known = db.execute(
+                "SELECT 1 FROM runs WHERE delivery = ? AND recorded_at >= ? UNION ALL "
+                "SELECT 1 FROM deliveries WHERE delivery = ? AND recorded_at >= ?",
+                (delivery, cutoff, delivery, cutoff),
+            ).fetchone()
+            if known is not None:
+                return f"delivery {delivery} already emitted"
+            if environment is None or sha is None:
+                return None
+            legacy = db.execute(
+                "SELECT delivery FROM deliveries WHERE environment = ? AND sha = ? AND recorded_at >= ?",
+                (environment, sha, cutoff),
+            ).fetchone()
+        if legacy is not None:
+            return (
+                f"sha {sha} already released to {environment} (delivery {legacy[0]}, recorded before run ids)"
+            )
+        return None
 
     def record(
-        self, delivery: str, environment: str | None = None, sha: str | None = None, now: float | None = None
+        self,
+        run: str,
+        delivery: str,
+        environment: str | None = None,
+        sha: str | None = None,
+        now: float | None = None,
     ) -> bool:
-        """Remember ``delivery`` (once its event was emitted) and prune ids past the retention.
-
-        Returns False when it was already recorded (another request got there first).
-        """
+        """Remember ``run`` (once its event was emitted), with the delivery that brought it, and
+        prune rows past the retention. Returns False when the run was already recorded (another
+        request got there first)."""
         at = time.time() if now is None else now
         with self._connect() as db:
+            db.execute("DELETE FROM runs WHERE recorded_at < ?", (at - self.retention_s,))
             db.execute("DELETE FROM deliveries WHERE recorded_at < ?", (at - self.retention_s,))
             cursor = db.execute(
-                "INSERT OR IGNORE INTO deliveries (delivery, recorded_at, environment, sha) VALUES (?, ?, ?, ?)",
-                (delivery, at, environment, sha),
+                "INSERT OR IGNORE INTO runs (run, delivery, recorded_at, environment, sha) VALUES (?, ?, ?, ?, ?)",
+                (run, delivery, at, environment, sha),
             )
             return cursor.rowcount == 1
 
     def count(self) -> int:
-        """How many delivery ids are remembered (expired ones included until the next prune)."""
+        """How many runs (and old-format delivery ids) are remembered, expired ones included until
+        the next prune."""
         with self._connect() as db:
-            return int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
+            runs = int(db.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+            return runs + int(db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0])
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

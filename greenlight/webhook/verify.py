@@ -5,14 +5,22 @@ acts on what they return. Every decision carries a reason, which becomes the del
 line and, for ignored deliveries, the answer's ``{"ignored": reason}``.
 
 The filter: a ``workflow_run`` event, action ``completed``, conclusion ``success``, for a
-profile's ``github.repository`` and ``github.workflow``, on that profile's ``github.branch``,
-releases that profile's environment. Everything else is ignored.
+profile's ``github.repository`` and ``github.workflow``, started by a ``push`` (the run's
+``workflow_run.event``) of a commit of that repository itself (``workflow_run.head_repository``:
+a pull request from a fork runs our workflow in our repository, on whatever branch name the fork
+chose), on that profile's ``github.branch``, releases that profile's environment. Repository
+names compare case-insensitively, as GitHub's do. Everything else is ignored.
+
+A release is identified by what the signature covers: the repository, ``workflow_run.id`` and
+``workflow_run.run_attempt`` (:class:`RunIdentity`), never by the unsigned ``X-GitHub-Delivery``
+header, which anyone holding an old signed body can change.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,6 +29,8 @@ from greenlight.errors import InputInvalid
 
 SIGNATURE_PREFIX = "sha256="
 EVENT_NAME = "github.workflow_run.completed"
+EVENT_ID_NAMESPACE = uuid.UUID("5d1f0b1e-6a39-4c4e-9a52-6b8f3f1f6a01")
+RELEASING_TRIGGER = "push"
 
 
 class PayloadInvalid(InputInvalid):
@@ -42,13 +52,39 @@ class Route:
 
 
 @dataclass(frozen=True)
+class RunIdentity:
+    """One attempt of one workflow run, as the signed payload names it: ``repository`` (lowercased:
+    GitHub compares names case-insensitively), ``workflow_run.id`` and ``workflow_run.run_attempt``.
+
+    GitHub sends ``completed`` once per attempt; "Re-run" makes a new attempt of the same id.
+    """
+
+    repository: str
+    run_id: int
+    attempt: int
+
+    @property
+    def key(self) -> str:
+        """``owner/name/actions/runs/ID/attempts/N``: the dedupe key (and the run's API path)."""
+        return f"{self.repository}/actions/runs/{self.run_id}/attempts/{self.attempt}"
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        """The Prefect event id of this attempt's release: the same for every copy of the signed
+        body, whichever receiver and delivery id it comes with, so Prefect keeps one."""
+        return uuid.uuid5(EVENT_ID_NAMESPACE, f"{EVENT_NAME}:{self.key}")
+
+
+@dataclass(frozen=True)
 class Decision:
-    """What to do with a delivery: ``emit`` (with the event's payload), ``ignore`` or ``ping``."""
+    """What to do with a delivery: ``emit`` (with the event's payload and the run it releases),
+    ``ignore`` or ``ping``."""
 
     action: Literal["emit", "ignore", "ping"]
     reason: str
     environment: str | None = None
     payload: Mapping[str, Any] | None = None
+    run: RunIdentity | None = None
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -101,17 +137,28 @@ def field(payload: Mapping[str, Any], path: str, kind: type | tuple[type, ...] =
         if part not in value:
             raise PayloadInvalid(path)
         value = value[part]
-    if not isinstance(value, kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kinds):
         raise PayloadInvalid(path, f"expected {_kind_name(kind)}, got {_json_type(value)}")
     return value
+
+
+def positive(payload: Mapping[str, Any], path: str) -> int:
+    """The whole number at ``path``, at least 1 (GitHub's ids and attempt numbers)."""
+    value = field(payload, path, int)
+    if value < 1:
+        raise PayloadInvalid(path, f"expected a positive number, got {value}")
+    return int(value)
 
 
 def decide(event: str, delivery: str, payload: Mapping[str, Any], routes: Iterable[Route]) -> Decision:
     """Decide what the delivery ``delivery`` of GitHub event ``event`` asks for.
 
     Raises :class:`PayloadInvalid` (naming the field) when a field the decision needs is
-    missing or has the wrong type. Checks in order: event, action, repository, workflow,
-    conclusion, branch; the first that does not match is the reason it is ignored.
+    missing or has the wrong type. Checks in order: event, action, repository, workflow, the
+    run's head repository (no fork), what started the run (a push), conclusion, branch; the
+    first that does not match is the reason it is ignored. ``delivery`` is only carried into
+    the event's payload (for the logs): it is not signed, so it decides nothing.
     """
     if event == "ping":
         return Decision("ping", "ping")
@@ -124,10 +171,19 @@ def decide(event: str, delivery: str, payload: Mapping[str, Any], routes: Iterab
     candidates = [r for r in routes if r.repository.lower() == repository.lower()]
     if not candidates:
         return Decision("ignore", f"repository {repository} is not configured")
+    configured = candidates[0].repository
     workflow = field(payload, "workflow_run.name")
     candidates = [r for r in candidates if r.workflow == workflow]
     if not candidates:
         return Decision("ignore", f"workflow '{workflow}' of {repository} is not configured")
+    if field(payload, "workflow_run.head_repository", (dict, type(None))) is None:
+        return Decision("ignore", f"run from an unknown head repository (null), not {configured}")
+    head = field(payload, "workflow_run.head_repository.full_name")
+    if head.lower() != configured.lower():
+        return Decision("ignore", f"run from fork {head}, not {configured}")
+    trigger = field(payload, "workflow_run.event")
+    if trigger != RELEASING_TRIGGER:
+        return Decision("ignore", f"event {trigger}, not {RELEASING_TRIGGER}")
     conclusion = field(payload, "workflow_run.conclusion", (str, type(None)))
     if conclusion != "success":
         return Decision("ignore", f"conclusion {conclusion} is not success")
@@ -135,6 +191,11 @@ def decide(event: str, delivery: str, payload: Mapping[str, Any], routes: Iterab
     route = next((r for r in candidates if r.branch == branch), None)
     if route is None:
         return Decision("ignore", f"branch {branch} releases no environment")
+    run = RunIdentity(
+        repository.lower(),
+        positive(payload, "workflow_run.id"),
+        positive(payload, "workflow_run.run_attempt"),
+    )
     event_payload = {
         "sha": field(payload, "workflow_run.head_sha"),
         "branch": branch,
@@ -144,9 +205,15 @@ def decide(event: str, delivery: str, payload: Mapping[str, Any], routes: Iterab
         "repository": repository,
         "workflow": workflow,
         "run_url": field(payload, "workflow_run.html_url", (str, type(None))),
+        "run_id": run.run_id,
+        "run_attempt": run.attempt,
     }
     return Decision(
-        "emit", f"{branch} of {repository} releases {route.environment}", route.environment, event_payload
+        "emit",
+        f"{branch} of {repository} releases {route.environment}",
+        route.environment,
+        event_payload,
+        run,
     )
 
 

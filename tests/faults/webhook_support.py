@@ -41,10 +41,10 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ReceivedEvent
 
-from greenlight.lab.github import workflow_run
+from greenlight.lab.github import run_id_for, workflow_run
 from greenlight.lab.state import LAB_ENVIRONMENTS, free_port, stop_pid
-from greenlight.webhook.app import EVENT_ID_NAMESPACE, SECRET_BLOCK_ENV, SECRET_ENV
-from greenlight.webhook.verify import EVENT_NAME, sign
+from greenlight.webhook.app import SECRET_BLOCK_ENV, SECRET_ENV
+from greenlight.webhook.verify import EVENT_NAME, RunIdentity, sign
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "fault-suite-webhook-secret"
@@ -68,25 +68,39 @@ def new_sha() -> str:
 
 
 def run_payload(sha: str, **kw: Any) -> dict[str, Any]:
-    """A completed, successful run of the fault repository's workflow on BRANCH (override any argument)."""
+    """A completed, successful run of the fault repository's workflow on BRANCH, started by a push
+    to it (override any argument of :func:`greenlight.lab.github.workflow_run`); its run id is the
+    one GitHub would give that push (:func:`run_of`)."""
     args: dict[str, Any] = {"repository": REPOSITORY, "workflow": WORKFLOW, "branch": BRANCH, **kw}
     return workflow_run(sha, args.pop("branch"), **args)
 
 
+def run_of(sha: str) -> RunIdentity:
+    """The run a push of ``sha`` to BRANCH of REPOSITORY makes (what :func:`run_payload` names)."""
+    return RunIdentity(REPOSITORY.lower(), run_id_for(sha, BRANCH, REPOSITORY, WORKFLOW), 1)
+
+
 @dataclass
 class Delivery:
-    """One delivery as sent: its id, the sha it names (if any), what came back."""
+    """One delivery as sent: its id, the sha it names (if any), what came back, and the run its
+    body names (unless given, the run of a push of ``sha``: :func:`run_of`)."""
 
     label: str
     delivery_id: str
     sha: str | None
     status: int | None = None
     body: Any = None
+    run: RunIdentity | None = None
 
     @property
     def event_id(self) -> uuid.UUID:
-        """The id the receiver gives the event of this delivery (so Prefect drops a second copy)."""
-        return uuid.uuid5(EVENT_ID_NAMESPACE, self.delivery_id)
+        """The id the receiver gives the event of this delivery's run (whatever its delivery id:
+        so Prefect drops a second copy); for a delivery naming no run, an id no event has."""
+        if self.run is not None:
+            return self.run.event_id
+        if self.sha is not None:
+            return run_of(self.sha).event_id
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"greenlight-faults:no-run:{self.delivery_id}")
 
 
 def headers_for(

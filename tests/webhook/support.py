@@ -19,6 +19,7 @@ LAB_ENVIRONMENTS = Path(__file__).resolve().parents[2] / "greenlight" / "lab" / 
 SECRET = "it's a secret to everybody"
 REPO = "sma-platform/sma"
 WORKFLOW = "build-images"
+RUN_ID = 30433642
 ROUTES = (
     Route("production", REPO, WORKFLOW, "main"),
     Route("staging", REPO, WORKFLOW, "develop"),
@@ -34,20 +35,36 @@ def run_payload(
     branch: str | None = "develop",
     sha: str = "3f2a9c1d0e5b7a6c4d3e2f1a0b9c8d7e6f5a4b3c",
     actor: str = "dana",
+    run_id: int = RUN_ID,
+    run_attempt: int = 1,
+    trigger: str = "push",
+    head_repository: str | None = None,
 ) -> dict[str, Any]:
-    """A ``workflow_run`` payload trimmed to what GitHub sends that the receiver reads, and a bit more."""
+    """A ``workflow_run`` payload trimmed to what GitHub sends that the receiver reads, and a bit more.
+
+    ``trigger`` is the run's ``workflow_run.event`` (what started it: ``push``, ``pull_request``...);
+    ``head_repository`` the repository its commit comes from (a fork's for a pull request from a
+    fork), ``repository`` unless given.
+    """
     owner, name = repository.split("/")
+    head = head_repository or repository
+    head_owner, head_name = head.split("/")
     return {
         "action": action,
         "workflow_run": {
-            "id": 30433642,
+            "id": run_id,
             "name": workflow,
             "head_branch": branch,
             "head_sha": sha,
+            "run_number": 562,
+            "run_attempt": run_attempt,
+            "event": trigger,
             "status": "completed",
             "conclusion": conclusion,
-            "html_url": f"https://github.com/{repository}/actions/runs/30433642",
+            "html_url": f"https://github.com/{repository}/actions/runs/{run_id}",
             "actor": {"login": actor},
+            "repository": {"full_name": repository, "name": name, "owner": {"login": owner}},
+            "head_repository": {"full_name": head, "name": head_name, "owner": {"login": head_owner}},
         },
         "workflow": {"name": workflow},
         "repository": {"full_name": repository, "name": name, "owner": {"login": owner}},

@@ -29,9 +29,20 @@ from greenlight.webhook.app import (
     load_routes,
 )
 from greenlight.webhook.dedupe import DeliveryStore
-from greenlight.webhook.verify import sign
+from greenlight.webhook.verify import Route, sign
 
-from .support import LAB_ENVIRONMENTS, ROUTES, SECRET, AppClient, RecordingEmitter, delivery, run_payload
+from .support import (
+    LAB_ENVIRONMENTS,
+    REPO,
+    ROUTES,
+    RUN_ID,
+    SECRET,
+    WORKFLOW,
+    AppClient,
+    RecordingEmitter,
+    delivery,
+    run_payload,
+)
 
 MiB = 1024 * 1024
 
@@ -80,15 +91,125 @@ def test_signed_successful_develop_run_emits_one_event_for_staging(
     assert event["payload"]["environment"] == "staging"
 
 
-def test_event_id_is_derived_from_the_delivery(state: Path) -> None:
-    """One delivery always gets the same event id (so Prefect drops a second copy), another a different one."""
+def test_event_id_is_derived_from_the_signed_run_not_the_delivery_header(state: Path) -> None:
+    """One run attempt gets one event id whatever X-GitHub-Delivery says (so Prefect drops a copy sent
+    through another receiver); another attempt or another run gets another id."""
+    sent = [
+        (run_payload(), "d-1"),
+        (run_payload(), "d-2"),
+        (run_payload(run_attempt=2), "d-3"),
+        (run_payload(run_id=RUN_ID + 1), "d-4"),
+    ]
     ids = []
-    for n, delivery_id in enumerate(["d-1", "d-1", "d-2"]):
+    for n, (payload, delivery_id) in enumerate(sent):
         emitter = RecordingEmitter()
         c = AppClient(make_app(state.with_name(f"s{n}.sqlite"), emitter))
-        post(c, *delivery(run_payload(), delivery_id=delivery_id))
+        post(c, *delivery(payload, delivery_id=delivery_id))
         ids.append(emitter.events[0]["id"])
-    assert ids[0] == ids[1] != ids[2] and isinstance(ids[0], uuid.UUID)
+    assert isinstance(ids[0], uuid.UUID)
+    assert ids[0] == ids[1], "the same signed run under two delivery ids must be one event"
+    assert len({ids[0], ids[2], ids[3]}) == 3
+
+
+def test_old_signed_delivery_replayed_under_a_new_delivery_id_is_a_duplicate(
+    client: AppClient, emitter: RecordingEmitter
+) -> None:
+    """The X-GitHub-Delivery header is not signed: an old signed body sent again under a fresh
+    delivery id is the same run, answered 200 duplicate, and starts nothing."""
+    body, headers = delivery(run_payload(sha="0ld5ha"), delivery_id="d-original")
+    assert post(client, body, headers).status_code == 202
+    replay = {**headers, "X-GitHub-Delivery": "d-replayed-later"}
+    response = post(client, body, replay)
+    assert (response.status_code, response.json()) == (200, {"duplicate": True})
+    assert [e["payload"]["delivery"] for e in emitter.events] == ["d-original"]
+
+
+def test_duplicate_log_line_names_the_run_and_the_delivery_that_brought_it(
+    client: AppClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log line of a replay says which run it repeats and which delivery emitted it first."""
+    body, headers = delivery(run_payload(), delivery_id="d-first")
+    post(client, body, headers)
+    with caplog.at_level(logging.INFO, logger="greenlight.webhook"):
+        post(client, body, {**headers, "X-GitHub-Delivery": "d-again"})
+    [line] = [r.getMessage() for r in caplog.records if r.name == "greenlight.webhook"]
+    assert line == (
+        "delivery=d-again event=workflow_run decision=duplicate status=200 "
+        f"reason=run {REPO}/actions/runs/{RUN_ID}/attempts/1 already emitted (delivery d-first)"
+    )
+
+
+def test_a_rerun_of_the_same_run_is_a_new_release(client: AppClient, emitter: RecordingEmitter) -> None:
+    """GitHub's "Re-run" of a workflow gives the same run id a new run_attempt: that releases again."""
+    assert post(client, *delivery(run_payload())).status_code == 202
+    response = post(client, *delivery(run_payload(run_attempt=2)))
+    assert (response.status_code, response.json()["emitted"]) == (202, True)
+    assert len(emitter.events) == 2
+
+
+def test_the_same_run_in_another_repository_is_not_a_duplicate(
+    state: Path, emitter: RecordingEmitter
+) -> None:
+    """Run ids are only unique with their repository: the same id in another configured repository releases."""
+    other = Route("qa", "sma-platform/other", WORKFLOW, "develop")
+    app = create_app(
+        routes=(*ROUTES, other), store=DeliveryStore(state), secret=SecretSource(SECRET), emitter=emitter
+    )
+    c = AppClient(app)
+    assert post(c, *delivery(run_payload())).status_code == 202
+    response = post(c, *delivery(run_payload(repository="sma-platform/other")))
+    assert (response.status_code, response.json()["environment"]) == (202, "qa")
+    assert len(emitter.events) == 2 and emitter.events[0]["id"] != emitter.events[1]["id"]
+
+
+def test_concurrent_copies_of_one_run_under_new_delivery_ids_emit_once(state: Path) -> None:
+    """Five copies of one signed body, each with its own delivery id, arriving together, emit one event."""
+
+    class SlowEmitter(RecordingEmitter):
+        async def emit(self, *args: Any, **kwargs: Any) -> None:
+            await asyncio.sleep(0.05)
+            await super().emit(*args, **kwargs)
+
+    emitter = SlowEmitter()
+    app = make_app(state, emitter)
+    body, headers = delivery(run_payload())
+
+    async def send_five() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as c:
+            return await asyncio.gather(
+                *(
+                    c.post("/github", content=body, headers={**headers, "X-GitHub-Delivery": f"d-{i}"})
+                    for i in range(5)
+                )
+            )
+
+    responses = asyncio.run(send_five())
+    assert sorted(r.status_code for r in responses) == [200, 200, 200, 200, 202]
+    assert len(emitter.events) == 1
+
+
+def test_signed_pull_request_run_from_a_fork_on_the_release_branch_is_ignored(
+    client: AppClient, emitter: RecordingEmitter
+) -> None:
+    """A fork's pull request runs our workflow in our repository, on a branch it names 'develop':
+    signed by GitHub, yet not ours. 202 ignored naming the fork; nothing emitted."""
+    payload = run_payload(trigger="pull_request", head_repository="evil/sma", branch="develop")
+    response = post(client, *delivery(payload))
+    assert (response.status_code, response.json()) == (
+        202,
+        {"ignored": "run from fork evil/sma, not sma-platform/sma"},
+    )
+    assert emitter.events == []
+
+
+def test_signed_pull_request_run_from_our_own_repository_is_ignored(
+    client: AppClient, emitter: RecordingEmitter
+) -> None:
+    """Only a push releases: a pull_request run from a branch of our own repository is ignored too."""
+    response = post(client, *delivery(run_payload(trigger="pull_request")))
+    assert (response.status_code, response.json()) == (202, {"ignored": "event pull_request, not push"})
+    assert emitter.events == []
 
 
 def test_main_run_emits_for_production_and_nothing_else(client: AppClient, emitter: RecordingEmitter) -> None:
@@ -330,6 +451,9 @@ def test_one_log_line_per_delivery_without_secrets(
     lines = [r.getMessage() for r in caplog.records if r.name == "greenlight.webhook"]
     assert len(lines) == 2
     assert lines[0].startswith("delivery=d-good event=workflow_run decision=emitted status=202")
+    assert lines[0].endswith(
+        f"reason=develop of {REPO} releases staging; run {REPO}/actions/runs/{RUN_ID}/attempts/1"
+    )
     assert lines[1].startswith("delivery=d-forged event=workflow_run decision=rejected status=401")
     text = "\n".join(lines)
     for leak in (SECRET, good["X-Hub-Signature-256"], "ab" * 32, "dana", '"action"'):
@@ -371,4 +495,4 @@ def test_unreachable_prefect_is_503_quickly_and_nothing_is_recorded(state: Path)
             response = post(AppClient(app), body, headers)
             elapsed = time.monotonic() - started
     assert response.status_code == 503 and elapsed < 3
-    assert not DeliveryStore(state).seen(headers["X-GitHub-Delivery"])
+    assert DeliveryStore(state).count() == 0

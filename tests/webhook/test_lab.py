@@ -22,7 +22,6 @@ from prefect.events.schemas.events import ReceivedEvent
 
 from greenlight.lab.state import LabState
 from greenlight.webhook.app import (
-    EVENT_ID_NAMESPACE,
     SECRET_BLOCK_ENV,
     SECRET_ENV,
     SecretSource,
@@ -30,7 +29,7 @@ from greenlight.webhook.app import (
     load_routes,
 )
 from greenlight.webhook.dedupe import DeliveryStore
-from greenlight.webhook.verify import EVENT_NAME
+from greenlight.webhook.verify import EVENT_NAME, RunIdentity
 
 from .support import LAB_ENVIRONMENTS, SECRET, AppClient, delivery, run_payload
 
@@ -45,6 +44,7 @@ class Sent:
     """What the module sent and what Prefect holds afterwards."""
 
     delivery_id: str
+    run: RunIdentity
     sha: str
     forged_sha: str
     main_sha: str
@@ -93,19 +93,31 @@ def sent(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     )
     client = AppClient(app)
     sha, forged_sha, main_sha = (uuid.uuid4().hex + "0" * 8 for _ in range(3))
-    body, headers = delivery(run_payload(sha=sha, actor="erin"))
+    run_id, main_run_id = (uuid.uuid4().int % 10**11 + 1 for _ in range(2))  # new runs on a lab that persists
+    body, headers = delivery(run_payload(sha=sha, actor="erin", run_id=run_id))
     started = time.monotonic()
     responses = {"signed": client.post("/github", content=body, headers=headers)}
     elapsed = time.monotonic() - started
     responses["replay"] = client.post("/github", content=body, headers=headers)
+    new_id = {**headers, "X-GitHub-Delivery": str(uuid.uuid4())}
+    responses["replay under a new delivery id"] = client.post("/github", content=body, headers=new_id)
+    other_receiver = AppClient(
+        create_app(
+            routes=load_routes(LAB_ENVIRONMENTS),
+            store=DeliveryStore(tmp_path_factory.mktemp("webhook-2") / "state.sqlite"),
+            secret=SecretSource(SECRET),
+        )
+    )
+    responses["other receiver"] = other_receiver.post("/github", content=body, headers=new_id)
     forged_body, forged_headers = delivery(run_payload(sha=forged_sha), secret="guessed")
     responses["forged"] = client.post("/github", content=forged_body, headers=forged_headers)
-    main_body, main_headers = delivery(run_payload(sha=main_sha, branch="main"))
+    main_body, main_headers = delivery(run_payload(sha=main_sha, branch="main", run_id=main_run_id))
     responses["main"] = client.post("/github", content=main_body, headers=main_headers)
     time.sleep(PERSIST_WAIT_S)
     try:
         yield Sent(
             delivery_id=headers["X-GitHub-Delivery"],
+            run=RunIdentity("sma-platform/sma", run_id, 1),
             sha=sha,
             forged_sha=forged_sha,
             main_sha=main_sha,
@@ -126,7 +138,7 @@ def test_signed_develop_run_becomes_a_prefect_event(sent: Sent) -> None:
     assert sent.responses["signed"].json() == {"emitted": True, "environment": "staging", "sha": sent.sha}
     assert sent.elapsed_s < 1.0
     [event] = [e for e in sent.events if e.payload.get("sha") == sent.sha]
-    assert event.id == uuid.uuid5(EVENT_ID_NAMESPACE, sent.delivery_id)
+    assert event.id == sent.run.event_id
     assert event.resource.id == RESOURCE
     assert event.payload == {
         "sha": sent.sha,
@@ -136,16 +148,22 @@ def test_signed_develop_run_becomes_a_prefect_event(sent: Sent) -> None:
         "environment": "staging",
         "repository": "sma-platform/sma",
         "workflow": "build-images",
-        "run_url": "https://github.com/sma-platform/sma/actions/runs/30433642",
+        "run_url": f"https://github.com/sma-platform/sma/actions/runs/{sent.run.run_id}",
+        "run_id": sent.run.run_id,
+        "run_attempt": 1,
     }
 
 
 def test_replay_emits_nothing_more(sent: Sent) -> None:
-    """The replay is answered 200 duplicate and the API holds one event for the sha, not two."""
-    assert (sent.responses["replay"].status_code, sent.responses["replay"].json()) == (
-        200,
-        {"duplicate": True},
-    )
+    """The replay, as is or under a new delivery id, is answered 200 duplicate; a copy that reaches
+    a receiver with its own dedupe file is emitted with the same event id, which Prefect drops: the
+    API holds one event for the sha, not two (and the trigger fires once, below)."""
+    for replay in ("replay", "replay under a new delivery id"):
+        assert (sent.responses[replay].status_code, sent.responses[replay].json()) == (
+            200,
+            {"duplicate": True},
+        ), replay
+    assert sent.responses["other receiver"].status_code == 202
     assert len([e for e in sent.events if e.payload.get("sha") == sent.sha]) == 1
 
 
@@ -168,7 +186,7 @@ def test_main_run_emits_an_event_for_production(sent: Sent) -> None:
 def test_a_trigger_on_the_staging_label_fires_once_for_the_develop_run(sent: Sent) -> None:
     """A trigger matching resource label greenlight.environment=staging fires once, on the develop run's event only."""
     triggering = [r.id for e in sent.automation_events for r in e.related if r.role == "triggering-event"]
-    assert triggering == [f"prefect.event.{uuid.uuid5(EVENT_ID_NAMESPACE, sent.delivery_id)}"]
+    assert triggering == [f"prefect.event.{sent.run.event_id}"]
 
 
 def test_secret_from_a_prefect_secret_block(

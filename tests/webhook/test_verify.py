@@ -11,6 +11,7 @@ from greenlight.settings import GitHub
 from greenlight.webhook.verify import (
     PayloadInvalid,
     Route,
+    RunIdentity,
     build_routes,
     decide,
     event_resource,
@@ -94,6 +95,44 @@ def test_sign_matches_githubs_documented_example() -> None:
         ("workflow_run", run_payload(branch=None), "ignore", "branch None releases no environment"),
         (
             "workflow_run",
+            run_payload(trigger="pull_request", head_repository="evil/sma"),
+            "ignore",
+            "run from fork evil/sma, not sma-platform/sma",
+        ),
+        (
+            "workflow_run",
+            run_payload(trigger="push", head_repository="evil/sma"),
+            "ignore",
+            "run from fork evil/sma, not sma-platform/sma",
+        ),
+        (
+            "workflow_run",
+            run_payload(trigger="pull_request", head_repository="sma-platform/sma-fork"),
+            "ignore",
+            "run from fork sma-platform/sma-fork, not sma-platform/sma",
+        ),
+        ("workflow_run", run_payload(trigger="pull_request"), "ignore", "event pull_request, not push"),
+        (
+            "workflow_run",
+            run_payload(trigger="pull_request_target"),
+            "ignore",
+            "event pull_request_target, not push",
+        ),
+        (
+            "workflow_run",
+            run_payload(trigger="workflow_dispatch"),
+            "ignore",
+            "event workflow_dispatch, not push",
+        ),
+        ("workflow_run", run_payload(trigger="schedule"), "ignore", "event schedule, not push"),
+        (
+            "workflow_run",
+            run_payload(head_repository="SMA-PLATFORM/sma"),
+            "emit",
+            "develop of sma-platform/sma releases staging",
+        ),
+        (
+            "workflow_run",
             run_payload(branch="develop"),
             "emit",
             "develop of sma-platform/sma releases staging",
@@ -110,7 +149,8 @@ def test_sign_matches_githubs_documented_example() -> None:
 def test_decide_names_the_first_reason_a_delivery_is_not_a_release(
     event: str, payload: dict[str, Any], action: str, reason: str
 ) -> None:
-    """Event, action, repository (case-insensitive, as GitHub's), workflow, conclusion and branch are checked in order."""
+    """Event, action, repository (case-insensitive, as GitHub's), workflow, the run's head repository
+    (no fork) and trigger (push only), conclusion and branch are checked in order."""
     decision = decide(event, "d-1", payload, ROUTES)
     assert (decision.action, decision.reason) == (action, reason)
 
@@ -128,6 +168,8 @@ def test_decide_emits_the_documented_payload_for_the_branchs_environment() -> No
         "repository": REPO,
         "workflow": "build-images",
         "run_url": "https://github.com/sma-platform/sma/actions/runs/30433642",
+        "run_id": 30433642,
+        "run_attempt": 1,
     }
 
 
@@ -181,6 +223,38 @@ def _with(path: str, value: Any) -> dict[str, Any]:
             "field workflow_run.conclusion: expected a string or null, got a boolean",
         ),
         (_without("workflow_run.html_url"), "workflow_run.html_url", "field workflow_run.html_url: missing"),
+        (_without("workflow_run.event"), "workflow_run.event", "field workflow_run.event: missing"),
+        (
+            _without("workflow_run.head_repository"),
+            "workflow_run.head_repository",
+            "field workflow_run.head_repository: missing",
+        ),
+        (
+            _without("workflow_run.head_repository.full_name"),
+            "workflow_run.head_repository.full_name",
+            "field workflow_run.head_repository.full_name: missing",
+        ),
+        (_without("workflow_run.id"), "workflow_run.id", "field workflow_run.id: missing"),
+        (
+            _with("workflow_run.id", "30433642"),
+            "workflow_run.id",
+            "field workflow_run.id: expected a number, got a string",
+        ),
+        (
+            _with("workflow_run.id", True),
+            "workflow_run.id",
+            "field workflow_run.id: expected a number, got a boolean",
+        ),
+        (
+            _without("workflow_run.run_attempt"),
+            "workflow_run.run_attempt",
+            "field workflow_run.run_attempt: missing",
+        ),
+        (
+            _with("workflow_run.run_attempt", 0),
+            "workflow_run.run_attempt",
+            "field workflow_run.run_attempt: expected a positive number, got 0",
+        ),
     ],
 )
 def test_decide_names_a_missing_or_mistyped_field(
@@ -190,6 +264,26 @@ def test_decide_names_a_missing_or_mistyped_field(
     with pytest.raises(PayloadInvalid) as caught:
         decide("workflow_run", "d-1", payload, ROUTES)
     assert (caught.value.field, str(caught.value)) == (field_name, message)
+
+
+def test_a_run_from_a_deleted_fork_is_ignored() -> None:
+    """GitHub sends head_repository null once the fork is gone: not ours, ignored."""
+    payload = _with("workflow_run.head_repository", None)
+    decision = decide("workflow_run", "d-1", payload, ROUTES)
+    assert (decision.action, decision.reason) == (
+        "ignore",
+        "run from an unknown head repository (null), not sma-platform/sma",
+    )
+
+
+def test_decide_names_the_signed_run_it_releases() -> None:
+    """An emit decision carries the run's identity from the signed payload: repository (as GitHub
+    compares it, case-insensitively), run id and attempt."""
+    decision = decide(
+        "workflow_run", "d-1", run_payload(repository="SMA-Platform/SMA", run_attempt=3), ROUTES
+    )
+    assert decision.run == RunIdentity("sma-platform/sma", 30433642, 3)
+    assert decision.run.key == "sma-platform/sma/actions/runs/30433642/attempts/3"
 
 
 def test_fields_only_needed_to_emit_do_not_fail_an_ignored_delivery() -> None:
