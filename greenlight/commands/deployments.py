@@ -31,6 +31,10 @@ JOB_VARIABLES = {
     "service_account_name": "greenlight-flows",
     "image_pull_policy": "IfNotPresent",
 }
+# Flows that run as their own ServiceAccount (deployments/kubernetes/), by entrypoint; the rest as greenlight-flows.
+SERVICE_ACCOUNTS = {
+    "flows/config_backup.py:backup_config": "greenlight-config-backup",  # list-only, config-backup-rbac.yaml
+}
 
 
 def render(source: Path = REPO_ROOT / "prefect.yaml") -> str:
@@ -42,7 +46,12 @@ def render(source: Path = REPO_ROOT / "prefect.yaml") -> str:
         dep["work_pool"] = {
             "name": K8S_POOL,
             "work_queue_name": "default",
-            "job_variables": dict(JOB_VARIABLES),
+            "job_variables": {
+                **JOB_VARIABLES,
+                "service_account_name": SERVICE_ACCOUNTS.get(
+                    dep["entrypoint"], JOB_VARIABLES["service_account_name"]
+                ),
+            },
         }
     return HEADER + yaml.safe_dump(out, sort_keys=False, width=100)
 

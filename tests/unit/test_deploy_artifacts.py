@@ -1,13 +1,126 @@
-"""The deployment artifacts users apply: prefect.kubernetes.yaml in step with prefect.yaml, manifests well formed."""
+"""The deployment artifacts users apply: prefect.kubernetes.yaml in step with prefect.yaml, manifests well formed.
+
+The manifests are read as ``kubectl apply -f <folder>/`` reads them: the folder's ``.yaml``, ``.yml``
+and ``.json`` files in lexical order, not its subfolders. ``deployments/kubernetes/`` is what the
+primary cluster gets; ``deployments/kubernetes/dr/`` is applied to the DR cluster only.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
 import yaml
 
 from greenlight.commands.deployments import K8S_POOL, render
-from greenlight.settings import REPO_ROOT
+from greenlight.core.backups import EXPORT_KINDS
+from greenlight.settings import REPO_ROOT, load_profile
 
 MANIFESTS = REPO_ROOT / "deployments" / "kubernetes"
+DR_MANIFESTS = MANIFESTS / "dr"
+ENVIRONMENTS = REPO_ROOT / "deployments" / "environments"
+APPLY_SETS = {
+    "primary": MANIFESTS,
+    "dr": DR_MANIFESTS,
+}  # what `kubectl apply -f <folder>/` applies, per cluster
+APPLIED_SUFFIXES = (".yaml", ".yml", ".json")  # what kubectl reads from a folder
+FLOWS_NAMESPACE = "greenlight"
+RELEASE_SA = "greenlight-flows"
+
+# Which service account each flow runs as on the kubernetes pool (entrypoint -> ServiceAccount in `greenlight`);
+# every entrypoint not named here runs as the release service account.
+SERVICE_ACCOUNT_OF = {"flows/config_backup.py:backup_config": "greenlight-config-backup"}
+CONFIG_BACKUP = "flows/config_backup.py:backup_config"
+
+# Namespaces a set's objects may live in without the set creating them first, and why they exist already.
+PREEXISTING_NAMESPACES: dict[str, dict[str, str]] = {
+    "primary": {
+        "sma-staging": "the apps' namespace (deployments/environments/staging.yaml), installed with the apps",
+        "sma-production": "the apps' namespace (deployments/environments/production.yaml), installed with the apps",
+    },
+    "dr": {},
+}
+
+# Every grant on Secrets, (set, kind, namespace, name, verb) -> why the code needs it. Anything else is refused.
+SECRET_GRANTS = {
+    ("primary", "Role", "sma-production", "greenlight-config-backup", "list"): (
+        "flows/config_backup.py exports Secrets as names, types and keys (export_object drops data); keys come only "
+        "with the object and the export makes one list call per kind, so `list` (which returns values to the "
+        "client, as `get` would) is the narrowest verb: no `get`"
+    ),
+    ("dr", "ClusterRole", None, "greenlight-dr-drill", "get"): (
+        "flows/dr_drill.py secret_keys() reads each Secret the bundle names with kube.find (GET by name) in the DR "
+        "namespace and keeps only its keys: `get`, no `list`; granted in that namespace only (a RoleBinding)"
+    ),
+}
+# What the release service account may do to Secrets, all bindings together, (namespace, verb) -> why.
+RELEASE_SA_SECRET_GRANTS = {
+    ("sma-production", "list"): (
+        "TEMPORARY (config-backup-rbac.yaml greenlight-flows-config-export): flows/dr_drill.py Drill._config_bundle "
+        "runs backup_config in the drill's own run when the source has no bundle; goes when it stops doing that"
+    ),
+}
+
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "bind", "escalate", "impersonate"}
+
+
+def applied_files(folder: Path) -> list[Path]:
+    """The files `kubectl apply -f folder/` applies, in its order (lexical, top level only)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in APPLIED_SUFFIXES)
+
+
+def documents(folder: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(file name, object) for every object the folder applies, in apply order."""
+    return [
+        (path.name, doc)
+        for path in applied_files(folder)
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def k8s_deployments() -> list[dict[str, Any]]:
+    return list(yaml.safe_load((REPO_ROOT / "prefect.kubernetes.yaml").read_text())["deployments"])
+
+
+def service_accounts(set_name: str) -> set[tuple[str, str]]:
+    return {
+        (d["metadata"]["namespace"], d["metadata"]["name"])
+        for _, d in documents(APPLY_SETS[set_name])
+        if d["kind"] == "ServiceAccount"
+    }
+
+
+def grants_of_service_account(set_name: str, namespace: str, name: str) -> set[tuple[str, str, str, str]]:
+    """(namespace or '*', apiGroup, resource, verb) the set grants ServiceAccount namespace/name."""
+    docs = [d for _, d in documents(APPLY_SETS[set_name])]
+    roles = {
+        (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d for d in docs if "rules" in d
+    }
+    out = set()
+    for b in docs:
+        if b["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+        if not any({k: s.get(k) for k in subject} == subject for s in b.get("subjects") or []):
+            continue
+        where = b["metadata"].get("namespace") if b["kind"] == "RoleBinding" else "*"
+        ref = b["roleRef"]
+        role = roles.get((ref["kind"], where if ref["kind"] == "Role" else None, ref["name"]))
+        assert role is not None, (
+            f"{b['kind']} {b['metadata']['name']} refers to a missing {ref['kind']} {ref['name']}"
+        )
+        out |= {
+            (where, g, r, v)
+            for rule in role["rules"]
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+    return out
 
 
 def test_kubernetes_variant_is_what_prefect_yaml_renders() -> None:
@@ -23,34 +136,184 @@ def test_kubernetes_variant_runs_every_deployment_on_the_kubernetes_pool_with_th
     for d in k8s:
         assert d["work_pool"]["name"] == K8S_POOL
         assert d["work_pool"]["job_variables"]["image"] == "{{ $GREENLIGHT_IMAGE }}"
-        assert d["work_pool"]["job_variables"]["service_account_name"] == "greenlight-flows"
+        expected = SERVICE_ACCOUNT_OF.get(d["entrypoint"], RELEASE_SA)
+        assert d["work_pool"]["job_variables"]["service_account_name"] == expected, d["entrypoint"]
 
 
 def test_manifests_parse_and_grant_no_wildcards() -> None:
-    """Every manifest parses; no RBAC rule grants '*' verbs, resources or API groups."""
+    """Every manifest of either cluster parses; no RBAC rule grants '*' verbs, resources or API groups."""
     kinds = []
-    for path in sorted(MANIFESTS.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+    for folder in APPLY_SETS.values():
+        for name, doc in documents(folder):
             kinds.append(doc["kind"])
             for rule in doc.get("rules") or []:
                 for key in ("verbs", "resources", "apiGroups"):
-                    assert "*" not in rule[key], f"{path.name}: wildcard in {key}"
+                    assert "*" not in rule[key], f"{name}: wildcard in {key}"
     assert {"Role", "RoleBinding", "ServiceAccount", "Deployment", "Service", "ClusterRole"} <= set(kinds)
 
 
 def test_release_role_lets_flows_switch_scale_and_probe_but_not_delete_deployments() -> None:
-    """The app-namespace Role has what a release needs and nothing to delete Deployments or read Secret values by name."""
+    """The app-namespace Role has what a release needs, nothing to delete Deployments and no Secret access."""
     docs = list(yaml.safe_load_all((MANIFESTS / "flows-rbac.yaml").read_text()))
-    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == "sma-production")
-    grants = {
-        (g, r, v)
-        for rule in role["rules"]
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-    }
-    for needed in [("", "services", "patch"), ("apps", "deployments/scale", "patch"), ("", "services/proxy", "get"),
-                   ("apps", "deployments", "update"), ("batch", "jobs", "create")]:  # fmt: skip
-        assert needed in grants, needed
-    assert ("apps", "deployments", "delete") not in grants
-    assert ("", "secrets", "get") not in grants
+    for role in [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "greenlight-release"]:
+        grants = {
+            (g, r, v)
+            for rule in role["rules"]
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+        for needed in [("", "services", "patch"), ("apps", "deployments/scale", "patch"), ("", "services/proxy", "get"),
+                       ("apps", "deployments", "update"), ("batch", "jobs", "create")]:  # fmt: skip
+            assert needed in grants, needed
+        assert ("apps", "deployments", "delete") not in grants
+        ns = role["metadata"]["namespace"]
+        assert not [g for g in grants if g[1] == "secrets"], f"{ns}: a release reads no Secret"
+
+
+# --- which cluster gets what ---------------------------------------------------------------------------
+
+
+def test_primary_apply_set_has_nothing_cluster_wide_and_nothing_meant_for_the_dr_cluster() -> None:
+    """`kubectl apply -f deployments/kubernetes/` gives the primary no ClusterRole(Binding) and no DR rights."""
+    for name, doc in documents(MANIFESTS):
+        what = f"{name}: {doc['kind']} {doc['metadata']['name']}"
+        assert doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"), f"{what} is cluster-wide"
+        assert not doc["metadata"]["name"].startswith("greenlight-dr"), f"{what} is meant for the DR cluster"
+    dr = [f"{d['kind']} {d['metadata']['name']}" for _, d in documents(DR_MANIFESTS)]
+    assert "RoleBinding greenlight-dr-drill" in dr, f"the DR cluster's rights are in {DR_MANIFESTS}: {dr}"
+    readme = (MANIFESTS / "README.md").read_text()
+    assert "apply -f deployments/kubernetes/dr/" in readme, "README says how to apply dr/ to the DR cluster"
+
+
+@pytest.mark.parametrize("set_name", sorted(APPLY_SETS))
+def test_namespaced_objects_come_after_their_namespace(set_name: str) -> None:
+    """In apply order, every namespaced object comes after the Namespace it lives in, or that one exists already."""
+    created: set[str] = set()
+    for name, doc in documents(APPLY_SETS[set_name]):
+        if doc["kind"] == "Namespace":
+            created.add(doc["metadata"]["name"])
+            continue
+        ns = doc["metadata"].get("namespace")
+        if ns is None:
+            continue
+        assert ns in created or ns in PREEXISTING_NAMESPACES[set_name], (
+            f"{set_name}: {name}: {doc['kind']} {doc['metadata']['name']} is applied before its namespace {ns}"
+        )
+
+
+# --- service accounts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entrypoint",
+    sorted(
+        {d["entrypoint"] for d in yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]}
+    ),
+)
+def test_every_deployment_runs_as_its_service_account_and_it_exists(entrypoint: str) -> None:
+    """prefect.kubernetes.yaml runs each flow as SERVICE_ACCOUNT_OF says, in `greenlight`, and the manifests create it."""
+    want = SERVICE_ACCOUNT_OF.get(entrypoint, RELEASE_SA)
+    for d in [d for d in k8s_deployments() if d["entrypoint"] == entrypoint]:
+        jv = d["work_pool"]["job_variables"]
+        assert (jv["namespace"], jv["service_account_name"]) == (FLOWS_NAMESPACE, want), d["name"]
+    assert (FLOWS_NAMESPACE, want) in service_accounts("primary"), f"no ServiceAccount {want} in {MANIFESTS}"
+
+
+def test_every_service_account_a_manifest_refers_to_exists() -> None:
+    """Pod templates and RoleBinding subjects name ServiceAccounts that the same cluster's manifests create."""
+    for set_name, folder in APPLY_SETS.items():
+        existing = service_accounts(set_name)
+        for name, doc in documents(folder):
+            pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+            refs = (
+                [(doc["metadata"].get("namespace"), pod["serviceAccountName"])]
+                if "serviceAccountName" in pod
+                else []
+            )
+            refs += [
+                (s["namespace"], s["name"])
+                for s in doc.get("subjects") or []
+                if s["kind"] == "ServiceAccount"
+            ]
+            for ref in refs:
+                assert ref in existing, (
+                    f"{set_name}: {name}: {doc['kind']} {doc['metadata']['name']} refers to {ref}"
+                )
+
+
+def test_config_backup_runs_as_its_own_service_account_that_only_lists_what_it_exports() -> None:
+    """The config backup's ServiceAccount is its alone, can list each exported kind and can write nothing."""
+    sa = SERVICE_ACCOUNT_OF[CONFIG_BACKUP]
+    assert sa != RELEASE_SA
+    users = {d["work_pool"]["job_variables"]["service_account_name"] for d in k8s_deployments()
+             if d["entrypoint"] == CONFIG_BACKUP}  # fmt: skip
+    assert users == {sa}, f"config backup runs as {users}, not {sa}"
+    others = {d["name"] for d in k8s_deployments()
+              if d["entrypoint"] != CONFIG_BACKUP and d["work_pool"]["job_variables"]["service_account_name"] == sa}  # fmt: skip
+    assert not others, f"{sa} is the config backup's alone, not also {others}"
+    grants = grants_of_service_account("primary", FLOWS_NAMESPACE, sa)
+    assert grants, f"{sa} is bound to nothing"
+    namespace = load_profile("production", ENVIRONMENTS).namespace
+    exported = {(k.api_version.rpartition("/")[0], k.plural) for k in EXPORT_KINDS}
+    for where, group, resource, verb in sorted(grants):
+        assert verb not in WRITE_VERBS, f"{sa} may {verb} {resource} in {where}"
+        assert verb == "list", f"{sa} may {verb} {resource} in {where}: the export only lists"
+        assert (group, resource) in exported, f"{sa} may {verb} {resource} in {where}: not an exported kind"
+        assert where == namespace, f"{sa} has rights in {where}, not only {namespace}"
+    missing = {(g, r) for g, r in exported if (namespace, g, r, "list") not in grants}
+    assert not missing, f"{sa} cannot list {sorted(missing)} in {namespace}"
+
+
+# --- Secrets and namespaces ------------------------------------------------------------------------------
+
+
+def test_no_role_grants_secrets_without_a_listed_reason() -> None:
+    """Every verb on Secrets in any Role or ClusterRole is one the code needs (SECRET_GRANTS): never `get` to list."""
+    found = {}
+    for set_name, folder in APPLY_SETS.items():
+        for name, doc in documents(folder):
+            for rule in doc.get("rules") or []:
+                if "" in rule["apiGroups"] and "secrets" in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        key = (
+                            set_name,
+                            doc["kind"],
+                            doc["metadata"].get("namespace"),
+                            doc["metadata"]["name"],
+                            verb,
+                        )
+                        found[key] = name
+    unexplained = {f"{found[k]}: {k}" for k in found if k not in SECRET_GRANTS}
+    assert not unexplained, f"Secret rights without a reason in SECRET_GRANTS: {sorted(unexplained)}"
+    for set_name, kind, _, role, _ in {
+        k for k in found if k[1] == "ClusterRole"
+    }:  # granted per namespace only
+        cluster_wide = [d["metadata"]["name"] for _, d in documents(APPLY_SETS[set_name])
+                        if d["kind"] == "ClusterRoleBinding" and d["roleRef"]["name"] == role]  # fmt: skip
+        assert not cluster_wide, (
+            f"{set_name}: {kind} {role} reads Secrets and is bound cluster-wide: {cluster_wide}"
+        )
+
+
+def test_release_service_account_reads_secrets_only_where_listed() -> None:
+    """All its bindings together, greenlight-flows reads Secrets only as RELEASE_SA_SECRET_GRANTS says."""
+    grants = grants_of_service_account("primary", FLOWS_NAMESPACE, RELEASE_SA)
+    secret = {(ns, verb) for ns, group, resource, verb in grants if (group, resource) == ("", "secrets")}
+    assert secret <= set(RELEASE_SA_SECRET_GRANTS), sorted(secret - set(RELEASE_SA_SECRET_GRANTS))
+
+
+def test_namespace_rights_are_limited_by_name() -> None:
+    """A rule on namespaces names them (resourceNames, the cluster's profile namespaces) and cannot create any."""
+    allowed = {"primary": set(), "dr": {load_profile("dr", ENVIRONMENTS).namespace}}
+    for set_name, folder in APPLY_SETS.items():
+        for name, doc in documents(folder):
+            for rule in doc.get("rules") or []:
+                if "" not in rule["apiGroups"] or "namespaces" not in rule["resources"]:
+                    continue
+                what = f"{set_name}: {name}: {doc['kind']} {doc['metadata']['name']}"
+                names = set(rule.get("resourceNames") or [])
+                assert names, f"{what} may {rule['verbs']} any namespace: no resourceNames"
+                assert names <= allowed[set_name], f"{what} names {sorted(names - allowed[set_name])}"
+                # resourceNames cannot limit create (nor list/watch without a name): such a rule is unlimited
+                assert not {"create", "list", "watch", "deletecollection"} & set(rule["verbs"]), what
