@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,13 +18,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from string import Template
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from prefect import task
+from prefect.blocks.system import Secret
 
 from greenlight.clients.kube import Kube
+from greenlight.clients.registry import PASSWORD_ENV as REGISTRY_PASSWORD_ENV
+from greenlight.clients.slack import TOKEN_ENV as SLACK_TOKEN_ENV
 from greenlight.core.images import parse_image_ref
 from greenlight.core.manifests import ANNOTATION_PREFIX, AppShape, render_bootstrap
+from greenlight.core.redact import redact
 from greenlight.core.release import AppState, ColourState
 from greenlight.core.rollout import RolloutAssessment, assess_rollout
 from greenlight.core.switch import (
@@ -747,8 +753,13 @@ def run_pre_deploy_job(profile: Profile, rid: str, digests: dict[str, str], poll
                     if "Failed" in conds
                     else "still running at the progress deadline"
                 )
+                # the pods' logs (and the Job's own message) go into the error, Slack, events and
+                # the report: whatever secret a migration printed is masked first
                 raise GateFailed(
-                    f"pre-deploy job {ns}/{name} failed: {why}; logs:\n{_job_logs(kube, name, ns)}"
+                    redact(
+                        f"pre-deploy job {ns}/{name} failed: {why}; logs:\n{_job_logs(kube, name, ns)}",
+                        _known_secrets(profile),
+                    )
                 )
             time.sleep(poll_s)
 
@@ -765,3 +776,33 @@ def _job_logs(kube: Kube, name: str, ns: str, tail: int = 20) -> str:
         except Exception as e:  # logs are evidence, not the outcome
             chunks.append(f"--- {p['metadata']['name']}: logs unavailable: {e}")
     return "\n".join(chunks) or "(no pods)"
+
+
+# Secrets this process may hold in its environment, masked wherever a Job's logs are quoted
+# (besides every secret of a known shape): the Slack bot token, the GitHub webhook secret
+# (greenlight.webhook.app), the registry password; and the scratch database URL's password
+# (tasks.database).
+SECRET_ENVS = (SLACK_TOKEN_ENV, "GREENLIGHT_GITHUB_WEBHOOK_SECRET", REGISTRY_PASSWORD_ENV)
+SECRET_URL_ENVS = ("GREENLIGHT_SCRATCH_DATABASE_URL",)
+
+
+def _known_secrets(profile: Profile) -> list[str]:
+    """The secret values this process knows (never shown: only handed to :func:`redact`): those of
+    ``SECRET_ENVS``, the passwords in ``SECRET_URL_ENVS`` and the profile's Slack token block."""
+    values = [os.environ.get(name) or "" for name in SECRET_ENVS]
+    for name in SECRET_URL_ENVS:
+        try:
+            password = urlsplit(os.environ.get(name) or "").password
+        except ValueError:
+            password = None
+        if password:
+            values += [password, unquote(password)]
+    block = profile.slack.token_secret_block if profile.slack is not None else None
+    if block and not os.environ.get(SLACK_TOKEN_ENV):
+        try:
+            values.append(str(Secret.load(block).get()))  # type: ignore[union-attr]  # sync context
+        except Exception as e:  # masking by shape still applies; the failure is what matters here
+            logger().warning(
+                "pre-deploy job: secret block %s not readable for masking (%s)", block, type(e).__name__
+            )
+    return [v for v in values if v]

@@ -13,12 +13,22 @@ Errors (greenlight.errors):
 
 Credentials (a GHCR personal access token, typically) are sent only as Basic auth to the token
 realm or, for registries that ask for Basic, to the registry; they never appear in logs or
-error messages.
+error messages. The realm is whatever URL the registry's challenge names, so credentials go
+only to a realm the registry's own host serves (see :func:`realm_refusal`): the host the client
+talks to (the mirror, when mirrored), the registry's own name, a token host known for it
+(``auth.docker.io`` for Docker Hub, ``gitlab.com`` for GitLab's registry) or one
+``GREENLIGHT_REGISTRY_TOKEN_REALMS`` lists for it; and over https, except on loopback or when
+the registry itself was configured as plain http. Any other realm is asked for an anonymous
+token (public images still resolve), with a warning naming the realm and the registry; a
+refusal then says that the credentials were withheld from it.
 
 Environment:
 - ``GREENLIGHT_REGISTRY_MIRRORS``: ``ghcr.io=http://127.0.0.1:5000,docker.io=...``; a mirrored
   registry is reached at its mirror, while image references keep their real names.
 - ``GREENLIGHT_REGISTRY_USERNAME`` / ``GREENLIGHT_REGISTRY_PASSWORD``: credentials for every registry.
+- ``GREENLIGHT_REGISTRY_TOKEN_REALMS``: ``registry.example=auth.example,...``: a host that may
+  receive a registry's credentials as its token realm besides the registry's own (repeat the
+  registry for several hosts).
 """
 
 from __future__ import annotations
@@ -26,12 +36,13 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
+import ipaddress
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -52,6 +63,7 @@ log = logging.getLogger(__name__)
 MIRRORS_ENV = "GREENLIGHT_REGISTRY_MIRRORS"
 USERNAME_ENV = "GREENLIGHT_REGISTRY_USERNAME"
 PASSWORD_ENV = "GREENLIGHT_REGISTRY_PASSWORD"
+TOKEN_REALMS_ENV = "GREENLIGHT_REGISTRY_TOKEN_REALMS"
 
 MANIFEST_ACCEPT = ", ".join(
     [
@@ -63,6 +75,14 @@ MANIFEST_ACCEPT = ", ".join(
 )
 # Docker Hub's API does not live at docker.io itself.
 _API_HOSTS = {"docker.io": "registry-1.docker.io"}
+# Token services that live on another host than their registry (GHCR, Artifact Registry, GCR,
+# Quay, ACR and ECR Public serve their realm from the registry's own host).
+_KNOWN_REALM_HOSTS: dict[str, frozenset[str]] = {
+    "docker.io": frozenset({"auth.docker.io"}),
+    "registry-1.docker.io": frozenset({"auth.docker.io"}),
+    "registry.gitlab.com": frozenset({"gitlab.com"}),
+}
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$|^\[[0-9a-f:.]+\]$")  # a host, no port
 _DEFAULT_TOKEN_TTL_S = 60.0
 _TOKEN_TTL_MARGIN_S = 5.0
 _MAX_PARALLEL = 8
@@ -83,6 +103,71 @@ def parse_mirrors(text: str) -> dict[str, str]:
             )
         mirrors[host.lower()] = url.rstrip("/")
     return mirrors
+
+
+def parse_token_realms(text: str) -> dict[str, set[str]]:
+    """``registry=host,registry=host`` -> {registry: {host, ...}}; InputInvalid naming a malformed entry."""
+    realms: dict[str, set[str]] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        registry, sep, host = (piece.strip().lower() for piece in entry.partition("="))
+        if not sep or not registry or not _HOST.match(host):
+            raise InputInvalid(
+                f"{TOKEN_REALMS_ENV} entry {entry!r} must be <registry host>=<token service host>, "
+                "e.g. registry.example=auth.example"
+            )
+        realms.setdefault(registry, set()).add(host.strip("[]"))
+    return realms
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def realm_refusal(registry: str, endpoint: str, realm: str, trusted_hosts: Iterable[str] = ()) -> str | None:
+    """Why ``registry``'s credentials may not go to the token ``realm`` its challenge named; None
+    when they may.
+
+    ``endpoint`` is the URL the client reached the registry at (its mirror, when mirrored).
+    The realm's host must be the endpoint's host, the registry's own name, a token host known for
+    the registry (auth.docker.io for Docker Hub) or one of ``trusted_hosts``; ports are not
+    compared. The realm must be https, except on a loopback host or when the endpoint itself is
+    plain http (a registry configured so) and the realm is on its host.
+    """
+    try:
+        url, base = httpx.URL(realm), httpx.URL(endpoint)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return "it is not an http(s) URL"
+    if url.scheme not in ("http", "https") or not url.host:
+        return "it is not an http(s) URL"
+    if url.userinfo:
+        return "it carries user information"
+    host, own = url.host.lower(), base.host.lower()
+    allowed = {own, registry.lower(), _API_HOSTS.get(registry.lower(), registry.lower())}
+    allowed |= {h.lower() for h in trusted_hosts}
+    for name in list(allowed):
+        allowed |= _KNOWN_REALM_HOSTS.get(name, frozenset())
+    if host not in allowed:
+        return f"its host {host} is not the registry's host ({own}) nor one configured for it in {TOKEN_REALMS_ENV}"
+    if url.scheme == "http" and not _is_loopback(host) and not (base.scheme == "http" and host == own):
+        return "it is plain http (credentials go over https only, except on loopback)"
+    return None
+
+
+def _shown(realm: str) -> str:
+    """The realm for messages: scheme, host, port and path (no query, no user information)."""
+    try:
+        url = httpx.URL(realm)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return repr(realm[:100])
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}{url.path}" if url.host else repr(realm[:100])
 
 
 @dataclass(frozen=True)
@@ -139,13 +224,20 @@ class RegistryClient:
         credentials: dict[str, tuple[str, str]] | None = None,
         timeout_s: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        token_realms: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         """``mirrors`` None reads GREENLIGHT_REGISTRY_MIRRORS; ``credentials`` None reads
-        GREENLIGHT_REGISTRY_USERNAME/PASSWORD and applies them to every registry."""
+        GREENLIGHT_REGISTRY_USERNAME/PASSWORD and applies them to every registry; ``token_realms``
+        None reads GREENLIGHT_REGISTRY_TOKEN_REALMS (registry -> hosts its realm may be on)."""
         self._mirrors = (
             parse_mirrors(os.environ.get(MIRRORS_ENV, ""))
             if mirrors is None
             else {host.lower(): url.rstrip("/") for host, url in mirrors.items()}
+        )
+        self._token_realms: dict[str, set[str]] = (
+            parse_token_realms(os.environ.get(TOKEN_REALMS_ENV, ""))
+            if token_realms is None
+            else {reg.lower(): {h.lower() for h in hosts} for reg, hosts in token_realms.items()}
         )
         self._credentials: dict[str, tuple[str, str]] = {}
         self._default_credentials: tuple[str, str] | None = None
@@ -222,8 +314,22 @@ class RegistryClient:
         if response.status_code != 401:
             return response
         challenge = _parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        withheld = ""
         if challenge.scheme == "bearer" and challenge.realm:
-            token = self._fetch_token(challenge, scope, url, ref)
+            creds = self._credentials_for(ref.registry)
+            if creds is not None and (why := self._realm_refusal(ref.registry, url, challenge.realm)):
+                creds = None
+                withheld = (
+                    f"; the credentials for {ref.registry} were withheld from the token realm "
+                    f"{_shown(challenge.realm)} the registry named: {why}"
+                )
+                log.warning(
+                    "registry %s named the token realm %s: %s; asking it for an anonymous token",
+                    ref.registry,
+                    _shown(challenge.realm),
+                    why,
+                )
+            token = self._fetch_token(challenge, scope, url, ref, creds, withheld)
             headers["Authorization"] = f"Bearer {token}"
         elif challenge.scheme == "basic" and (creds := self._credentials_for(ref.registry)) is not None:
             headers["Authorization"] = _basic_header(*creds)
@@ -232,9 +338,15 @@ class RegistryClient:
         response = self._send(method, url, headers, ref)
         if response.status_code in (401, 403):
             raise Forbidden(
-                f"registry refused access to image '{ref}' after authenticating (HTTP {response.status_code})"
+                f"registry refused access to image '{ref}' after authenticating "
+                f"(HTTP {response.status_code}){withheld}"
             )
         return response
+
+    def _realm_refusal(self, registry: str, url: str, realm: str) -> str | None:
+        """Why the credentials for ``registry`` (reached at ``url``) may not go to ``realm``; None if they may."""
+        trusted = self._token_realms.get(registry.lower(), set())
+        return realm_refusal(registry, self._origin(url), realm, trusted)
 
     def _send(self, method: str, url: str, headers: Mapping[str, str], ref: ImageRef) -> httpx.Response:
         try:
@@ -244,13 +356,20 @@ class RegistryClient:
         except httpx.TransportError as e:
             raise TransientError(f"registry unreachable for image '{ref}' ({type(e).__name__})") from e
 
-    def _fetch_token(self, challenge: _Challenge, scope: str, url: str, ref: ImageRef) -> str:
-        """A bearer token from the challenge's realm (Basic auth when credentials are set)."""
+    def _fetch_token(
+        self,
+        challenge: _Challenge,
+        scope: str,
+        url: str,
+        ref: ImageRef,
+        creds: tuple[str, str] | None,
+        withheld: str = "",
+    ) -> str:
+        """A bearer token from the challenge's realm (Basic auth with ``creds`` when given)."""
         assert challenge.realm is not None
         params = {"scope": challenge.scope or scope}
         if challenge.service:
             params["service"] = challenge.service
-        creds = self._credentials_for(ref.registry)
         try:
             response = self._http.get(
                 challenge.realm, params=params, auth=httpx.BasicAuth(*creds) if creds else None
@@ -263,7 +382,9 @@ class RegistryClient:
             ) from e
         if response.status_code in (401, 403):
             who = "the configured credentials were" if creds else "anonymous access was"
-            raise Forbidden(f"registry token service refused a pull token for image '{ref}': {who} rejected")
+            raise Forbidden(
+                f"registry token service refused a pull token for image '{ref}': {who} rejected{withheld}"
+            )
         self._raise_for_status(response, ref, what="registry token service")
         try:
             body = response.json()

@@ -17,6 +17,8 @@ What it does, as GHCR does:
   (config blobs only).
 
 Faults: ``faults.take("registry", <method>, "manifests"|"token"|"tags"|"blobs"|"base")``.
+``realm`` (None: its own ``/token``) is the token realm its challenges name: a test sets it to
+another host's URL to play a hostile or compromised registry (or mirror).
 Every request is appended to ``requests`` (method, path, status, had-authorization, accept) so
 tests can count what the client really sent.
 """
@@ -73,6 +75,8 @@ class RegistryStandIn:
         self.requests: list[RequestRecord] = []
         # Some registries omit Docker-Content-Digest; clients must then hash the body.
         self.send_digest_header = True
+        # The token realm the challenges name; None: this stand-in's own /token.
+        self.realm: str | None = None
         self._tokens: dict[str, tuple[frozenset[str], float]] = {}
         self._runner: web.AppRunner | None = None
         self._base_url = ""
@@ -142,7 +146,8 @@ class RegistryStandIn:
         )
 
     def _challenge(self, scope: str | None, error: str | None = None) -> web.Response:
-        value = f'Bearer realm="{self._base_url}/token",service="{SERVICE}"'
+        realm = self.realm if self.realm is not None else f"{self._base_url}/token"
+        value = f'Bearer realm="{realm}",service="{SERVICE}"'
         if scope is not None:
             value += f',scope="{scope}"'
         if error is not None:

@@ -93,3 +93,4 @@ def _clear_faults(lab: Lab) -> Iterator[None]:
     yield
     lab.faults.clear()
     lab.registry.send_digest_header = True
+    lab.registry.realm = None

@@ -1,0 +1,135 @@
+"""Abuse cases around secrets: a registry that names a token realm on another host, and a
+pre-deploy Job whose logs carry a Slack token.
+
+Both are faults by hand (the lab's rules cannot express them). ``data lost`` is what leaked: the
+requests that brought the registry's credentials to the other host, and the copies of the token
+found in the release's error, its Slack thread, its event and its report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from flows.release import PromoteRequest, build_promote
+from greenlight.clients.registry import RegistryClient
+from greenlight.core.images import parse_image_ref
+from greenlight.errors import GateFailed
+from greenlight.lab import supervisor
+from greenlight.lab.catalogue import Behaviour, Catalogue
+from greenlight.lab.faults import FaultRegistry
+from greenlight.lab.registry import RegistryStandIn
+from greenlight.lab.state import LabState
+from tests.flows_release.support import push_commit, read_events, release_environments
+from tests.registry.realm_spy import RealmSpy
+
+if TYPE_CHECKING:
+    from .conftest import Fault
+
+PAT = "ghp_" + "AbusedPersonalAccessToken0123456789"  # fake, of a real PAT's shape
+JOB = """apiVersion: batch/v1
+kind: Job
+metadata: {name: $name}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - {name: migrate, image: IMAGE}
+"""
+
+
+@contextmanager
+def registry_stand_in(directory: Path) -> Iterator[RegistryStandIn]:
+    """The lab's registry stand-in on 127.0.0.1, served from an event loop of its own."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="abuse-registry", daemon=True)
+    thread.start()
+    registry = RegistryStandIn(Catalogue(directory / "images.json"), FaultRegistry())
+    asyncio.run_coroutine_threadsafe(registry.start(), loop).result(10)
+    try:
+        yield registry
+    finally:
+        asyncio.run_coroutine_threadsafe(registry.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_registry_token_realm_on_another_host_gets_no_credentials(fault: Fault, tmp_path: Path) -> None:
+    """The registry's challenge names a token realm on 127.0.0.2: the client asks it anonymously
+    (a public image still resolves) and that host never sees the credentials."""
+    fault.describe("registry: a token realm on another host (credentials withheld)")
+    with registry_stand_in(tmp_path) as registry, RealmSpy(upstream=registry.base_url) as spy:
+        images = [f"ghcr.io/abuse/app-{i}:v1" for i in range(3)]  # a scope each: each asks the realm
+        digests = [registry.catalogue.push(image, Behaviour("v1")) for image in images]
+        registry.realm = f"{spy.url}/token"
+        client = RegistryClient(mirrors={"ghcr.io": registry.base_url}, credentials={"ghcr.io": ("bot", PAT)})
+        with client:
+            for image, digest in zip(images, digests, strict=True):
+                fault.injected_by_hand()
+                assert client.resolve(parse_image_ref(image)) == digest
+    assert len(spy.seen) == 3
+    leaked = sum(1 for a in spy.authorizations() if a is not None)
+    assert fault.measured_loss("requests carrying credentials to the other host", leaked) == 0
+
+
+@pytest.fixture(scope="module")
+def envdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Staging with a pre-deploy Job whose image the case chooses."""
+    directory = tmp_path_factory.mktemp("abuse-envs")
+    changes = {"release.pre_deploy_job": str(directory / "job.yaml"), "release.scale_down_delay_s": 0}
+    with release_environments(lab, directory, staging=changes) as envs:
+        yield envs
+
+
+def release_report(rid: str) -> str:
+    """The newest version of the ``release-staging`` artifact that mentions ``rid``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["release-staging"]))
+        )
+    texts = [str(a.data) for a in sorted(arts, key=lambda a: str(a.created), reverse=True)]
+    return next((t for t in texts if f"Release {rid} " in t), "")
+
+
+@pytest.mark.lab
+def test_pre_deploy_job_logging_a_slack_token_is_masked_in_slack_and_the_report(
+    fault: Fault, lab: LabState, envdir: Path
+) -> None:
+    """A failing migration Job's pods log a Slack token (the lab's pods log their image reference,
+    here tagged with it): the release stops, and its error, Slack thread, event and report quote
+    the logs with the token masked."""
+    fault.describe("pre-deploy Job logs a Slack token (redacted in Slack and the report)")
+    sha = uuid.uuid4().hex[:10]
+    push_commit(lab, sha)
+    token = f"xoxb-{uuid.uuid4().int % 10**10:010d}-{uuid.uuid4().int % 10**10:010d}-{sha}AbusedSlackTok"
+    leaky = f"ghcr.io/sma-platform/migrate:{token}"
+    supervisor.control(lab, "POST", "/images", {"ref": leaky, "version": "migrate", "crash": True})
+    (envdir / "job.yaml").write_text(JOB.replace("IMAGE", leaky))
+    sent_before = len(supervisor.control(lab, "GET", "/slack"))
+    fault.injected_by_hand()
+    with pytest.raises(GateFailed, match="pre-deploy job") as err:
+        build_promote(PromoteRequest(environment="staging", commit=sha, actor="dave"))
+    found = re.search(r"pre-deploy job [a-z0-9-]+/greenlight-pre-(\S+) failed", str(err.value))
+    assert found, str(err.value)
+    rid = found.group(1)  # the Job is greenlight-pre-<release id>
+    slack = [m.get("text") or "" for m in supervisor.control(lab, "GET", "/slack")[sent_before:]]
+    events = [str(e.payload) for e in read_events("greenlight.release.pre-deploy-failed", rid)]
+    report = release_report(rid)
+    copies = sum(text.count(token) for text in [str(err.value), *slack, *events, report])
+    assert fault.measured_loss("copies of the token in the error, Slack, events and report", copies) == 0
+    assert "migrate:xoxb-***" in str(err.value)  # the logs are quoted, masked
+    assert any(rid in t and "pre-deploy job" in t for t in slack) and events and "pre-deploy job" in report
