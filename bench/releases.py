@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from greenlight.clients.kube import Kube
+from greenlight.core.release import release_id
 from greenlight.lab import supervisor
 from greenlight.lab.load import BackgroundLoad
 from greenlight.lab.state import LAB_ENVIRONMENTS, LabState
@@ -155,7 +156,7 @@ def rollback_on_breach(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any
         report = load.report
         assert report is not None
         onset = _degrade_onset(profile.namespace, set(digests.values()))
-        event = _rolled_back_event(f"staging-{sha}")
+        event = _rolled_back_event(release_id("staging", digests, sha))
         restored = datetime.fromisoformat(event["restored_at"]).timestamp()
         decided = datetime.fromisoformat(event["decided_at"]).timestamp()
         sample: dict[str, Any] = {

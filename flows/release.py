@@ -70,7 +70,7 @@ from tasks.metrics import gate_config, read_sample, sample_colour
 from tasks.notify import notify
 from tasks.policy import logger
 from tasks.probes import SyntheticTraffic
-from tasks.records import author_of, passed_records, read_records, record_release
+from tasks.records import author_of, passed_records, read_records, record_key, record_release
 from tasks.registry import resolve_images
 
 T = TypeVar("T")
@@ -707,17 +707,18 @@ def promote(
     for ref in refs.values():
         check_allowed(ref, profile.registry.allowed)
     digests = resolve_images(refs)
-    rid = release_id(profile.name, commit) if commit else release_id(profile.name, digests)
+    rid = release_id(profile.name, digests, commit)
     author = actor or getpass.getuser()
     required = profile.release.requires
     if required:
         records = read_records(load_profile(required))
+        key = record_key()
         decision = check_promotion(
-            digests, passed_records(records), required_env=required, force_reason=force_reason
+            digests, passed_records(records, key), required_env=required, force_reason=force_reason
         )
         if not decision.ok:
             raise ReleaseRefused(decision.reason)
-        author = author_of(records, digests) or author
+        author = author_of(records, digests, key) or author
     rel = Release(profile, rid, digests, commit, author)
     if required:
         rel.step("passed staging", "forced" if decision.forced else "ok", decision.reason)

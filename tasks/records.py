@@ -1,7 +1,9 @@
 """The release record a person can read: ConfigMap ``greenlight-releases`` in each environment's namespace.
 
 Each key is a release id; each value a JSON document: environment, release id, commit, author,
-digests (app -> digest), outcome and time. Production's promotion reads staging's record to
+digests (app -> digest), outcome, bake, time, and a signature (HMAC-SHA256 over the rest, with the
+key in Prefect Secret block ``greenlight-release-record-key``): anyone who can write ConfigMaps in
+the namespace can add an entry, so promotion trusts only entries that verify. Production's promotion reads staging's record to
 accept only digests that passed there, and to learn the author who may not approve their own
 release. See it with ``kubectl -n sma-staging get configmap greenlight-releases -o yaml``.
 """
@@ -13,14 +15,33 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import task
+from prefect.blocks.system import Secret
 
-from greenlight.core.release import PassedRecord
+from greenlight.core.release import RECORD_SIGNATURE, PassedRecord, sign_record, verify_record
+from greenlight.errors import Forbidden
 from greenlight.settings import Profile
 from tasks.kube import cluster
 from tasks.policy import FRESH, RETRIES
 
 RECORD = "greenlight-releases"
 KEEP = 100  # records kept per environment (oldest pruned)
+#: the Prefect Secret block with the key that signs release records (``greenlight setup`` makes it)
+RECORD_KEY_BLOCK = "greenlight-release-record-key"
+
+
+def record_key() -> bytes:
+    """The key that signs and verifies release records (Prefect Secret block ``RECORD_KEY_BLOCK``).
+
+    Raises Forbidden when the block is missing: without it no record can be trusted, and
+    ``greenlight setup`` creates one."""
+    try:
+        value = Secret.load(RECORD_KEY_BLOCK).get()  # type: ignore[union-attr]  # sync context
+    except ValueError as e:
+        raise Forbidden(
+            f"no release record key: Prefect Secret block {RECORD_KEY_BLOCK!r} is missing; "
+            "run `greenlight setup` (records signed with no key cannot be trusted)"
+        ) from e
+    return str(value).encode()
 
 
 def _entries(cm: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -41,7 +62,9 @@ def read_records(profile: Profile) -> list[dict[str, Any]]:
     return sorted(_entries(cm).values(), key=lambda e: str(e.get("at", "")))
 
 
-def passed_records(records: list[dict[str, Any]]) -> list[PassedRecord]:
+def passed_records(records: list[dict[str, Any]], key: bytes) -> list[PassedRecord]:
+    """The digests of released records, each with why it cannot be trusted (its signature with
+    ``key``) or was not watched (its bake)."""
     return [
         PassedRecord(
             app=app,
@@ -49,6 +72,7 @@ def passed_records(records: list[dict[str, Any]]) -> list[PassedRecord]:
             environment=str(r.get("environment", "")),
             release_id=str(r.get("release_id", "")),
             unwatched=_unwatched(r),
+            untrusted=verify_record(r, key),
         )
         for r in records
         if r.get("outcome") == "released"
@@ -68,10 +92,10 @@ def _unwatched(record: dict[str, Any]) -> str | None:
     return f"its bake judged {bake.get('judged', 0)} of {bake.get('windows', 0)} window(s){first}"
 
 
-def author_of(records: list[dict[str, Any]], digests: dict[str, str]) -> str | None:
-    """The author recorded with the newest release that carried exactly these digests."""
+def author_of(records: list[dict[str, Any]], digests: dict[str, str], key: bytes) -> str | None:
+    """The author recorded with the newest trusted (signed) release that carried exactly these digests."""
     for r in reversed(records):
-        if r.get("digests") == digests and r.get("outcome") == "released":
+        if r.get("digests") == digests and r.get("outcome") == "released" and verify_record(r, key) is None:
             return r.get("author")
     return None
 
@@ -80,6 +104,7 @@ def author_of(records: list[dict[str, Any]], digests: dict[str, str]) -> str | N
 def record_release(profile: Profile, entry: dict[str, Any]) -> str:
     """Add or replace one release's entry (optimistic concurrency: retried on Conflict); prune old ones."""
     entry = {**entry, "environment": profile.name, "at": entry.get("at") or datetime.now(UTC).isoformat()}
+    entry[RECORD_SIGNATURE] = sign_record(entry, record_key())
     key = str(entry["release_id"])
     with cluster(profile) as kube:
         cm = kube.find("configmaps", RECORD, profile.namespace)

@@ -115,9 +115,7 @@ def _plan(env: str, refs: dict[str, Any], commit: str | None) -> int:
     digests = resolve_images.fn(refs)
     states = [ras.fn(profile, a.name) for a in profile.apps]
     plan = plan_release(states, digests, profile.release.colours, profile.release.colour_label)
-    print(
-        f"dry run: release {release_id(env, commit) if commit else release_id(env, digests)} to {env} (nothing changed)"
-    )
+    print(f"dry run: release {release_id(env, digests, commit)} to {env} (nothing changed)")
     for app, d in sorted(digests.items()):
         print(f"  {app}: {refs[app]} -> {d}")
     for p in plan.apps:

@@ -5,6 +5,8 @@
   and one traffic move or scale-down at a time (held briefly by switches, rollbacks, cleanup);
 - a Prefect Variable per environment for release freezes (``greenlight_release_freeze_<env>``,
   created as "off"; set it to a reason to freeze releases);
+- Secret block ``greenlight-release-record-key``: a random key, made once, that signs the release
+  records (so that a ConfigMap writer cannot forge a "released" entry);
 - Secret blocks for credentials the flows read, from the environment when given:
   ``SLACK_BOT_TOKEN`` -> the block each profile's ``slack.token_secret_block`` names, and
   ``GREENLIGHT_GITHUB_WEBHOOK_SECRET`` -> ``greenlight-github-webhook-secret``. Values are never
@@ -17,6 +19,7 @@ created by ``prefect deploy``. Running setup twice changes nothing the second ti
 from __future__ import annotations
 
 import os
+import secrets
 
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
@@ -25,6 +28,7 @@ from prefect.exceptions import ObjectNotFound
 
 from flows.release import FREEZE_VARIABLE, lock_name, traffic_lock_name
 from greenlight.settings import available_environments, load_profile
+from tasks.records import RECORD_KEY_BLOCK
 
 WORK_POOL = "greenlight-local"
 WEBHOOK_SECRET_BLOCK = "greenlight-github-webhook-secret"
@@ -75,6 +79,15 @@ def ensure_setup(environments: list[str] | None = None, dry_run: bool = False) -
                 if not dry_run:
                     client.create_variable(VariableCreate(name=var, value="off"))
                 lines.append(f"{verb} variable {var} = off (set it to a reason to freeze {env} releases)")
+    try:
+        Secret.load(RECORD_KEY_BLOCK)
+        lines.append(f"exists  secret block {RECORD_KEY_BLOCK}")
+    except ValueError:
+        if not dry_run:
+            Secret(value=secrets.token_hex(32)).save(RECORD_KEY_BLOCK)
+        lines.append(
+            f"{verb} secret block {RECORD_KEY_BLOCK}: a new random key that signs release records (value not shown)"
+        )
     for block, env_var in sorted(_secret_blocks(envs).items()):
         try:
             Secret.load(block)

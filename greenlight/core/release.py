@@ -14,6 +14,7 @@ gate, unless forced with a reason; :func:`release_id` names a release determinis
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -119,6 +120,7 @@ class PassedRecord:
     environment: str = ""
     release_id: str = ""
     unwatched: str | None = None  # why its bake was not judged throughout (None: it was)
+    untrusted: str | None = None  # why its signature does not verify (None: it does)
 
 
 def plan_release(
@@ -163,6 +165,13 @@ def check_promotion(
     if not digests:
         return Decision(False, "nothing to promote: no digests given", blockers=("no digests",))
     missing = [(app, d) for app, d in sorted(digests.items()) if d not in proven.get(app, set())]
+    untrusted = _untrusted(passed, required_env, set(missing))
+    if untrusted:
+        named = "; ".join(
+            f"{app} {_short(d)}: record {rid} {why}" for (app, d), (rid, why) in sorted(untrusted.items())
+        )
+        reason = f"refusing: the {required_env} record that would let these pass does not verify: {named}"
+        return Decision(False, reason, blockers=tuple(f"{app} {d}" for app, d in sorted(untrusted)))
     unproven = [f"{app} {d}" for app, d in missing if (app, d) not in unwatched]
     if unproven:
         reason = f"refusing: not passed in {required_env}: {', '.join(unproven)}"
@@ -216,24 +225,61 @@ def check_preflight(
     return Decision(False, f"blocked: {listed} ({hint})", blockers=tuple(blockers))
 
 
-def release_id(env: str, commit_or_digests: str | Mapping[str, str]) -> str:
-    """A deterministic release id: ``<env>-<first 12 of the commit>`` or ``<env>-d<hash of digests>``.
+RECORD_SIGNATURE = "signature"
+_SIGNATURE_SCHEME = "hmac-sha256:"
 
-    The same commit (or the same digests, order aside) in the same environment always gives the
-    same id, so a re-run of a release is recognised. Raises :class:`InputInvalid` on a malformed
-    environment name or commit, or an empty digest map.
+
+def _record_text(entry: Mapping[str, object]) -> bytes:
+    """The bytes a record's signature covers: every field but the signature, canonical JSON."""
+    body = {k: v for k, v in entry.items() if k != RECORD_SIGNATURE}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def sign_record(entry: Mapping[str, object], key: bytes) -> str:
+    """The signature of a release record: HMAC-SHA256 over all its other fields, with ``key``."""
+    if not key:
+        raise InputInvalid("the release record key is empty")
+    return _SIGNATURE_SCHEME + hmac.new(key, _record_text(entry), hashlib.sha256).hexdigest()
+
+
+def verify_record(entry: Mapping[str, object], key: bytes) -> str | None:
+    """Why a release record cannot be trusted (None: its signature verifies with ``key``).
+
+    Anyone who can write ConfigMaps in the namespace can add or edit an entry; only a holder of
+    the key can sign one, so an entry without a valid signature proves nothing.
+    """
+    given = entry.get(RECORD_SIGNATURE)
+    if not isinstance(given, str) or not given:
+        return "it has no signature"
+    if not given.startswith(_SIGNATURE_SCHEME):
+        return f"its signature is not {_SIGNATURE_SCHEME.rstrip(':')}"
+    if not hmac.compare_digest(given, sign_record(entry, key)):
+        return "its signature does not match its content (edited, or signed with another key)"
+    return None
+
+
+def release_id(env: str, digests: Mapping[str, str], commit: str | None = None) -> str:
+    """A deterministic release id, unique per set of digests: ``<env>-<commit's first 12>-<8 of the
+    digests' hash>``, or ``<env>-d<12 of the digests' hash>`` without a commit.
+
+    The same digests (order aside) and commit in the same environment always give the same id, so
+    a re-run of a release is recognised; other digests never share it, even under one commit (a
+    rebuilt image) or commits alike in their first 12 characters (``release-2025-01`` and
+    ``release-2025-02``), so no rerun, record or pre-deploy Job is taken for another's. Raises
+    :class:`InputInvalid` on a malformed environment name or commit, or an empty digest map.
     """
     if not _ENV.match(env):
         raise InputInvalid(f"environment name {env!r} is malformed (lowercase letters, digits and '-')")
-    if isinstance(commit_or_digests, str):
-        commit = commit_or_digests.strip()
-        if not _COMMIT.match(commit):
-            raise InputInvalid(f"commit {commit_or_digests!r} is malformed (letters, digits, '.', '_', '-')")
-        return f"{env}-{commit[:12].lower()}"
-    if not commit_or_digests:
+    if not digests:
         raise InputInvalid("cannot name a release of no digests")
-    text = json.dumps(dict(commit_or_digests), sort_keys=True, separators=(",", ":"))
-    return f"{env}-d{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    text = json.dumps(dict(digests), sort_keys=True, separators=(",", ":"))
+    digest_hash = hashlib.sha256(text.encode()).hexdigest()
+    if commit is None:
+        return f"{env}-d{digest_hash[:12]}"
+    stripped = commit.strip()
+    if not _COMMIT.match(stripped):
+        raise InputInvalid(f"commit {commit!r} is malformed (letters, digits, '.', '_', '-')")
+    return f"{env}-{stripped[:12].lower()}-{digest_hash[:8]}"
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -312,11 +358,30 @@ def _proven(
     for rec in passed:
         if rec.environment and rec.environment != env:
             continue
+        if rec.untrusted is not None:
+            continue
         if rec.unwatched is None:
             out.setdefault(rec.app, set()).add(rec.digest)
         else:
             unwatched[(rec.app, rec.digest)] = rec.unwatched
     return out, unwatched
+
+
+def _untrusted(
+    passed: Mapping[str, Collection[str]] | Iterable[PassedRecord], env: str, missing: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """(app, digest) still missing -> (record id, why) of a record claiming it that does not verify."""
+    if isinstance(passed, Mapping):
+        return {}
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for rec in passed:
+        if (
+            rec.untrusted
+            and (rec.app, rec.digest) in missing
+            and (not rec.environment or rec.environment == env)
+        ):
+            out[(rec.app, rec.digest)] = (rec.release_id or "?", rec.untrusted)
+    return out
 
 
 def _healthy(verdict: GateVerdict | BreachVerdict) -> bool:

@@ -18,6 +18,7 @@ import pytest
 
 from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
+from greenlight.core.release import release_id
 from greenlight.errors import Conflict, GateFailed, ReleaseRefused
 from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
@@ -77,7 +78,7 @@ def assert_released(
     fault: Fault, kube: Kube, sha: str, digests: dict[str, str], switches: SwitchCounter, env: str = "staging"
 ) -> None:
     """The release is live and recorded, the annotations tell the truth, each app switched once."""
-    problems = truth_problems(kube, profile(env), f"{env}-{sha}", digests)
+    problems = truth_problems(kube, profile(env), release_id(env, digests, sha), digests)
     fault.measured_loss("untrue annotations or records", len(problems))
     extra = sum(max(0, switches.count(app) - 1) for app in LIVE)
     fault.measured_loss("extra switches", extra)
@@ -141,7 +142,7 @@ def test_kubernetes_5xx_at_each_step_and_slack_down_the_release_lands(
     assert_released(fault, kube, sha, digests, switches)
     assert_no_failed_requests(fault, load)
     recorded = supervisor.control(lab, "GET", "/slack")[sent_before:]
-    assert not [m for m in recorded if f"staging-{sha}" in (m["text"] or "")]
+    assert not [m for m in recorded if release_id("staging", digests, sha) in (m["text"] or "")]
 
 
 def test_kubernetes_stalls_at_each_step_time_out_and_are_retried(
@@ -320,7 +321,7 @@ def test_two_promotions_of_one_environment_are_serialised(
     assert "error" not in o1 and "error" not in o2, (o1.get("error"), o2.get("error"))
     spans = {}
     for sha in (a, b):
-        rid = f"staging-{sha}"
+        rid = release_id("staging", digests[sha], sha)
         spans[sha] = (
             read_events("greenlight.release.started", rid)[0].occurred,
             read_events("greenlight.release.finished", rid)[0].occurred,
@@ -329,7 +330,10 @@ def test_two_promotions_of_one_environment_are_serialised(
     overlap = spans[first][1] > spans[last][0]
     fault.measured_loss("interleaved releases", int(overlap))
     assert not overlap, spans  # the second started only after the first finished
-    assert truth_problems(kube, profile("staging"), f"staging-{last}", digests[last]) == []
+    assert (
+        truth_problems(kube, profile("staging"), release_id("staging", digests[last], last), digests[last])
+        == []
+    )
 
 
 def test_approval_that_times_out_changes_nothing(

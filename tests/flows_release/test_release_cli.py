@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from greenlight.clients.kube import Kube
+from greenlight.core.release import release_id
 from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
 
@@ -91,7 +92,7 @@ def test_status_json_lists_every_app_with_its_release_fields(promoted: dict[str,
         assert a["live_colour"] in ("blue", "green") and a["previous_colour"] in ("blue", "green")
         assert a["live_colour"] != a["previous_colour"]
         assert a["digests"] == {name: promoted["digests"][name]}
-        assert a["release_id"] == f"staging-{promoted['sha']}"
+        assert a["release_id"] == release_id("staging", promoted["digests"], promoted["sha"])
         assert a["replicas_ready"] == "2/2"
 
 

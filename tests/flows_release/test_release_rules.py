@@ -18,6 +18,7 @@ from flows.maintenance import cleanup
 from flows.release import FREEZE_VARIABLE, PromoteRequest, build_promote
 from flows.traffic_switch import switch
 from greenlight.clients.kube import Kube
+from greenlight.core.release import release_id
 from greenlight.errors import InputInvalid, ReleaseRefused
 from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
@@ -144,7 +145,7 @@ def test_freeze_refuses_production_unless_forced_with_a_reason_on_the_record(
     assert out["result"]["outcome"] == "released"
     state = live(kube, profile("production"))
     assert {app: s["digests"][app] for app, s in state.items()} == staged["digests"]
-    report = release_report(f"production-{sha}", "production")
+    report = release_report(out["result"]["release_id"], "production")
     assert "hotfix" in report and freeze in report
 
 
@@ -153,7 +154,7 @@ def test_freeze_refuses_production_unless_forced_with_a_reason_on_the_record(
 
 def test_release_messages_form_one_slack_thread(lab: LabState, staged: dict[str, Any]) -> None:
     """A staging release posts one top-level message and its started, gate, switched and finished news as replies in its thread."""
-    rid = f"staging-{staged['sha']}"
+    rid = release_id("staging", staged["digests"], staged["sha"])
     messages = [m for m in supervisor.control(lab, "GET", "/slack") if m["kind"] == "postMessage"]
     roots = [m for m in messages if m["thread_ts"] is None and rid in (m["text"] or "")]
     assert len(roots) == 1, roots
@@ -176,7 +177,7 @@ def test_release_messages_form_one_slack_thread(lab: LabState, staged: dict[str,
 
 def test_release_report_artifact_holds_id_digests_and_gate_table(staged: dict[str, Any]) -> None:
     """The markdown artifact release-staging carries the release id, each digest and the gate table."""
-    rid = f"staging-{staged['sha']}"
+    rid = release_id("staging", staged["digests"], staged["sha"])
     report = release_report(rid)
     assert report, f"no release-staging artifact mentions {rid}"
     for digest in staged["digests"].values():
@@ -191,7 +192,7 @@ def test_release_report_artifact_holds_id_digests_and_gate_table(staged: dict[st
 
 def test_release_emits_switched_event(staged: dict[str, Any]) -> None:
     """A release emits greenlight.release.switched about its environment with the colours and digests."""
-    rid = f"staging-{staged['sha']}"
+    rid = release_id("staging", staged["digests"], staged["sha"])
     events = read_events("greenlight.release.switched", rid)
     assert len(events) == 1, events
     ev = events[0]

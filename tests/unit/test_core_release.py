@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Collection, Iterable, Mapping
 
 import pytest
@@ -16,6 +18,8 @@ from greenlight.core.release import (
     check_promotion,
     plan_release,
     release_id,
+    sign_record,
+    verify_record,
 )
 from greenlight.core.switch import ServiceSnapshot
 from greenlight.errors import InputInvalid
@@ -412,41 +416,51 @@ def test_check_preflight(
     assert reason in decision.reason
 
 
+DIGESTS = {"backend": NEW, "frontend": OLD}
+DIGEST_HASH = hashlib.sha256(json.dumps(DIGESTS, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 RELEASE_IDS = [
-    ("staging", "4f2a9c1d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39", "staging-4f2a9c1d8e7b"),
-    ("production", "4F2A9C1", "production-4f2a9c1"),
-    ("staging", " abc ", "staging-abc"),
+    ("staging", "4f2a9c1d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a39", f"staging-4f2a9c1d8e7b-{DIGEST_HASH[:8]}"),
+    ("production", "4F2A9C1", f"production-4f2a9c1-{DIGEST_HASH[:8]}"),
+    ("staging", " abc ", f"staging-abc-{DIGEST_HASH[:8]}"),
+    ("staging", None, f"staging-d{DIGEST_HASH[:12]}"),
 ]
 
 
 @pytest.mark.parametrize(("env", "commit", "expected"), RELEASE_IDS)
-def test_release_id_from_commit(env: str, commit: str, expected: str) -> None:
-    """A commit's release id is the environment and the commit's first 12 characters, lowercased."""
-    assert release_id(env, commit) == expected
+def test_release_id_from_commit_and_digests(env: str, commit: str | None, expected: str) -> None:
+    """A release id is the environment, the commit's first 12 characters (lowercased) and a hash of the digests."""
+    assert release_id(env, DIGESTS, commit) == expected
 
 
-def test_release_id_from_digests_ignores_order_and_differs_by_env() -> None:
-    """Digest-based ids depend on the digests, not their order, and differ between environments."""
-    one = release_id("staging", {"backend": NEW, "frontend": OLD})
+def test_release_id_is_unique_per_set_of_digests() -> None:
+    """Ids depend on the digests, not their order; they differ between environments, between digest
+    sets under one commit, and between commits alike in their first 12 characters (a test that
+    failed when ids were the commit's first 12 characters)."""
+    one = release_id("staging", DIGESTS)
     assert one == release_id("staging", {"frontend": OLD, "backend": NEW})
-    assert one.startswith("staging-d") and len(one) == len("staging-d") + 12
-    assert one != release_id("production", {"backend": NEW, "frontend": OLD})
+    assert one != release_id("production", DIGESTS)
     assert one != release_id("staging", {"backend": OLD, "frontend": NEW})
+    assert release_id("staging", DIGESTS, "abc") != release_id(
+        "staging", {"backend": OLD, "frontend": NEW}, "abc"
+    )
+    jan = release_id("staging", DIGESTS, "release-2025-01")
+    feb = release_id("staging", {"backend": OLD, "frontend": NEW}, "release-2025-02")
+    assert jan != feb
 
 
 @pytest.mark.parametrize(
-    ("env", "what", "message"),
+    ("env", "digests", "commit", "message"),
     [
-        ("Staging", "abc", "environment name 'Staging' is malformed"),
-        ("staging", "abc def", "commit 'abc def' is malformed"),
-        ("staging", "", "commit '' is malformed"),
-        ("staging", {}, "no digests"),
+        ("Staging", DIGESTS, "abc", "environment name 'Staging' is malformed"),
+        ("staging", DIGESTS, "abc def", "commit 'abc def' is malformed"),
+        ("staging", DIGESTS, "", "commit '' is malformed"),
+        ("staging", {}, "abc", "no digests"),
     ],
 )
-def test_release_id_refuses_bad_input(env: str, what: str | dict[str, str], message: str) -> None:
+def test_release_id_refuses_bad_input(env: str, digests: dict[str, str], commit: str, message: str) -> None:
     """A malformed environment or commit, or no digests, raises InputInvalid."""
     with pytest.raises(InputInvalid, match=message):
-        release_id(env, what)
+        release_id(env, digests, commit)
 
 
 UNWATCHED = PassedRecord(
@@ -474,3 +488,44 @@ def test_production_refuses_digests_whose_staging_bake_was_not_judged(
     decision = check_promotion({"backend": NEW}, records, force_reason=force)
     assert (decision.ok, decision.forced) == (ok, forced)
     assert reason in decision.reason
+
+
+KEY = b"k" * 32
+SIGNED = {
+    "release_id": "staging-abc",
+    "environment": "staging",
+    "digests": {"backend": NEW},
+    "outcome": "released",
+}
+SIGNED = {**SIGNED, "signature": sign_record(SIGNED, KEY)}
+RECORD_CASES = [
+    # id, entry, key, why fragment (None: trusted)
+    ("signed", SIGNED, KEY, None),
+    ("no-signature", {k: v for k, v in SIGNED.items() if k != "signature"}, KEY, "it has no signature"),
+    ("other-scheme", {**SIGNED, "signature": "sha256:00"}, KEY, "is not hmac-sha256"),
+    ("digest-edited", {**SIGNED, "digests": {"backend": OLD}}, KEY, "does not match its content"),
+    ("author-edited", {**SIGNED, "author": "mallory"}, KEY, "does not match its content"),
+    ("outcome-edited", {**SIGNED, "outcome": "released ", "bake": {"watched": True}}, KEY, "does not match"),
+    ("other-key", SIGNED, b"x" * 32, "signed with another key"),
+]
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "why"), [c[1:] for c in RECORD_CASES], ids=[c[0] for c in RECORD_CASES]
+)
+def test_a_release_record_is_trusted_only_with_its_signature(
+    entry: dict, key: bytes, why: str | None
+) -> None:
+    """A record verifies only as its key signed it: no signature, another scheme, any edited field or another key is named."""
+    got = verify_record(entry, key)
+    assert (got is None) if why is None else (got is not None and why in got), got
+
+
+def test_production_refuses_a_digest_passed_only_by_a_record_that_does_not_verify() -> None:
+    """A forged 'released' record (no valid signature) does not let a digest pass staging, and the refusal names the record."""
+    forged = PassedRecord("backend", NEW, "staging", "staging-forged", untrusted="it has no signature")
+    decision = check_promotion({"backend": NEW}, [forged])
+    assert not decision.ok
+    assert "record staging-forged it has no signature" in decision.reason
+    genuine = PassedRecord("backend", NEW, "staging", "staging-real")
+    assert check_promotion({"backend": NEW}, [forged, genuine]).ok
