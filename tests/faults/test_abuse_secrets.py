@@ -28,24 +28,13 @@ from greenlight.lab.catalogue import Behaviour, Catalogue
 from greenlight.lab.faults import FaultRegistry
 from greenlight.lab.registry import RegistryStandIn
 from greenlight.lab.state import LabState
-from tests.flows_release.support import push_commit, read_events, release_environments
+from tests.flows_release.support import JOB, push_commit, read_events, release_environments
 from tests.registry.realm_spy import RealmSpy
 
 if TYPE_CHECKING:
     from .conftest import Fault
 
 PAT = "ghp_" + "AbusedPersonalAccessToken0123456789"  # fake, of a real PAT's shape
-JOB = """apiVersion: batch/v1
-kind: Job
-metadata: {name: $name}
-spec:
-  backoffLimit: 1
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-        - {name: migrate, image: IMAGE}
-"""
 
 
 @contextmanager

@@ -20,6 +20,18 @@ from greenlight.lab.state import LAB_ENVIRONMENTS, LabState
 from greenlight.settings import Profile, load_profile
 
 NAMESPACES = {"staging": "rel-staging", "production": "rel-production"}
+#: a pre-deploy Job manifest (``release.pre_deploy_job``): IMAGE is replaced by a test's image
+JOB = """apiVersion: batch/v1
+kind: Job
+metadata: {name: $name}
+spec:
+  backoffLimit: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - {name: migrate, image: IMAGE}
+"""
 
 
 def write_profiles(directory: Path, **changes: Any) -> None:

@@ -17,21 +17,9 @@ from greenlight.errors import GateFailed
 from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
 
-from .support import live, profile, push_commit, read_events, release_environments
+from .support import JOB, live, profile, push_commit, read_events, release_environments
 
 pytestmark = pytest.mark.lab
-
-JOB = """apiVersion: batch/v1
-kind: Job
-metadata: {name: $name}
-spec:
-  backoffLimit: 1
-  template:
-    spec:
-      restartPolicy: Never
-      containers:
-        - {name: migrate, image: IMAGE}
-"""
 
 
 @pytest.fixture(scope="module")
