@@ -22,12 +22,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from flows.backup_verification import BackupNotVerified, verify_backups
 from greenlight.clients.gcs import GcsClient
 from greenlight.clients.postgres import Postgres
 from greenlight.lab.state import LabState
 from greenlight.settings import load_profile
-from tests.flows_backup.helpers import SMALL_SQL, Crafter, pg_dump, scratch_databases
+from tests.flows_backup.helpers import (
+    SMALL_SQL,
+    Crafter,
+    failed_checks,
+    pg_dump,
+    scratch_databases,
+    verify_outcome,
+)
 
 if TYPE_CHECKING:
     from .conftest import Fault
@@ -112,11 +118,7 @@ def test_directory_dump_member_that_would_escape_the_download_is_refused(
     fault.injected_by_hand()
     before = scratch_databases(scratch_server)
 
-    outcome: BackupNotVerified | None = None
-    try:
-        verify_backups(c.profile.name, profile=c.profile)
-    except BackupNotVerified as e:
-        outcome = e
+    outcome = verify_outcome(c.profile)
 
     outside = [p for p in files_under(tmp_path) if not p.startswith("verify-tmp")]
     written = outside + files_under(verify_tmp)
@@ -124,7 +126,7 @@ def test_directory_dump_member_that_would_escape_the_download_is_refused(
     assert written == [], f"left behind: {written}"
     assert outcome is not None, "a dump with a member named to escape the download was verified"
     result = outcome.result
-    failed = {ch["name"]: ch["reason"] for ch in result["checks"] if not ch["ok"]}
+    failed = failed_checks(outcome)
     assert set(failed) == {"integrity", "restore"}, failed
     assert repr(hostile) in failed["integrity"] and "cannot be downloaded safely" in failed["integrity"]
     assert "did not download" in failed["restore"]
@@ -163,16 +165,12 @@ def test_plain_dump_with_a_psql_shell_command_is_refused_and_the_command_never_r
     fault.injected_by_hand()
     before = scratch_databases(scratch_server)
 
-    outcome: BackupNotVerified | None = None
-    try:
-        verify_backups(c.profile.name, profile=c.profile)
-    except BackupNotVerified as e:
-        outcome = e
+    outcome = verify_outcome(c.profile)
 
     assert fault.measured_loss("shell commands run by the dump", int(marker.exists())) == 0
     assert outcome is not None, "a dump holding a psql shell command was verified"
     result = outcome.result
-    failed = {ch["name"]: ch["reason"] for ch in result["checks"] if not ch["ok"]}
+    failed = failed_checks(outcome)
     assert set(failed) == {"restore"}, failed
     assert "meta-command" in failed["restore"] and "backslash commands are restricted" in failed["restore"]
     assert "NOT verified" in str(outcome) and "meta-command" in str(outcome)

@@ -9,7 +9,6 @@ found in the release's error, its Slack thread, its event and its report.
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,16 +18,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from flows.release import PromoteRequest, build_promote
 from greenlight.clients.registry import RegistryClient
 from greenlight.core.images import parse_image_ref
-from greenlight.errors import GateFailed
-from greenlight.lab import supervisor
 from greenlight.lab.catalogue import Behaviour, Catalogue
 from greenlight.lab.faults import FaultRegistry
 from greenlight.lab.registry import RegistryStandIn
 from greenlight.lab.state import LabState
-from tests.flows_release.support import JOB, push_commit, read_events, release_environments
+from tests.flows_release.support import fail_on_a_job_logging, job_environments
 from tests.registry.realm_spy import RealmSpy
 
 if TYPE_CHECKING:
@@ -75,23 +71,8 @@ def test_registry_token_realm_on_another_host_gets_no_credentials(fault: Fault, 
 @pytest.fixture(scope="module")
 def envdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Staging with a pre-deploy Job whose image the case chooses."""
-    directory = tmp_path_factory.mktemp("abuse-envs")
-    changes = {"release.pre_deploy_job": str(directory / "job.yaml"), "release.scale_down_delay_s": 0}
-    with release_environments(lab, directory, staging=changes) as envs:
+    with job_environments(lab, tmp_path_factory.mktemp("abuse-envs")) as envs:
         yield envs
-
-
-def release_report(rid: str) -> str:
-    """The newest version of the ``release-staging`` artifact that mentions ``rid``."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["release-staging"]))
-        )
-    texts = [str(a.data) for a in sorted(arts, key=lambda a: str(a.created), reverse=True)]
-    return next((t for t in texts if f"Release {rid} " in t), "")
 
 
 @pytest.mark.lab
@@ -102,23 +83,11 @@ def test_pre_deploy_job_logging_a_slack_token_is_masked_in_slack_and_the_report(
     here tagged with it): the release stops, and its error, Slack thread, event and report quote
     the logs with the token masked."""
     fault.describe("pre-deploy Job logs a Slack token (redacted in Slack and the report)")
-    sha = uuid.uuid4().hex[:10]
-    push_commit(lab, sha)
-    token = f"xoxb-{uuid.uuid4().int % 10**10:010d}-{uuid.uuid4().int % 10**10:010d}-{sha}AbusedSlackTok"
-    leaky = f"ghcr.io/sma-platform/migrate:{token}"
-    supervisor.control(lab, "POST", "/images", {"ref": leaky, "version": "migrate", "crash": True})
-    (envdir / "job.yaml").write_text(JOB.replace("IMAGE", leaky))
-    sent_before = len(supervisor.control(lab, "GET", "/slack"))
+    token = f"xoxb-{uuid.uuid4().int % 10**10:010d}-{uuid.uuid4().int % 10**10:010d}-{uuid.uuid4().hex[:10]}AbusedSlackTok"
     fault.injected_by_hand()
-    with pytest.raises(GateFailed, match="pre-deploy job") as err:
-        build_promote(PromoteRequest(environment="staging", commit=sha, actor="dave"))
-    found = re.search(r"pre-deploy job [a-z0-9-]+/greenlight-pre-(\S+) failed", str(err.value))
-    assert found, str(err.value)
-    rid = found.group(1)  # the Job is greenlight-pre-<release id>
-    slack = [m.get("text") or "" for m in supervisor.control(lab, "GET", "/slack")[sent_before:]]
-    events = [str(e.payload) for e in read_events("greenlight.release.pre-deploy-failed", rid)]
-    report = release_report(rid)
-    copies = sum(text.count(token) for text in [str(err.value), *slack, *events, report])
+    said = fail_on_a_job_logging(lab, envdir, token)
+    rid, slack, events, report = said.release_id, said.slack, said.events, said.report
+    copies = sum(text.count(token) for text in [said.error, *slack, *events, report])
     assert fault.measured_loss("copies of the token in the error, Slack, events and report", copies) == 0
-    assert "migrate:xoxb-***" in str(err.value)  # the logs are quoted, masked
+    assert "migrate:xoxb-***" in said.error  # the logs are quoted, masked
     assert any(rid in t and "pre-deploy job" in t for t in slack) and events and "pre-deploy job" in report

@@ -14,16 +14,12 @@ what is there.
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from prefect.client.schemas.objects import FlowRun
-from prefect.events.schemas.events import ReceivedEvent
 
 from greenlight.lab.state import LabState
 
@@ -31,6 +27,7 @@ from .webhook_support import (
     REPOSITORY,
     Delivery,
     Receiver,
+    Sent,
     github_events,
     headers_for,
     naming,
@@ -40,6 +37,7 @@ from .webhook_support import (
     runs_since,
     trap,
     triggered_by,
+    wait_for,
     write_route_profile,
 )
 
@@ -48,18 +46,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.lab
 
-SEEN_WITHIN_S = 20.0  # the server persists events every 5 s; a trigger starts a run in well under 1 s
 FORK = "greenlight-faults-evil/webhook"  # a fork of REPOSITORY under another owner
-
-
-@dataclass
-class Sent:
-    """Every delivery by case, and what Prefect held once the last valid one was seen."""
-
-    by_case: dict[str, list[Delivery]]
-    events: list[ReceivedEvent]
-    runs: list[FlowRun]
-    trap_runs: list[FlowRun]
 
 
 class Sender:
@@ -77,14 +64,6 @@ class Sender:
         d.status, d.body = response.status_code, response.json()
         self.by_case.setdefault(case, []).append(d)
         return d
-
-
-def wait_for(what: str, check: Callable[[], bool], within_s: float = SEEN_WITHIN_S) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {within_s:.0f} s")
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from prefect.client.schemas.objects import FlowRun
-from prefect.events.schemas.events import ReceivedEvent
 
 from greenlight.lab.state import LabState
 from greenlight.webhook.app import MAX_BODY
@@ -37,6 +36,7 @@ from .webhook_support import (
     SECRET,
     Delivery,
     Receiver,
+    Sent,
     Trap,
     github_events,
     headers_for,
@@ -48,6 +48,7 @@ from .webhook_support import (
     runs_since,
     trap,
     triggered_by,
+    wait_for,
     write_route_profile,
 )
 
@@ -56,21 +57,12 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.lab
 
-SEEN_WITHIN_S = 20.0  # the server persists events every 5 s; a trigger starts a run in well under 1 s
-
 
 @dataclass
-class Sent:
-    """Every delivery of the module by case, and what Prefect held once the last valid one was seen."""
+class SentAndHealth(Sent):
+    """What ``Sent`` holds, and whether the receiver answered its health check afterwards."""
 
-    by_case: dict[str, list[Delivery]]
-    events: list[ReceivedEvent]
-    runs: list[FlowRun]
-    trap_runs: list[FlowRun]
     healthy_after: bool
-
-    def triggered(self, case: str) -> int:
-        return triggered_by(self.by_case[case], self.events, self.runs)
 
 
 class Sender:
@@ -224,16 +216,8 @@ def unknown_repository(s: Sender) -> None:
         s.signed(case, repository, run_payload(sha, repository=repository), sha)
 
 
-def wait_for(what: str, check: Callable[[], bool], within_s: float = SEEN_WITHIN_S) -> None:
-    deadline = time.monotonic() + within_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {within_s:.0f} s")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
-def sent(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sent]:
+def sent(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentAndHealth]:
     """One valid delivery, every bad one, replays (also after a restart), one more valid delivery;
     then what Prefect holds once the last valid delivery's event and run are visible."""
     from prefect.types._datetime import now
@@ -288,7 +272,7 @@ def sent(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
             "the accepted deliveries' events",
             lambda: triggered_by(accepted, github_events(since), []) == 3,
         )
-        sent = Sent(s.by_case, github_events(since), runs_since(since), t.runs(), healthy)
+        sent = SentAndHealth(s.by_case, github_events(since), runs_since(since), t.runs(), healthy)
         n = sum(len(v) for v in s.by_case.values())
         print(f"{n} deliveries sent and read back in {time.monotonic() - started:.1f} s")
         yield sent
@@ -312,7 +296,7 @@ def nothing_triggered(fault: Fault, sent: Sent, case: str) -> None:
     ]
 
 
-def test_valid_deliveries_each_emit_one_event_and_start_one_run(sent: Sent) -> None:
+def test_valid_deliveries_each_emit_one_event_and_start_one_run(sent: SentAndHealth) -> None:
     """Control: a valid signed delivery, before and after all the bad ones, is accepted and gives exactly one event and one run."""
     controls = sent.by_case["control"]
     assert [d.status for d in controls] == [202, 202]

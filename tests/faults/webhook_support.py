@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,3 +307,28 @@ def triggered_by(deliveries: list[Delivery], events: list[ReceivedEvent], runs: 
     """How many events and flow runs name one of ``deliveries`` (by event id, delivery id or sha)."""
     marks = {d.delivery_id for d in deliveries} | {d.sha for d in deliveries if d.sha}
     return naming(events, runs, marks, {d.event_id for d in deliveries})
+
+
+SEEN_WITHIN_S = 20.0  # the server persists events every 5 s; a trigger starts a run in well under 1 s
+
+
+def wait_for(what: str, check: Callable[[], bool], within_s: float = SEEN_WITHIN_S) -> None:
+    """Poll ``check`` every 0.5 s until it holds; AssertionError naming ``what`` after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not seen within {within_s:.0f} s")
+        time.sleep(0.5)
+
+
+@dataclass
+class Sent:
+    """Every delivery of a module by case, and what Prefect held once the last valid one was seen."""
+
+    by_case: dict[str, list[Delivery]]
+    events: list[ReceivedEvent]
+    runs: list[FlowRun]
+    trap_runs: list[FlowRun]
+
+    def triggered(self, case: str) -> int:
+        return triggered_by(self.by_case[case], self.events, self.runs)

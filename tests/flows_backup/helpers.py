@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from flows.backup_verification import BackupNotVerified, verify_backups
 from greenlight.clients.gcs import GcsClient
 from greenlight.clients.postgres import Postgres
 from greenlight.lab.state import LabState
@@ -109,3 +110,18 @@ def slack_messages(lab: LabState) -> list[dict[str, Any]]:
     """Every message the lab's Slack recorded."""
     base = lab.env["GREENLIGHT_SLACK_BASE_URL"].removesuffix("/api/")
     return list(httpx.get(f"{base}/lab/messages", timeout=5).json())
+
+
+def verify_outcome(profile: Profile) -> BackupNotVerified | None:
+    """Run the verification flow on ``profile``: the refusal it raised (with its result), or None
+    when it verified (for cases that measure what was lost before judging the outcome)."""
+    try:
+        verify_backups(profile.name, profile=profile)
+    except BackupNotVerified as e:
+        return e
+    return None
+
+
+def failed_checks(e: BackupNotVerified) -> dict[str, str]:
+    """The failed checks of a refused verification: name -> reason."""
+    return {c["name"]: c["reason"] for c in e.result["checks"] if not c["ok"]}

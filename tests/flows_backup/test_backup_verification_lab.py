@@ -18,7 +18,7 @@ from greenlight.errors import BackupInvalid
 from greenlight.lab.state import LabState
 from greenlight.settings import Probe, Profile
 
-from .helpers import SMALL_AGE_S, Crafter, pg_dump, scratch_databases, slack_messages
+from .helpers import SMALL_AGE_S, Crafter, failed_checks, pg_dump, scratch_databases, slack_messages
 
 pytestmark = pytest.mark.lab
 
@@ -34,10 +34,6 @@ def failed(profile: Profile) -> BackupNotVerified:
     assert isinstance(info.value, BackupInvalid)
     assert info.value.result["verified"] is False
     return info.value
-
-
-def failed_checks(e: BackupNotVerified) -> dict[str, str]:
-    return {c["name"]: c["reason"] for c in e.result["checks"] if not c["ok"]}
 
 
 def latest_metric(project: str, name: str, environment: str) -> float | None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 import yaml
@@ -181,3 +183,73 @@ def read_events(name: str, rid: str, timeout_s: float = 20) -> list[Any]:
             if found or time.monotonic() > deadline:
                 return found
             time.sleep(0.5)
+
+
+def release_report(rid: str, env: str = "staging") -> str:
+    """The newest version of the ``release-<env>`` markdown artifact that mentions ``rid``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"release-{env}"]))
+        )
+    texts = [str(a.data) for a in sorted(arts, key=lambda a: str(a.created), reverse=True)]
+    return next((t for t in texts if f"Release {rid} " in t), "")
+
+
+@contextlib.contextmanager
+def job_environments(lab: LabState, directory: Path) -> Iterator[Path]:
+    """Release environments whose staging runs a pre-deploy Job (its image set by
+    ``set_job_image``) and scales down without delay."""
+    changes = {"release.pre_deploy_job": str(directory / "job.yaml"), "release.scale_down_delay_s": 0}
+    with release_environments(lab, directory, staging=changes) as envs:
+        yield envs
+
+
+def set_job_image(envdir: Path, image: str) -> None:
+    """The pre-deploy Job of ``job_environments`` runs ``image`` from now on."""
+    (envdir / "job.yaml").write_text(JOB.replace("IMAGE", image))
+
+
+def job_release_id(error: str) -> str:
+    """The release id in a pre-deploy Job's error (its Job is ``greenlight-pre-<release id>``)."""
+    found = re.search(r"pre-deploy job [a-z0-9-]+/greenlight-pre-(\S+) failed", error)
+    assert found, error
+    return found.group(1)
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """What a release stopped by its pre-deploy Job said, wherever a person would read it."""
+
+    error: str
+    release_id: str
+    slack: list[str]
+    events: list[str]
+    report: str
+
+
+def fail_on_a_job_logging(lab: LabState, envdir: Path, text: str) -> JobFailure:
+    """Release a new commit to staging with a crashing pre-deploy Job whose pod logs ``text`` (the
+    lab's pods log their image reference, tagged with it here); what the stopped release said."""
+    from flows.release import PromoteRequest, build_promote
+    from greenlight.errors import GateFailed
+
+    sha = uuid4().hex[:10]
+    push_commit(lab, sha)
+    image = f"ghcr.io/sma-platform/migrate:{text}"
+    supervisor.control(lab, "POST", "/images", {"ref": image, "version": "migrate", "crash": True})
+    set_job_image(envdir, image)
+    sent_before = len(supervisor.control(lab, "GET", "/slack"))
+    with pytest.raises(GateFailed, match="pre-deploy job") as err:
+        build_promote(PromoteRequest(environment="staging", commit=sha, actor="dave"))
+    error = str(err.value)
+    rid = job_release_id(error)
+    return JobFailure(
+        error,
+        rid,
+        [m.get("text") or "" for m in supervisor.control(lab, "GET", "/slack")[sent_before:]],
+        [str(e.payload) for e in read_events("greenlight.release.pre-deploy-failed", rid)],
+        release_report(rid),
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from greenlight.errors import GateFailed
 from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
 
-from .support import JOB, live, profile, push_commit, read_events, release_environments
+from .support import fail_on_a_job_logging, job_environments, live, profile, push_commit, set_job_image
 
 pytestmark = pytest.mark.lab
 
@@ -25,14 +24,8 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(scope="module")
 def envdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Staging with a pre-deploy Job whose image the test chooses, and no scale-down delay."""
-    directory = tmp_path_factory.mktemp("release-jobs")
-    changes = {"release.pre_deploy_job": str(directory / "job.yaml"), "release.scale_down_delay_s": 0}
-    with release_environments(lab, directory, staging=changes) as envs:
+    with job_environments(lab, tmp_path_factory.mktemp("release-jobs")) as envs:
         yield envs
-
-
-def set_job_image(envdir: Path, image: str) -> None:
-    (envdir / "job.yaml").write_text(JOB.replace("IMAGE", image))
 
 
 def test_failed_pre_deploy_job_stops_the_release_with_its_logs(
@@ -51,46 +44,15 @@ def test_failed_pre_deploy_job_stops_the_release_with_its_logs(
     assert live(kube, profile("staging")) == before  # no colour was touched
 
 
-def job_release_id(error: str) -> str:
-    """The release id in a pre-deploy Job's error (its Job is ``greenlight-pre-<release id>``)."""
-    found = re.search(r"pre-deploy job [a-z0-9-]+/greenlight-pre-(\S+) failed", error)
-    assert found, error
-    return found.group(1)
-
-
-def release_report(rid: str, env: str = "staging") -> str:
-    """The newest version of the ``release-<env>`` markdown artifact that mentions ``rid``."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"release-{env}"]))
-        )
-    texts = [str(a.data) for a in sorted(arts, key=lambda a: str(a.created), reverse=True)]
-    return next((t for t in texts if f"Release {rid} " in t), "")
-
-
 def test_secrets_in_a_failed_pre_deploy_jobs_logs_are_masked_everywhere(
     lab: LabState, envdir: Path, kube: Kube
 ) -> None:
     """A failing Job whose pod logs carry a Slack token (here: in its image reference, which the
     lab's pods log) stops the release; the error, the Slack thread, the event and the report quote
     the logs with the token masked."""
-    sha = uuid.uuid4().hex[:10]
-    push_commit(lab, sha)
-    token = f"xoxb-{uuid.uuid4().int % 10**10:010d}-{uuid.uuid4().int % 10**10:010d}-{sha}LeakedSlackTok"
-    leaky = f"ghcr.io/sma-platform/migrate:{token}"
-    supervisor.control(lab, "POST", "/images", {"ref": leaky, "version": "migrate", "crash": True})
-    set_job_image(envdir, leaky)
-    sent_before = len(supervisor.control(lab, "GET", "/slack"))
-    with pytest.raises(GateFailed, match="pre-deploy job") as err:
-        build_promote(PromoteRequest(environment="staging", commit=sha, actor="dave"))
-    error = str(err.value)
-    rid = job_release_id(error)
-    slack = [m.get("text") or "" for m in supervisor.control(lab, "GET", "/slack")[sent_before:]]
-    events = [str(e.payload) for e in read_events("greenlight.release.pre-deploy-failed", rid)]
-    report = release_report(rid)
+    token = f"xoxb-{uuid.uuid4().int % 10**10:010d}-{uuid.uuid4().int % 10**10:010d}-{uuid.uuid4().hex[:10]}LeakedSlackTok"
+    said = fail_on_a_job_logging(lab, envdir, token)
+    error, rid, slack, events, report = said.error, said.release_id, said.slack, said.events, said.report
     leaks = {
         "error": error.count(token),
         "slack": sum(t.count(token) for t in slack),

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.flow_runs import resume_flow_run
 from prefect.variables import Variable
 
@@ -31,6 +29,7 @@ from .support import (
     profile,
     push_commit,
     read_events,
+    release_report,
     write_profiles,
 )
 
@@ -115,16 +114,6 @@ def freeze() -> Iterator[str]:
         yield reason
     finally:
         Variable.unset(FREEZE)
-
-
-def release_report(rid: str, env: str = "staging") -> str:
-    """The newest version of the ``release-<env>`` markdown artifact that mentions ``rid``."""
-    with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"release-{env}"]))
-        )
-    texts = [str(a.data) for a in sorted(arts, key=lambda a: str(a.created), reverse=True)]
-    return next((t for t in texts if f"Release {rid} " in t), "")
 
 
 def test_freeze_refuses_production_unless_forced_with_a_reason_on_the_record(

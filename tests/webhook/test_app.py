@@ -164,27 +164,10 @@ def test_the_same_run_in_another_repository_is_not_a_duplicate(
 
 def test_concurrent_copies_of_one_run_under_new_delivery_ids_emit_once(state: Path) -> None:
     """Five copies of one signed body, each with its own delivery id, arriving together, emit one event."""
-
-    class SlowEmitter(RecordingEmitter):
-        async def emit(self, *args: Any, **kwargs: Any) -> None:
-            await asyncio.sleep(0.05)
-            await super().emit(*args, **kwargs)
-
     emitter = SlowEmitter()
-    app = make_app(state, emitter)
     body, headers = delivery(run_payload())
-
-    async def send_five() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as c:
-            return await asyncio.gather(
-                *(
-                    c.post("/github", content=body, headers={**headers, "X-GitHub-Delivery": f"d-{i}"})
-                    for i in range(5)
-                )
-            )
-
-    responses = asyncio.run(send_five())
+    copies = [{**headers, "X-GitHub-Delivery": f"d-{i}"} for i in range(5)]
+    responses = post_together(make_app(state, emitter), body, copies)
     assert sorted(r.status_code for r in responses) == [200, 200, 200, 200, 202]
     assert len(emitter.events) == 1
 
@@ -413,24 +396,30 @@ def test_failed_emit_is_503_and_a_redelivery_emits(client: AppClient, emitter: R
 
 def test_concurrent_copies_of_one_delivery_emit_once(state: Path) -> None:
     """Five copies of one delivery arriving together emit one event; the others answer duplicate."""
-
-    class SlowEmitter(RecordingEmitter):
-        async def emit(self, *args: Any, **kwargs: Any) -> None:
-            await asyncio.sleep(0.05)
-            await super().emit(*args, **kwargs)
-
     emitter = SlowEmitter()
-    app = make_app(state, emitter)
     body, headers = delivery(run_payload())
-
-    async def send_five() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as c:
-            return await asyncio.gather(*(c.post("/github", content=body, headers=headers) for _ in range(5)))
-
-    responses = asyncio.run(send_five())
+    responses = post_together(make_app(state, emitter), body, [headers] * 5)
     assert sorted(r.status_code for r in responses) == [200, 200, 200, 200, 202]
     assert len(emitter.events) == 1
+
+
+class SlowEmitter(RecordingEmitter):
+    """Takes 50 ms per event, so that concurrent copies of a delivery overlap in the receiver."""
+
+    async def emit(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.05)
+        await super().emit(*args, **kwargs)
+
+
+def post_together(app: Starlette, body: bytes, headers: list[dict[str, str]]) -> list[httpx.Response]:
+    """POST ``body`` to ``/github`` once per headers, all at the same time."""
+
+    async def send() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as c:
+            return await asyncio.gather(*(c.post("/github", content=body, headers=h) for h in headers))
+
+    return asyncio.run(send())
 
 
 def test_healthz(client: AppClient) -> None:
