@@ -1,10 +1,22 @@
-"""``greenlight lab ...``: the lab's commands (mounted by greenlight.cli)."""
+"""``greenlight lab ...``: the lab's commands (mounted by greenlight.cli).
+
+``greenlight lab slack`` lists the messages the Slack stand-in received; ``greenlight lab slack
+click --user U... --action approve|reject [--reason TEXT] [--run RUN_ID] [--age-s S]`` plays a
+person clicking the approval button in Slack (the daemon's ``POST /slack/click``): it prints what
+was clicked and the receiver's answer, and exits 0 when the receiver answered 2xx, 2 on bad input,
+3 when there is no pending approval message (for that run), 4 when the receiver answered non-2xx,
+could not be reached or did not answer within Slack's 3 s, 1 on any other failure (e.g. no Request
+URL configured). Failures print ``FAILED: <reason>`` on stdout, as every greenlight command does.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +92,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="on SIGTERM: drain in-flight requests (graceful) or exit at once (abrupt, the default)",
     )
     img.add_parser("list", help="the pushed images")
-    cmds.add_parser("slack", help="the messages the Slack stand-in received")
+    slack = cmds.add_parser(
+        "slack", help="the messages the Slack stand-in received; `slack click`: click an approval button"
+    )
+    slack_cmds = slack.add_subparsers(dest="slack_command")
+    click = slack_cmds.add_parser(
+        "click",
+        help="click Approve or Reject on the newest pending approval message (of --run) as a Slack user: "
+        "Slack's signed block_actions interaction goes to the Request URL",
+    )
+    click.add_argument("--user", required=True, help="the clicking Slack user ID, e.g. U0LABALICE")
+    click.add_argument("--action", required=True, choices=["approve", "reject"])
+    click.add_argument("--reason", default="", help="typed in the message's reason input")
+    click.add_argument("--run", help="the flow run ID whose approval message to click (default: the newest)")
+    click.add_argument(
+        "--age-s",
+        type=float,
+        default=0.0,
+        help="sign the request as if sent S seconds ago (over 300: a stale request Slack's verifier refuses)",
+    )
     load = cmds.add_parser("load", help="load generator: sent, succeeded, failed, latency percentiles")
     load.add_argument("url")
     load.add_argument("--rps", type=float, default=100)
@@ -191,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
         for image in supervisor.control(state, "GET", "/images"):
             print(json.dumps(image, sort_keys=True))
         return 0
+    if cmd == "slack" and args.slack_command == "click":
+        return _slack_click(state, args)
     if cmd == "slack":
         msgs = supervisor.control(state, "GET", "/slack")
         for m in msgs:
@@ -217,6 +249,70 @@ def run(args: argparse.Namespace) -> int:
         _print_json(supervisor.control(state, "GET", "/faults"))
         return 0
     raise AssertionError(cmd)
+
+
+# exit codes of `greenlight lab slack click` (0 ok, 1 other failures as every command, 2 bad input)
+EXIT_BAD_INPUT = 2
+EXIT_NO_APPROVAL = 3
+EXIT_RECEIVER = 4
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{8,}$")
+
+
+def _slack_click(state: Any, args: argparse.Namespace) -> int:
+    if not _SLACK_USER.match(args.user):
+        print(f"FAILED: --user {args.user!r} is not a Slack user ID (like U0LABALICE)")
+        return EXIT_BAD_INPUT
+    body = {
+        "user": args.user,
+        "action": args.action,
+        "reason": args.reason,
+        "run": args.run,
+        "age_s": args.age_s,
+    }
+    status, out = _control_status(state, "/slack/click", body)
+    if status != 200:
+        error = out.get("error") if isinstance(out, dict) else out
+        print(f"FAILED: {error}")
+        if status == 404:
+            return EXIT_NO_APPROVAL
+        return EXIT_BAD_INPUT if status == 400 else 1
+    run = out.get("run") or "(none named)"
+    where = f"(message {out.get('message_ts')} in #{out.get('channel_name') or out.get('channel')})"
+    clicked = f"clicked {args.action} as {args.user} on the approval of run {run} {where}"
+    answer = json.dumps(out.get("answer"), sort_keys=True)
+    if out.get("timed_out"):
+        print(f"{clicked}: the receiver did not answer within {out.get('elapsed_s')} s")
+        print(f"FAILED: the receiver timed out: {out.get('error')}")
+        return EXIT_RECEIVER
+    if out.get("status") is None:
+        print(f"{clicked}: the receiver could not be reached")
+        print(f"FAILED: the receiver at {out['request']['url']} could not be reached: {out.get('error')}")
+        return EXIT_RECEIVER
+    print(f"{clicked}: receiver answered {out['status']} in {out.get('elapsed_s'):.2f} s")
+    print(f"answer: {answer}")
+    if not 200 <= int(out["status"]) < 300:
+        print(f"FAILED: the receiver answered HTTP {out['status']}: {answer}")
+        return EXIT_RECEIVER
+    return 0
+
+
+def _control_status(state: Any, path: str, body: Any) -> tuple[int, Any]:
+    """POST to the daemon's control API: (HTTP status, parsed answer), error statuses included."""
+    req = urllib.request.Request(
+        state.env["GREENLIGHT_LAB_CONTROL"] + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, raw = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        return status, json.loads(raw or b"null")
+    except json.JSONDecodeError:
+        return status, raw.decode(errors="replace")
 
 
 def main_path(args: argparse.Namespace) -> Path:

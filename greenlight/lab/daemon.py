@@ -1,12 +1,20 @@
 """The lab daemon: one asyncio process hosting every stand-in written by us.
 
 Run as ``python -m greenlight.lab.daemon DIR --gcs-upstream URL [--data-plane MODE]
-[--endpoint-delay-s S] [--scrape-interval-s S] [--ingestion-delay-s S]``. It starts two Kubernetes API servers with their controllers
+[--endpoint-delay-s S] [--scrape-interval-s S] [--ingestion-delay-s S] [--slack-request-url URL]``
+(the Slack stand-in's signing secret comes from ``$GREENLIGHT_LAB_SLACK_SIGNING_SECRET``, never from
+the command line: that is visible in ps). It starts two Kubernetes API servers with their controllers
 (``lab-primary``, ``lab-dr``), the pods and Service proxies they drive (every Service on the
 ``--data-plane`` default, ``kube-proxy``, unless its annotations choose another), the OCI registry, the Slack endpoint, the GCS fault front, the gRPC
 Monitoring service (points every ``--scrape-interval-s``, readable ``--ingestion-delay-s`` after
 their scrape) and a small control API, then writes ``DIR/daemon.json`` with their ports.
 SIGTERM stops everything (pods drain) and exits.
+
+The control API: ``GET /status``, ``GET /urls``, ``GET|POST|DELETE /faults``, ``GET /faults/{id}``,
+``GET|POST /images``, ``GET /slack`` (the Slack messages), ``POST /slack/click`` (a person clicks an
+approval button: the Slack stand-in's ``POST /lab/click``, same body and answer), ``GET
+/slack/responses`` (what was posted to response_urls), ``GET|PUT|DELETE /slack/interactivity`` (the
+Request URL and signing secret; DELETE restores the daemon's own).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import signal
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -33,7 +42,7 @@ from greenlight.lab.monitoring import MonitoringServer
 from greenlight.lab.pods import PodRuntime
 from greenlight.lab.proxy import DATA_PLANES, DEFAULT_DATA_PLANE, DEFAULT_ENDPOINT_DELAY_S, ServiceProxies
 from greenlight.lab.registry import RegistryStandIn
-from greenlight.lab.slack import SlackStandIn
+from greenlight.lab.slack import SIGNING_SECRET_ENV, SlackStandIn
 from greenlight.lab.state import DEFAULT_INGESTION_DELAY_S, DEFAULT_SCRAPE_INTERVAL_S
 
 log = logging.getLogger("greenlight.lab.daemon")
@@ -50,6 +59,8 @@ class Daemon:
         endpoint_delay_s: float = DEFAULT_ENDPOINT_DELAY_S,
         scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
         ingestion_delay_s: float = DEFAULT_INGESTION_DELAY_S,
+        slack_request_url: str | None = None,
+        slack_signing_secret: str | None = None,
     ) -> None:
         self.dir = directory
         self.faults = FaultRegistry()
@@ -60,7 +71,9 @@ class Daemon:
         self.proxies = ServiceProxies(default_mode=data_plane, endpoint_delay_s=endpoint_delay_s)
         self.clusters = {name: KubeCluster(name, self.faults, self.pods, self.proxies) for name in CLUSTERS}
         self.registry = RegistryStandIn(self.catalogue, self.faults)
-        self.slack = SlackStandIn(self.faults)
+        self.slack = SlackStandIn(
+            self.faults, request_url=slack_request_url, signing_secret=slack_signing_secret
+        )
         self.gcs_front = HttpFaultFront(gcs_upstream, self.faults, target="gcs")
         self.monitoring = MonitoringServer(
             self.recorder,
@@ -113,6 +126,11 @@ class Daemon:
                 web.get("/images", self._images_list),
                 web.post("/images", self._images_push),
                 web.get("/slack", self._slack_messages),
+                web.post("/slack/click", self._slack_click),
+                web.get("/slack/responses", self._slack_responses),
+                web.get("/slack/interactivity", self._slack_interactivity_get),
+                web.put("/slack/interactivity", self._slack_interactivity_put),
+                web.delete("/slack/interactivity", self._slack_interactivity_reset),
             ]
         )
         self._control = web.AppRunner(app, access_log=None)
@@ -136,6 +154,7 @@ class Daemon:
                 "faults": self.faults.list(),
                 "data_plane": data_plane,
                 "monitoring": self.monitoring.settings(),
+                "slack": self.slack.interactivity(),
             }
         )
 
@@ -187,6 +206,35 @@ class Daemon:
     async def _slack_messages(self, _: web.Request) -> web.Response:
         return web.json_response(self.slack.messages)
 
+    async def _slack_click(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "the body must be a JSON object"}, status=400)
+        status, answer = await self.slack.click(body)
+        return web.json_response(answer, status=status)
+
+    async def _slack_responses(self, _: web.Request) -> web.Response:
+        return web.json_response(self.slack.responses)
+
+    async def _slack_interactivity_get(self, _: web.Request) -> web.Response:
+        return web.json_response(self.slack.interactivity())
+
+    async def _slack_interactivity_put(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        status, answer = self.slack.put_interactivity(body if isinstance(body, dict) else None)
+        return web.json_response(answer, status=status)
+
+    async def _slack_interactivity_reset(self, _: web.Request) -> web.Response:
+        self.slack.reset_interactivity()
+        return web.json_response(self.slack.interactivity())
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
 
 async def _main(
     directory: Path,
@@ -196,9 +244,19 @@ async def _main(
     endpoint_delay_s: float,
     scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
     ingestion_delay_s: float = DEFAULT_INGESTION_DELAY_S,
+    slack_request_url: str | None = None,
+    slack_signing_secret: str | None = None,
 ) -> None:
     daemon = Daemon(
-        directory, gcs_upstream, project, data_plane, endpoint_delay_s, scrape_interval_s, ingestion_delay_s
+        directory,
+        gcs_upstream,
+        project,
+        data_plane,
+        endpoint_delay_s,
+        scrape_interval_s,
+        ingestion_delay_s,
+        slack_request_url=slack_request_url,
+        slack_signing_secret=slack_signing_secret,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -212,6 +270,7 @@ async def _main(
             "data_plane": data_plane,
             "endpoint_delay_s": endpoint_delay_s,
             **daemon.monitoring.settings(),
+            "slack_request_url": slack_request_url,
         }
         tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports, **settings}))
         tmp.replace(out)
@@ -231,6 +290,11 @@ def main() -> None:
     parser.add_argument("--endpoint-delay-s", type=float, default=DEFAULT_ENDPOINT_DELAY_S)
     parser.add_argument("--scrape-interval-s", type=float, default=DEFAULT_SCRAPE_INTERVAL_S)
     parser.add_argument("--ingestion-delay-s", type=float, default=DEFAULT_INGESTION_DELAY_S)
+    parser.add_argument(
+        "--slack-request-url",
+        help="the Slack app's interactivity Request URL: where the stand-in POSTs clicks "
+        f"(signing secret: ${SIGNING_SECRET_ENV})",
+    )
     args = parser.parse_args()
     if not args.endpoint_delay_s >= 0:
         parser.error("--endpoint-delay-s must be >= 0")
@@ -238,6 +302,12 @@ def main() -> None:
         parser.error("--scrape-interval-s must be > 0")
     if not 0 <= args.ingestion_delay_s < float("inf"):
         parser.error("--ingestion-delay-s must be >= 0")
+    if args.slack_request_url is not None and urlsplit(args.slack_request_url).scheme not in (
+        "http",
+        "https",
+    ):
+        parser.error("--slack-request-url must be an http(s) URL")
+    signing_secret = os.environ.get(SIGNING_SECRET_ENV) or None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     asyncio.run(
         _main(
@@ -248,6 +318,8 @@ def main() -> None:
             args.endpoint_delay_s,
             args.scrape_interval_s,
             args.ingestion_delay_s,
+            args.slack_request_url,
+            signing_secret,
         )
     )
 

@@ -74,7 +74,7 @@ def test_seeded_newest_dump_is_verified_published_and_its_scratch_db_dropped(
     )
     assert latest_metric("lab-project", "achieved_rpo_seconds", "production") is not None
     assert scratch_databases(scratch_server) == []
-    assert any("verified" in m["text"] and result["dump"] in m["text"] for m in slack_messages(lab))
+    assert any("verified" in (m["text"] or "") and result["dump"] in m["text"] for m in slack_messages(lab))
 
 
 def test_truncated_gzip_fails_restore_and_still_drops_the_scratch_db(
@@ -91,7 +91,7 @@ def test_truncated_gzip_fails_restore_and_still_drops_the_scratch_db(
     assert "truncated" in str(e)
     assert scratch_databases(scratch_server) == []
     assert latest_metric("lab-project", "verified", "bt-truncated") == 0.0
-    assert any("NOT verified" in m["text"] and "truncated" in m["text"] for m in slack_messages(lab))
+    assert any("NOT verified" in (m["text"] or "") and "truncated" in m["text"] for m in slack_messages(lab))
 
 
 def test_replica_with_different_bytes_is_a_mismatch(crafter: Crafter, small_dumps: dict[str, Path]) -> None:

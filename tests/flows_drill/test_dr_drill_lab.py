@@ -58,7 +58,7 @@ def latest_metric(name: str, environment: str) -> float | None:
 
 def slack_texts(lab: LabState) -> list[str]:
     base = lab.env["GREENLIGHT_SLACK_BASE_URL"].removesuffix("/api/")
-    return [m["text"] for m in httpx.get(f"{base}/lab/messages", timeout=5).json()]
+    return [m["text"] or "" for m in httpx.get(f"{base}/lab/messages", timeout=5).json()]
 
 
 def artifact(lab: LabState, key: str) -> str:
