@@ -274,8 +274,6 @@ def imposed_waits(result: dict[str, Any], profile: Any, bake_s: float) -> dict[s
 
 def release_overhead(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any]:
     """Per environment: wall time of a release minus the waits the lab imposes."""
-    from prefect.flow_runs import resume_flow_run
-
     from flows.release import PromoteRequest, build_promote
     from greenlight.settings import load_profile
 
@@ -289,9 +287,7 @@ def release_overhead(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any]:
             profile = load_profile(env)
             approver: threading.Thread | None = None
             if profile.release.approval.required:
-                approver = threading.Thread(
-                    target=_approve_when_paused, args=(sha, resume_flow_run), daemon=True
-                )
+                approver = threading.Thread(target=_approve_when_paused, args=(lab, sha), daemon=True)
                 approver.start()
             t0 = time.monotonic()
             result = build_promote(PromoteRequest(environment=env, commit=sha, actor="bench"))
@@ -315,7 +311,9 @@ def release_overhead(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any]:
     return out
 
 
-def _approve_when_paused(sha: str, resume: Callable[..., Any]) -> None:
+def _approve_when_paused(lab: LabState, sha: str) -> None:
+    """Approve the paused promotion of ``sha`` as production's users do: alice clicks Approve in
+    the lab's Slack, which signs the click to the lab's receiver (a verified answer)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
@@ -330,7 +328,10 @@ def _approve_when_paused(sha: str, resume: Callable[..., Any]) -> None:
             )
             for r in runs:
                 if (r.parameters.get("request") or {}).get("commit") == sha:
-                    resume(r.id, run_input={"approve": True, "approver": "alice", "reason": "bench"})
+                    click = {"user": "U0LABALICE", "action": "approve", "reason": "bench", "run": str(r.id)}
+                    sent = supervisor.control(lab, "POST", "/slack/click", click)
+                    if sent.get("status") != 200:
+                        raise RuntimeError(f"the approval click was not taken: {sent}")
                     return
             time.sleep(0.1)
 

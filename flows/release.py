@@ -30,7 +30,7 @@ from prefect.variables import Variable
 from pydantic import BaseModel, Field
 
 from flows.health_gate import run_gate
-from greenlight.core.approval import decide_approval
+from greenlight.core.approval import Answer, Judgement, Person, attestation_problem, judge_answer
 from greenlight.core.gate import BakeJudgement, GateVerdict, check_breach
 from greenlight.core.images import (
     ImageRef,
@@ -53,6 +53,7 @@ from greenlight.core.switch import MOVED, RollbackStep, SwitchStep
 from greenlight.core.traffic import ArrivalPhase
 from greenlight.errors import GateFailed, GreenlightError, InputInvalid, ReleaseRefused, TransientError
 from greenlight.settings import Profile, load_profile
+from tasks.approval import ApprovalMessage, record_answer
 from tasks.evidence import emit, publish_report
 from tasks.kube import (
     await_traffic,
@@ -100,11 +101,17 @@ def traffic_lock(profile: Profile) -> Iterator[None]:
 
 
 class ApprovalInput(RunInput):
-    """The answer to a paused production promotion. The defaults refuse: an empty resume never approves."""
+    """The answer to a paused production promotion. The defaults refuse: an empty resume never
+    approves. A person answers in Slack; the receiver fills the last four fields, and without them
+    (or with ones that do not verify) an answer is unverified."""
 
-    approve: bool = False
-    approver: str = ""
-    reason: str = ""
+    approve: bool = Field(False, description="true approves, false rejects")
+    approver: str = Field("", description="who answers (unverified when typed here)")
+    reason: str = Field("", description="why: an approval needs one; it goes on the record")
+    slack_user: str = Field("", description="set by the Slack receiver: the Slack user who clicked")
+    at: float = Field(0.0, description="set by the Slack receiver: when Slack signed the click")
+    nonce: str = Field("", description="set by the Slack receiver")
+    proof: str = Field("", description="set by the Slack receiver: its attestation of the click")
 
 
 class PromoteRequest(BaseModel):
@@ -653,47 +660,111 @@ def preflight(profile: Profile, force_reason: str | None) -> str:
 
 
 def await_approval(profile: Profile, rid: str, author: str | None, rel: Release, poll_s: int = 2) -> str:
-    """Pause until a person answers; returns the approver. Refusal, timeout or a bad answer: ReleaseRefused."""
+    """Pause until an answer that may end the wait (see :mod:`greenlight.core.approval`); returns
+    the approver. Refused answers are recorded and the run pauses again, until the profile's
+    timeout; a rejection or the timeout raise ReleaseRefused."""
     approval = profile.release.approval
     ctx = FlowRunContext.get()
     run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else "?"
-    rel.say(
-        f":raised_hand: release {rid} to {profile.name} waits for approval ({', '.join(approval.approvers)}; "
-        f"not the author {author or '-'}): {current_run_link()} or `greenlight approve {run_id} --approver NAME --reason TEXT`"
+    people = [Person(p.name, p.slack, p.github) for p in approval.people]
+    where = (
+        "press Approve or Reject in the release's Slack thread"
+        if approval.require_verified
+        else f"Approve or Reject in Slack, or `greenlight approve {run_id} --approver NAME --reason TEXT`"
     )
+    waiting = (
+        f"release {rid} to {profile.name} waits for approval by {', '.join(approval.approvers)} "
+        f"(not the author {author or '-'}): {where}; run {current_run_link()}"
+    )
+    rel.say(f":raised_hand: {waiting}")
+    message = ApprovalMessage(profile)
+    message.post(f":raised_hand: {waiting}", rel.thread, run_id, rid, profile.name)
     print(f"waiting for approval of {rid}: {current_run_link()}", flush=True)
+    if approval.require_verified:
+        print(f"  answer in Slack ({message.channel}): only verified answers count here", flush=True)
     print(f"  approve: greenlight approve {run_id} --approver NAME --reason TEXT", flush=True)
     print(f"  reject:  greenlight reject {run_id} --approver NAME --reason TEXT", flush=True)
     rel.event("approval-requested", run_id=run_id)
+    deadline = time.monotonic() + approval.timeout_s
+    seen: set[str] = set()
+    rows: list[list[Any]] = []
+    last = ""
+    judgement: Judgement | None = None
     try:
-        answer: ApprovalInput = pause_flow_run(  # type: ignore[call-overload]
-            wait_for_input=ApprovalInput.with_initial_data(
-                description=f"Approve release **{rid}** to **{profile.name}** (author: {author or '-'})",
-                approve=False,
-            ),
-            timeout=int(approval.timeout_s),
-            poll_interval=poll_s,
-        )
+        while judgement is None or not judgement.final:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FlowPauseTimeout("approval timed out")
+            pause = f"approval-{len(rows) + 1}"
+            raw: ApprovalInput = pause_flow_run(  # type: ignore[call-overload]
+                wait_for_input=ApprovalInput.with_initial_data(
+                    description=_approval_description(rid, profile, author, where, last), approve=False
+                ),
+                timeout=max(1, int(remaining)),
+                poll_interval=poll_s,
+                key=pause,
+            )
+            answer = Answer(**raw.model_dump(include=set(Answer.__dataclass_fields__)))
+            problem = _proof_problem(approval.receiver_keys, run_id, rid, answer, seen)
+            judgement = judge_answer(
+                answer,
+                proof_problem=problem,
+                people=people,
+                approvers=approval.approvers,
+                author=author,
+                allow_self_approval=approval.allow_self_approval,
+                require_verified=approval.require_verified,
+            )
+            seen.add(answer.nonce)
+            at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            rows.append([at, judgement.identity, "approve" if answer.approve else "reject", judgement.text])
+            record_answer(pause, judgement)
+            rel.event(
+                "approval-answer", run_id=run_id, final=judgement.final, approved=judgement.approved,
+                verified=judgement.verified, who=judgement.who, slack_user=judgement.slack_user,
+                text=judgement.text,
+            )  # fmt: skip
+            if not judgement.final:
+                last = judgement.text
+                rel.step("approval answer", "refused", judgement.text)
+                rel.say(f":warning: release {rid}: {judgement.text}")
     except FlowPauseTimeout as e:
-        raise ReleaseRefused(
-            f"approval of {rid} timed out after {approval.timeout_s:g} s: rejected, nothing changed"
-        ) from e
-    decision = decide_approval(
-        answer.approve,
-        answer.approver,
-        answer.reason,
-        approval.approvers,
-        author,
-        approval.allow_self_approval,
-    )
-    rel.report.facts["approval"] = f"{decision.reason}"
-    rel.step("approval", "ok" if decision.approved else "failed", decision.reason)
-    if not decision.approved:
-        rel.say(f":no_entry: release {rid} not approved: {decision.reason}")
-        rel.event("rejected", reason=decision.reason)
-        raise ReleaseRefused(f"release {rid} not approved: {decision.reason}")
-    rel.say(f":ok_hand: release {rid} approved by {decision.approver}: {answer.reason}")
-    return decision.approver
+        text = f"approval of {rid} timed out after {approval.timeout_s:g} s: rejected, nothing changed"
+        message.close(f":hourglass: {text}")
+        rel.report.facts["approval"] = text
+        raise ReleaseRefused(text) from e
+    finally:
+        if rows:
+            rel.report.table("Approval answers", ["at", "who", "answer", "judged"], rows)
+    at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    rel.report.facts["approval"] = judgement.text
+    rel.step("approval", "ok" if judgement.approved else "failed", judgement.text)
+    if not judgement.approved:
+        message.close(f":no_entry: release {rid} to {profile.name} {judgement.text} (at {at})")
+        rel.say(f":no_entry: release {rid} not approved: {judgement.text}")
+        rel.event("rejected", reason=judgement.text)
+        raise ReleaseRefused(f"release {rid} not approved: {judgement.text}")
+    message.close(f":white_check_mark: release {rid} to {profile.name} {judgement.text} (at {at})")
+    rel.say(f":ok_hand: release {rid} {judgement.text}")
+    return judgement.identity
+
+
+def _proof_problem(keys: list[str], run_id: str, rid: str, answer: Answer, seen: set[str]) -> str | None:
+    if answer.nonce and answer.nonce in seen:
+        return "its Slack click was already counted once in this run"
+    return attestation_problem(keys, run_id, rid, answer, time.time())
+
+
+def _approval_description(rid: str, profile: Profile, author: str | None, where: str, last: str) -> str:
+    text = f"Approve release **{rid}** to **{profile.name}** (author: {author or '-'}): {where}."
+    if profile.release.approval.require_verified:
+        text += (
+            " Answers from this form are refused: only answers from Slack, attested by Greenlight's"
+            " receiver, count (release.approval.require_verified)."
+        )
+    if last:
+        text += f"\n\nThe last answer was {last}"
+    return text
 
 
 def promote(
@@ -736,6 +807,8 @@ def promote(
             if profile.release.approval.required:
                 rel.report.facts["approver"] = await_approval(profile, rid, author, rel)
             result = run_release(profile, digests, rid, commit, author, bake_s, rel)
+            if profile.release.approval.required:
+                result["approval"] = rel.report.facts["approval"]
     except BaseException as e:
         rel.step("outcome", "failed", f"{type(e).__name__}: {e}")
         rel.publish(f"failed: {e}")

@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from greenlight.core.approval import check_public_key
 from greenlight.errors import InputInvalid, ProfileInvalid
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,9 +79,25 @@ class Registry(_Model):
         return v
 
 
+class Person(_Model):
+    """Someone who may answer approvals, declared once by every identity they have."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")
+    slack: str | None = Field(None, pattern=r"^[UW][A-Z0-9]{8,20}$")  # Slack user ID (U0123ABCD)
+    github: str | None = Field(None, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")  # GitHub login
+
+
 class Approval(_Model):
     required: bool = False
+    # names of ``people`` (or, with no people declared, bare names typed by whoever answers)
     approvers: list[str] = Field(default_factory=list)
+    people: list[Person] = Field(default_factory=list)
+    # only answers attested by Greenlight's Slack receiver count (a Slack user ID of ``people``);
+    # answers from the CLI, the Prefect UI or the Prefect API are refused and the run keeps waiting
+    require_verified: bool = True
+    # the public Ed25519 keys (base64) of the Slack receivers whose attestations count (more than
+    # one while a key is rotated); `greenlight approval-key` makes a pair
+    receiver_keys: list[str] = Field(default_factory=list)
     timeout_s: Seconds = 3600
     allow_self_approval: bool = False
 
@@ -88,6 +105,43 @@ class Approval(_Model):
     def _approvers(self) -> Approval:
         if self.required and not self.approvers:
             raise ValueError("approval is required but 'approvers' is empty")
+        for what, values in (
+            ("name", [p.name for p in self.people]),
+            ("slack", [p.slack for p in self.people if p.slack]),
+            ("github", [p.github for p in self.people if p.github]),
+        ):
+            folded = [v.casefold() for v in values]
+            twice = sorted({v for v in values if folded.count(v.casefold()) > 1})
+            if twice:
+                raise ValueError(f"people: {what} {', '.join(twice)} is declared twice")
+        for i, key in enumerate(self.receiver_keys):
+            try:
+                check_public_key(key)
+            except ValueError as e:
+                raise ValueError(f"receiver_keys.{i}: {e}") from None
+        names = {p.name.casefold(): p for p in self.people}
+        if self.people:
+            unknown = [a for a in self.approvers if a.casefold() not in names]
+            if unknown:
+                raise ValueError(
+                    f"approvers {', '.join(unknown)} are not declared in 'people' (each approver is a person's name)"
+                )
+        if self.required and self.require_verified:
+            if not self.people:
+                raise ValueError(
+                    "require_verified needs 'people' with the approvers' Slack user IDs "
+                    "(or set require_verified: false to accept typed names, recorded as unverified)"
+                )
+            if not self.receiver_keys:
+                raise ValueError(
+                    "require_verified needs 'receiver_keys': the public key of the Slack receiver "
+                    "(`greenlight approval-key` makes a pair), or no answer could ever be verified"
+                )
+            silent = [a for a in self.approvers if not names[a.casefold()].slack]
+            if silent:
+                raise ValueError(
+                    f"require_verified: approvers {', '.join(silent)} have no 'slack' user ID, so they could never approve"
+                )
         return self
 
 
@@ -256,6 +310,12 @@ class Profile(_Model):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"app names must be unique; repeated: {', '.join(dupes)}")
+        approval = self.release.approval
+        if approval.required and approval.require_verified and self.slack is None:
+            raise ValueError(
+                "release.approval.require_verified: verified answers come from Slack, and this profile "
+                "has no 'slack' section (add one, or set require_verified: false)"
+            )
         return self
 
     def app(self, name: str) -> App:

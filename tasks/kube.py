@@ -780,9 +780,15 @@ def _job_logs(kube: Kube, name: str, ns: str, tail: int = 20) -> str:
 
 # Secrets this process may hold in its environment, masked wherever a Job's logs are quoted
 # (besides every secret of a known shape): the Slack bot token, the GitHub webhook secret
-# (greenlight.webhook.app), the registry password; and the scratch database URL's password
-# (tasks.database).
-SECRET_ENVS = (SLACK_TOKEN_ENV, "GREENLIGHT_GITHUB_WEBHOOK_SECRET", REGISTRY_PASSWORD_ENV)
+# (greenlight.webhook.app), Slack's signing secret and the receiver's approval key
+# (greenlight.webhook.slack), the registry
+# password; and the scratch database URL's password (tasks.database).
+SECRET_ENVS = (
+    SLACK_TOKEN_ENV,
+    "GREENLIGHT_GITHUB_WEBHOOK_SECRET",
+    "GREENLIGHT_SLACK_SIGNING_SECRET",
+    REGISTRY_PASSWORD_ENV,
+)
 SECRET_URL_ENVS = ("GREENLIGHT_SCRATCH_DATABASE_URL",)
 
 

@@ -24,6 +24,7 @@ import math
 import os
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -31,7 +32,9 @@ from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.web import SlackResponse
+from slack_sdk.webhook import WebhookClient
 
 from greenlight.errors import Forbidden, GreenlightError, NotFound, PermanentError, TransientError
 
@@ -211,3 +214,65 @@ def _retry_after(headers: Any) -> float | None:
             except (TypeError, ValueError):
                 return None
     return None
+
+
+# --- Slack's requests to Greenlight: interactivity -------------------------------------------
+
+#: Slack's own limit: a request signed longer ago than this is refused (replays, delays)
+MAX_REQUEST_AGE_S = 300
+
+
+class _At(Clock):
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+
+def request_problem(
+    signing_secret: str, body: bytes, timestamp: str | None, signature: str | None, now: float
+) -> str | None:
+    """Why a request is not one Slack signed just now (None: it is), checked with slack-sdk's
+    ``SignatureVerifier``: headers present, the timestamp within 5 minutes of ``now``, and
+    ``X-Slack-Signature`` the HMAC-SHA256 of ``v0:<timestamp>:<body>`` with the signing secret."""
+    if not timestamp or not signature:
+        return "X-Slack-Request-Timestamp or X-Slack-Signature is missing"
+    try:
+        age = now - int(timestamp)
+    except ValueError:
+        return "X-Slack-Request-Timestamp is not a number"
+    if abs(age) > MAX_REQUEST_AGE_S:
+        return f"stale request: signed {age:.0f} s ago (Slack's limit: {MAX_REQUEST_AGE_S} s)"
+    try:
+        valid = SignatureVerifier(signing_secret, clock=_At(now)).is_valid(body, timestamp, signature)
+    except (ValueError, UnicodeDecodeError):
+        valid = False
+    return None if valid else "X-Slack-Signature does not verify with the signing secret"
+
+
+def respond_ephemeral(
+    response_url: str, text: str, allowed_hosts: set[str], timeout_s: float = 2.0
+) -> str | None:
+    """Tell the person who clicked, and only them (``response_type: ephemeral``), through the
+    click's ``response_url``; only to a host in ``allowed_hosts`` (Slack's ``hooks.slack.com``, the
+    lab's). Returns why nothing was sent, or None."""
+    host = urlsplit(response_url).hostname or ""
+    if urlsplit(response_url).scheme not in ("https", "http") or host not in allowed_hosts:
+        return f"response_url host {host or '-'} is not Slack's"
+    try:
+        answer = WebhookClient(response_url, timeout=max(1, math.ceil(timeout_s))).send(
+            text=text, response_type="ephemeral", replace_original=False
+        )
+    except (SlackClientError, OSError) as e:
+        return f"response_url not reached: {type(e).__name__}"
+    return None if answer.status_code < 300 else f"response_url answered HTTP {answer.status_code}"
+
+
+def response_hosts() -> set[str]:
+    """Hosts a click's ``response_url`` may name: Slack's, and the configured Slack API's host."""
+    hosts = {"hooks.slack.com"}
+    base = os.environ.get(BASE_URL_ENV)
+    if base and urlsplit(base).hostname:
+        hosts.add(str(urlsplit(base).hostname))
+    return hosts

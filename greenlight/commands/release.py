@@ -62,8 +62,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for verb in ("approve", "reject"):
         p = sub.add_parser(verb, help=f"{verb} a paused production promotion")
         p.add_argument("run_id")
-        p.add_argument("--approver", required=True)
+        p.add_argument("--approver", required=True, help="who answers: typed, so unverified")
         p.add_argument("--reason", default="")
+        p.add_argument(
+            "--wait-s", type=float, default=20, help="how long to wait for the run's judgement (default 20)"
+        )
+    p = sub.add_parser(
+        "approval-key",
+        help="make the Slack receiver's key pair: the private key to a new file, the public key printed",
+    )
+    p.add_argument("--out", required=True, help="file for the private key (created 0600; never overwritten)")
     p = cmd("cleanup", "scale down colours idle past the scale-down delay, once drained")
     p.add_argument("env")
     p.add_argument("--now", action="store_true", help="skip the scale-down delay (never the drain)")
@@ -84,6 +92,7 @@ COMMANDS = {
     "switch",
     "approve",
     "reject",
+    "approval-key",
     "cleanup",
     "setup",
     "status",
@@ -98,7 +107,7 @@ def _print_result(result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    handler = globals()[f"_{args.command}"]
+    handler = globals()[f"_{args.command.replace('-', '_')}"]
     return int(handler(args))
 
 
@@ -311,9 +320,15 @@ def _switch(args: argparse.Namespace) -> int:
 
 
 def _answer(args: argparse.Namespace, approve: bool) -> int:
+    """Resume the paused run with a typed (so unverified) answer, then say what the run made of it:
+    the run judges every answer itself and writes its judgement beside its inputs."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
     from prefect.flow_runs import resume_flow_run
+    from prefect.input import read_flow_run_input
+
+    from greenlight.errors import ReleaseRefused
+    from tasks.approval import ANSWER_KEY
 
     try:
         run_id = UUID(args.run_id)
@@ -321,24 +336,33 @@ def _answer(args: argparse.Namespace, approve: bool) -> int:
         raise InputInvalid(f"'{args.run_id}' is not a flow run id") from e
     if not args.approver.strip():
         raise InputInvalid("--approver must name a person")
+    verb = "approve" if approve else "reject"
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(run_id)
         except ObjectNotFound as e:
-            raise NotFound(
-                f"no flow run {run_id} in the Prefect API: nothing to {'approve' if approve else 'reject'}"
-            ) from e
+            raise NotFound(f"no flow run {run_id} in the Prefect API: nothing to {verb}") from e
     if run.state is None or not run.state.is_paused():
         raise InputInvalid(
             f"flow run {run_id} is not waiting for approval (state: {run.state.name if run.state else 'unknown'})"
         )
+    pause = run.state.state_details.pause_key
     resume_flow_run(run_id, run_input={"approve": approve, "approver": args.approver, "reason": args.reason})
     print(
-        f"{'approved' if approve else 'rejected'} flow run {run_id} as {args.approver}: {args.reason or '(no reason)'}"
+        f"answered flow run {run_id}: {verb} as {args.approver} (typed, unverified): {args.reason or '(no reason)'}"
     )
-    print(
-        "the run checks the approver against the profile's allow-list and the author; see its log for the decision"
-    )
+    deadline = time.monotonic() + args.wait_s
+    judged: dict[str, Any] | None = None
+    while pause and judged is None and time.monotonic() < deadline:
+        judged = read_flow_run_input(ANSWER_KEY.format(pause=pause), flow_run_id=run_id)  # type: ignore[assignment]  # sync context
+        if judged is None:
+            time.sleep(0.5)
+    if judged is None:
+        print(f"the run has not judged the answer within {args.wait_s:g} s; see its log for the decision")
+        return 0
+    print(f"the run judged it: {judged['text']}")
+    if not judged["final"]:
+        raise ReleaseRefused(f"answer refused, the run still waits: {judged['text']}")
     return 0
 
 
@@ -348,6 +372,30 @@ def _approve(args: argparse.Namespace) -> int:
 
 def _reject(args: argparse.Namespace) -> int:
     return _answer(args, False)
+
+
+def _approval_key(args: argparse.Namespace) -> int:
+    """A new Ed25519 key pair for the Slack receiver: the private half only to a new file."""
+    import os
+    from pathlib import Path
+
+    from greenlight.core.approval import new_signing_key
+
+    private, public = new_signing_key()
+    path = Path(args.out)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as e:
+        raise InputInvalid(f"{path} exists: a key is never overwritten (choose another --out)") from e
+    except OSError as e:
+        raise InputInvalid(f"cannot create {path}: {e.strerror}") from e
+    with os.fdopen(fd, "w") as f:
+        f.write(private + "\n")
+    print(f"private key written to {path} (mode 0600): give it to the receiver only, as")
+    print(f"  GREENLIGHT_APPROVAL_SIGNING_KEY_FILE={path} (or a Kubernetes Secret mounted there)")
+    print(f"public key: {public}")
+    print("  add it to each production profile: release.approval.receiver_keys: [" + public + "]")
+    return 0
 
 
 def _cleanup(args: argparse.Namespace) -> int:

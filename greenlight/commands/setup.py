@@ -8,8 +8,9 @@
 - Secret block ``greenlight-release-record-key``: a random key, made once, that signs the release
   records (so that a ConfigMap writer cannot forge a "released" entry);
 - Secret blocks for credentials the flows read, from the environment when given:
-  ``SLACK_BOT_TOKEN`` -> the block each profile's ``slack.token_secret_block`` names, and
-  ``GREENLIGHT_GITHUB_WEBHOOK_SECRET`` -> ``greenlight-github-webhook-secret``. Values are never
+  ``SLACK_BOT_TOKEN`` -> the block each profile's ``slack.token_secret_block`` names,
+  ``GREENLIGHT_GITHUB_WEBHOOK_SECRET`` -> ``greenlight-github-webhook-secret`` and
+  ``GREENLIGHT_SLACK_SIGNING_SECRET`` -> ``greenlight-slack-signing-secret``. Values are never
   printed, and an existing block is left as it is.
 
 The automations (GitHub triggers, the backup dead man's switch) are declared in prefect.yaml and
@@ -28,6 +29,7 @@ from prefect.exceptions import ObjectNotFound
 
 from flows.release import FREEZE_VARIABLE, lock_name, traffic_lock_name
 from greenlight.settings import available_environments, load_profile
+from greenlight.webhook.slack import SIGNING_SECRET_BLOCK, SIGNING_SECRET_ENV
 from tasks.records import RECORD_KEY_BLOCK
 
 WORK_POOL = "greenlight-local"
@@ -42,6 +44,7 @@ def _secret_blocks(environments: list[str]) -> dict[str, str]:
         if slack and slack.token_secret_block:
             blocks[slack.token_secret_block] = "SLACK_BOT_TOKEN"
     blocks[WEBHOOK_SECRET_BLOCK] = "GREENLIGHT_GITHUB_WEBHOOK_SECRET"
+    blocks[SIGNING_SECRET_BLOCK] = SIGNING_SECRET_ENV
     return blocks
 
 

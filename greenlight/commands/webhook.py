@@ -1,4 +1,5 @@
-"""``greenlight webhook serve [--host 127.0.0.1] [--port 8765]``: run the GitHub receiver.
+"""``greenlight webhook serve [--host 127.0.0.1] [--port 8765]``: run the receiver of GitHub's
+webhooks (``POST /github``) and Slack's interactions (``POST /slack/interactions``).
 
 Prints the address, the routes taken from the profiles (which branch releases which
 environment) and where the secret and the dedupe file come from, then serves until interrupted
@@ -23,9 +24,11 @@ COMMANDS = {"webhook"}
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``webhook serve``."""
-    p = sub.add_parser("webhook", help="the GitHub webhook receiver")
+    p = sub.add_parser("webhook", help="the receiver of GitHub webhooks and Slack approvals")
     cmds = p.add_subparsers(dest="webhook_command", required=True)
-    s = cmds.add_parser("serve", help="serve POST /github and GET /healthz until interrupted")
+    s = cmds.add_parser(
+        "serve", help="serve POST /github, POST /slack/interactions and GET /healthz until interrupted"
+    )
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8765, help="port to bind (default 8765)")
 
@@ -48,6 +51,7 @@ def serve(host: str, port: int) -> int:
 
     from greenlight.webhook.app import SECRET_BLOCK_ENV, SECRET_ENV, create_app, load_routes
     from greenlight.webhook.dedupe import DeliveryStore
+    from greenlight.webhook.slack import signing_key_source, signing_secret_source
 
     api_url = get_current_settings().api.url
     if not api_url:
@@ -56,11 +60,14 @@ def serve(host: str, port: int) -> int:
         )
     routes = load_routes()
     store = DeliveryStore()
-    app = create_app(routes=routes, store=store)
+    signing, key = signing_secret_source(), signing_key_source()
+    app = create_app(routes=routes, store=store, slack_signing_secret=signing, signing_key=key)
     _configure_logging()
     print(f"greenlight webhook: listening on http://{host}:{port}/github (health: /healthz)")
+    print(f"  Slack interactivity: http://{host}:{port}/slack/interactions (the Slack app's Request URL)")
     print(f"  events to {api_url}; dedupe state {store.path}")
     print(f"  secret: {_secret_origin(SECRET_ENV, SECRET_BLOCK_ENV)}")
+    print(f"  Slack signing secret: {signing.origin()}; approval signing key: {key.origin()}")
     for r in routes:
         print(f"  {r.repository} workflow '{r.workflow}' on {r.branch} -> {r.environment}")
     if not routes:

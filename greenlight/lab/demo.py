@@ -1,10 +1,11 @@
 """``make demo``: the main job in the lab, start to finish, with a summary.
 
-1. starts the lab (its own Prefect server on SQLite), runs ``greenlight setup``, deploys
-   prefect.yaml, and starts a worker and the GitHub webhook receiver;
+1. starts the lab (its own Prefect server on SQLite, and the receiver of GitHub's webhooks and
+   Slack's clicks), runs ``greenlight setup``, deploys prefect.yaml, and starts a worker;
 2. sends a signed GitHub ``workflow_run`` webhook for a good commit on develop: the receiver
    emits an event, the staging deployment's trigger starts a run, the worker releases it;
-3. promotes it to production and approves the paused run;
+3. promotes it to production; alice approves the paused run by clicking Approve in the lab's
+   Slack (signed as Slack signs it, attested by the receiver: a verified approval);
 4. sends the webhook for a bad commit (its images answer 20% errors): stopped at the gate;
    the lab's load generator runs against production the whole time;
 5. verifies the newest nightly backup by restoring it, and runs a DR drill;
@@ -28,12 +29,11 @@ from typing import Any
 
 from greenlight.lab import supervisor
 from greenlight.lab.github import signed, workflow_run
-from greenlight.lab.state import LabState, free_port, lab_dir, stop_pid
+from greenlight.lab.state import LabState, lab_dir, stop_pid
 from greenlight.settings import REPO_ROOT
 
 STEPS: list[tuple[str, str, float, str]] = []
 RUNS: list[tuple[str, str]] = []  # (what, flow run id) for the summary's links
-SECRET = "demo-webhook-secret"  # the lab's receiver only; a real one lives in a Prefect Secret block
 
 
 def gl(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -146,14 +146,17 @@ print(json.dumps({{"state": "no finished run", "id": ""}}))
 
 
 def approve_when_paused(env: dict[str, str], proc: subprocess.Popen[str], lines: list[str]) -> None:
-    """Read the promotion's stdout; when it prints the approve command, approve as 'alice'."""
+    """Read the promotion's stdout; when it waits for approval, alice clicks Approve in Slack."""
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.append(line)
         m = re.search(r"approve: greenlight approve ([0-9a-f-]{36})", line)
         if m:
-            out = gl(env, "approve", m.group(1), "--approver", "alice", "--reason", "demo: staging is green")
-            lines.append(out.stdout)
+            out = gl(
+                env, "lab", "slack", "click", "--user", "U0LABALICE", "--action", "approve",
+                "--reason", "demo: staging is green", "--run", m.group(1),
+            )  # fmt: skip
+            lines.append(out.stdout + out.stderr)
 
 
 def main() -> int:
@@ -165,8 +168,8 @@ def main() -> int:
     state: LabState = step("start the lab", lambda: supervisor.up(directory, echo=lambda _: None))
     if not isinstance(state, LabState):
         return _summary(t_start, None, keep)
-    env = {**os.environ, **state.env, "GREENLIGHT_HOME": str(REPO_ROOT), "GREENLIGHT_GITHUB_WEBHOOK_SECRET": SECRET,
-           "PREFECT_WORKER_QUERY_SECONDS": "1", "GREENLIGHT_WEBHOOK_STATE": str(directory / "webhook.sqlite")}  # fmt: skip
+    env = {**os.environ, **state.env, "GREENLIGHT_HOME": str(REPO_ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    hook, secret = state.env["GREENLIGHT_LAB_WEBHOOK_URL"], state.env["GREENLIGHT_GITHUB_WEBHOOK_SECRET"]
     load: Load | None = None
     background: list[subprocess.Popen[bytes]] = []
     report = None
@@ -175,32 +178,21 @@ def main() -> int:
         step("deploy prefect.yaml", lambda: subprocess.run(
             [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT,
             capture_output=True, text=True, env=env, timeout=300))  # fmt: skip
-        logs = directory / "logs"
-        port = free_port()
-        for name, argv in (
-            ("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "greenlight-local"]),
-            ("webhook", [sys.executable, "-m", "greenlight.cli", "webhook", "serve", "--port", str(port)]),
-        ):
-            with open(logs / f"demo-{name}.log", "ab") as out:
-                background.append(
-                    subprocess.Popen(
-                        argv,
-                        cwd=REPO_ROOT,
-                        env=env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
+        with open(directory / "logs" / "demo-worker.log", "ab") as out:
+            background.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "prefect", "worker", "start", "--pool", "greenlight-local"],
+                    cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 )
-        hook = f"http://127.0.0.1:{port}"
-        step("start a worker and the webhook receiver", lambda: _wait_http(hook + "/healthz"))
+            )  # fmt: skip
+        step("start a worker (the lab runs the receiver)", lambda: _wait_http(hook + "/healthz"))
         good, bad = uuid.uuid4().hex[:7], uuid.uuid4().hex[:7]
         for app in ("backend", "frontend"):
             gl(env, "lab", "image", "push", f"ghcr.io/sma-platform/{app}:{good}")
             gl(env, "lab", "image", "push", f"ghcr.io/sma-platform/{app}:{bad}", "--error-rate", "0.2")
         url = supervisor.control(state, "GET", "/urls")["lab-primary/sma-production/backend"] + "/"
         load = Load(env, url)
-        step(f"GitHub webhook: {good} built on develop", lambda: send_webhook(hook, SECRET, good, "develop"))
+        step(f"GitHub webhook: {good} built on develop", lambda: send_webhook(hook, secret, good, "develop"))
         step(f"staging release of {good} by the worker",
              lambda: _expect(wait_for_run(env, "build-promote/staging-from-github", good), "Completed"))  # fmt: skip
 
@@ -214,12 +206,15 @@ def main() -> int:
             reader.start()
             rc = proc.wait(timeout=600)
             reader.join(10)
-            return subprocess.CompletedProcess(proc.args, rc, "".join(lines), "")
+            text = "".join(lines)
+            if rc == 0 and "approval: approved by alice (Slack U0LABALICE), verified" not in text:
+                rc = 1  # released, but not on a verified approval
+            return subprocess.CompletedProcess(proc.args, rc, text, "")
 
-        step(f"promote {good} to production, approved by alice", production)
+        step(f"promote {good} to production, approved by alice in Slack (verified)", production)
         step(
             f"GitHub webhook: {bad} (images with 20% errors) built on develop",
-            lambda: send_webhook(hook, SECRET, bad, "develop"),
+            lambda: send_webhook(hook, secret, bad, "develop"),
         )
         step(f"staging release of {bad}: stopped at the gate, nothing switched",
              lambda: _expect(wait_for_run(env, "build-promote/staging-from-github", bad), "Failed"))  # fmt: skip

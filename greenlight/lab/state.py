@@ -16,6 +16,9 @@ LAB_ENVIRONMENTS = Path(__file__).resolve().parent / "environments"
 BUCKETS = ["sma-db-backups", "sma-db-backups-dr", "sma-config-backups"]
 APP_DATABASE = "sma"
 PROJECT = "lab-project"
+# the lab receiver's private approval key (its public half is release.approval.receiver_keys of
+# the lab's production profile): a lab-only key, not a secret of any real platform
+LAB_APPROVAL_SIGNING_KEY = "Y157LlYB2GPp5JiIsYX3Qz2sG/hHxCP7hrVjdpGhrIY="
 #: the Monitoring stand-in's defaults (``greenlight lab up --scrape-interval-s / --ingestion-delay-s``);
 #: the delay stays below the lab profiles' monitoring.ingestion_delay_s (1.5 s), so that the
 #: windows they read are complete

@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import math
 import os
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -28,6 +29,7 @@ from greenlight.lab.state import (
     BUCKETS,
     DEFAULT_INGESTION_DELAY_S,
     DEFAULT_SCRAPE_INTERVAL_S,
+    LAB_APPROVAL_SIGNING_KEY,
     LAB_ENVIRONMENTS,
     PROJECT,
     LabState,
@@ -143,8 +145,13 @@ def _kubeconfig(path: Path, ports: dict[str, int]) -> None:
     )
 
 
-def _environment(directory: Path, ports: dict[str, int], pg: labpg.PgInstance) -> dict[str, str]:
+def _environment(
+    directory: Path, ports: dict[str, int], pg: labpg.PgInstance, lab_secrets: dict[str, str]
+) -> dict[str, str]:
     return {
+        **lab_secrets,
+        "GREENLIGHT_LAB_WEBHOOK_URL": f"http://127.0.0.1:{ports['webhook']}",
+        "GREENLIGHT_WEBHOOK_STATE": str(directory / "webhook.sqlite"),
         "GREENLIGHT_LAB_DIR": str(directory),
         "GREENLIGHT_LAB_CONTROL": f"http://127.0.0.1:{ports['control']}",
         "GREENLIGHT_ENVIRONMENTS": str(LAB_ENVIRONMENTS),
@@ -364,6 +371,16 @@ def up(
         state.ports["gcs"] = free_port()
         state.ports["prefect"] = free_port()
         state.ports["postgres"] = free_port()
+        state.ports["webhook"] = free_port()
+        # made per lab, as a real platform's are: the GitHub webhook's secret, and the signing
+        # secret with which the lab's Slack signs a click to the receiver (greenlight setup puts
+        # both in Prefect Secret blocks, where the receiver reads them); and the receiver's key,
+        # whose public half the lab's production profile names
+        lab_secrets = {
+            "GREENLIGHT_GITHUB_WEBHOOK_SECRET": secrets.token_hex(20),
+            "GREENLIGHT_SLACK_SIGNING_SECRET": secrets.token_hex(16),
+            "GREENLIGHT_APPROVAL_SIGNING_KEY": LAB_APPROVAL_SIGNING_KEY,
+        }
         prefect_home = directory / "prefect"
         prefect_home.mkdir(exist_ok=True)
         template = _prefect_db_template()
@@ -390,8 +407,10 @@ def up(
             [sys.executable, "-m", "greenlight.lab.daemon", str(directory),
              "--gcs-upstream", f"http://127.0.0.1:{state.ports['gcs']}", "--project", PROJECT,
              "--data-plane", data_plane, "--endpoint-delay-s", repr(endpoint_delay_s),
-             "--scrape-interval-s", repr(scrape_interval_s), "--ingestion-delay-s", repr(ingestion_delay_s)],
+             "--scrape-interval-s", repr(scrape_interval_s), "--ingestion-delay-s", repr(ingestion_delay_s),
+             "--slack-request-url", f"http://127.0.0.1:{state.ports['webhook']}/slack/interactions"],
             logs / "daemon.log",
+            env={"GREENLIGHT_LAB_SLACK_SIGNING_SECRET": lab_secrets["GREENLIGHT_SLACK_SIGNING_SECRET"]},
         )  # fmt: skip
         state.pids["daemon"] = daemon.pid
         state.save()
@@ -405,7 +424,7 @@ def up(
         gcs = start_fake_gcs(state.ports["gcs"], f"127.0.0.1:{state.ports['gcs-front']}", logs / "gcs.log")
         state.pids["gcs"] = gcs.pid
         _kubeconfig(directory / "kubeconfig", state.ports)
-        state.env = _environment(directory, state.ports, pg)
+        state.env = _environment(directory, state.ports, pg, lab_secrets)
         state.save()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             seeded = pool.submit(_seed_database_and_dumps, directory, pg, state.env)
@@ -423,6 +442,8 @@ def up(
         state.timings["prefect"] = time.monotonic() - t0
         if not template.is_file():
             _save_prefect_template(prefect_home / "prefect.db", template)
+        _start_receiver(state, logs)
+        state.timings["receiver"] = time.monotonic() - t0
     except BaseException:
         state.save()
         down(directory, echo=lambda _: None)
@@ -434,6 +455,34 @@ def up(
         f"monitoring {describe_monitoring(state)}"
     )
     return state
+
+
+def _start_receiver(state: LabState, logs: Path) -> None:
+    """The receiver of GitHub's webhooks and Slack's clicks (``greenlight webhook serve``), and
+    ``greenlight setup`` meanwhile: the Prefect objects and the Secret blocks that the flows and the
+    receiver read (the receiver reads its secrets there, as on a real platform, at its first request)."""
+    receiver = _spawn(
+        "webhook",
+        [sys.executable, "-m", "greenlight.cli", "webhook", "serve", "--port", str(state.ports["webhook"])],
+        logs / "webhook.log",
+        env={
+            **state.env,
+            "GREENLIGHT_GITHUB_WEBHOOK_SECRET": "",
+            "GREENLIGHT_GITHUB_WEBHOOK_SECRET_BLOCK": "greenlight-github-webhook-secret",
+            "GREENLIGHT_SLACK_SIGNING_SECRET": "",
+        },
+    )
+    state.pids["webhook"] = receiver.pid
+    state.save()
+    setup = subprocess.run(
+        [sys.executable, "-m", "greenlight.cli", "setup"],
+        env={**os.environ, **state.env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    (logs / "setup.log").write_text(setup.stdout + setup.stderr)
+    if setup.returncode != 0:
+        raise LabError(f"greenlight setup failed: {(setup.stdout + setup.stderr)[-800:]}")
+    url = state.env["GREENLIGHT_LAB_WEBHOOK_URL"] + "/healthz"
+    _wait("webhook receiver", lambda: receiver.poll() is None and _http_ok(url), 60, logs / "webhook.log")
 
 
 def describe_data_plane(state: LabState) -> str:
@@ -467,7 +516,7 @@ def down(directory: Path, echo: Callable[[str], None] = print) -> dict[str, bool
             labpg.stop(directory / "pgdata")
         except Exception as e:
             echo(f"postgres: pg_ctl stop failed ({e}); killing by PID")
-    for name in ("daemon", "gcs", "prefect", "postgres"):
+    for name in ("webhook", "daemon", "gcs", "prefect", "postgres"):
         pid = state.pids.get(name)
         if pid:
             result[name] = stop_pid(pid)

@@ -128,43 +128,90 @@ class PrefectEmitter:
 
 
 class SecretSource:
-    """The webhook secret: ``$GREENLIGHT_GITHUB_WEBHOOK_SECRET``, else the Prefect Secret block
-    named by ``$GREENLIGHT_GITHUB_WEBHOOK_SECRET_BLOCK`` (cached for ``ttl_s``, so a rotated
-    secret is picked up within a minute). ``value`` overrides both (tests, embedding)."""
+    """A secret the receiver needs: ``$<env>`` when set, else the file named by ``$<file_env>`` (a
+    mounted Kubernetes Secret), else the Prefect Secret block named by ``$<block_env>``, else the
+    block ``block`` (files and blocks cached for ``ttl_s``, so a rotated secret is picked up within
+    a minute). ``value`` overrides all of them (tests, embedding). The defaults are the GitHub
+    webhook secret's: ``$GREENLIGHT_GITHUB_WEBHOOK_SECRET``, else the block named by
+    ``$GREENLIGHT_GITHUB_WEBHOOK_SECRET_BLOCK``."""
 
-    def __init__(self, value: str | bytes | None = None, *, ttl_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        value: str | bytes | None = None,
+        *,
+        ttl_s: float = 60.0,
+        env: str | None = SECRET_ENV,
+        file_env: str | None = None,
+        block_env: str | None = SECRET_BLOCK_ENV,
+        block: str | None = None,
+        what: str = "webhook secret",
+    ) -> None:
         self._fixed = value.encode() if isinstance(value, str) else value
         self.ttl_s = ttl_s
+        self.env, self.file_env, self.block_env, self.block, self.what = env, file_env, block_env, block, what
         self._cached: tuple[float, bytes] | None = None
+
+    def block_name(self) -> str | None:
+        """The Prefect Secret block the secret comes from (when no environment variable gives it)."""
+        return (os.environ.get(self.block_env) if self.block_env else None) or self.block
+
+    def origin(self) -> str:
+        """Where the secret comes from, never its value."""
+        if self._fixed is not None:
+            return "given by the caller"
+        if self.env and os.environ.get(self.env):
+            return f"${self.env}"
+        if self.file_env and os.environ.get(self.file_env):
+            return f"file {os.environ[self.file_env]} (${self.file_env})"
+        if self.block_name():
+            return f"Prefect Secret block '{self.block_name()}'"
+        return "NOT CONFIGURED"
 
     async def get(self) -> bytes | None:
         """The secret, or None when none is configured (or its block cannot be read: logged)."""
         if self._fixed is not None:
             return self._fixed or None
-        from_env = os.environ.get(SECRET_ENV)
+        from_env = os.environ.get(self.env) if self.env else None
         if from_env:
             return from_env.encode()
-        block = os.environ.get(SECRET_BLOCK_ENV)
-        if not block:
+        path = os.environ.get(self.file_env) if self.file_env else None
+        block = self.block_name()
+        if not path and not block:
             return None
         if self._cached and time.monotonic() - self._cached[0] < self.ttl_s:
             return self._cached[1]
-        value = await _load_secret_block(block)
+        value = (
+            _read_secret_file(Path(path), self.what)
+            if path
+            else await _load_secret_block(str(block), self.what)
+        )
         if value:
             self._cached = (time.monotonic(), value)
         return value
 
 
-async def _load_secret_block(name: str) -> bytes | None:
+def _read_secret_file(path: Path, what: str) -> bytes | None:
+    """The secret in file ``path`` (surrounding blanks dropped); None (logged, without the value) otherwise."""
+    try:
+        value = path.read_bytes().strip()
+    except OSError as e:
+        log.warning("%s file %s cannot be read: %s", what, path, type(e).__name__)
+        return None
+    if not value:
+        log.warning("%s file %s is empty", what, path)
+    return value or None
+
+
+async def _load_secret_block(name: str, what: str = "webhook secret") -> bytes | None:
     """The string held by Prefect Secret block ``name``; None (logged, without the value) otherwise."""
     try:
         block: Any = await Secret.aload(name)
         value = block.get()
     except Exception as e:  # missing block, unreachable API
-        log.warning("webhook secret block %r cannot be read: %s", name, type(e).__name__)
+        log.warning("%s block %r cannot be read: %s", what, name, type(e).__name__)
         return None
     if not isinstance(value, str) or not value:
-        log.warning("webhook secret block %r does not hold a non-empty string", name)
+        log.warning("%s block %r does not hold a non-empty string", what, name)
         return None
     return value.encode()
 
@@ -185,6 +232,8 @@ class _Outcome:
     body: dict[str, Any]
     decision: str
     reason: str
+    user: str = "-"  # Slack interactions: who clicked, and the run they answered
+    run: str = "-"
 
 
 class _Reject(Exception):
@@ -313,23 +362,37 @@ def create_app(
     store: DeliveryStore | None = None,
     secret: SecretSource | None = None,
     emitter: Emitter | None = None,
+    slack_signing_secret: SecretSource | None = None,
+    signing_key: SecretSource | None = None,
 ) -> Starlette:
-    """The receiver as an ASGI app. Defaults: routes from the profiles, the dedupe file at
-    ``$GREENLIGHT_WEBHOOK_STATE``, the secret from the environment or its Prefect block, events
-    posted to ``PREFECT_API_URL``. Raises :class:`ProfileInvalid` when a profile is invalid."""
+    """The receiver as an ASGI app: GitHub's webhook and Slack's interactivity endpoint. Defaults:
+    routes from the profiles, the dedupe file at ``$GREENLIGHT_WEBHOOK_STATE``, the secrets from the
+    environment or their Prefect blocks, events posted to ``PREFECT_API_URL``. Raises
+    :class:`ProfileInvalid` when a profile is invalid."""
+    from greenlight.webhook.slack import SlackInteractions, signing_key_source, signing_secret_source
+
+    store = store or DeliveryStore()
     receiver = Receiver(
         routes if routes is not None else load_routes(),
-        store or DeliveryStore(),
+        store,
         secret or SecretSource(),
         emitter or PrefectEmitter(),
+    )
+    slack = SlackInteractions(
+        store,
+        slack_signing_secret or signing_secret_source(),
+        signing_key or signing_key_source(),
+        MAX_BODY,
     )
     app = Starlette(
         routes=[
             HttpRoute("/github", receiver.github, methods=["POST"]),
+            HttpRoute("/slack/interactions", slack.handle, methods=["POST"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
         ]
     )
     app.state.receiver = receiver
+    app.state.slack = slack
     return app
 
 

@@ -9,6 +9,10 @@ two bodies under one id). The receiver records a run only after its event reache
 file survives restarts; runs are kept for :data:`RETENTION_S` (7 days) and pruned as new ones
 are recorded.
 
+**Slack clicks.** The receiver also remembers each Slack interaction it passed on, by its
+``X-Slack-Signature`` (table ``slack_clicks``, version 2, for an hour: Slack signs a request for
+5 minutes), so the same signed click sent again is refused.
+
 **Migration.** A file written before run identities holds only table ``deliveries`` (delivery
 id, time, environment, sha). It is migrated in place when a store opens it: table ``runs`` is
 added beside it and the schema version (``PRAGMA user_version``) set to 1; the old rows are
@@ -33,7 +37,9 @@ from pathlib import Path
 
 RETENTION_S = 7 * 24 * 3600
 STATE_ENV = "GREENLIGHT_WEBHOOK_STATE"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: a Slack click is remembered longer than Slack's 5-minute signature window
+CLICK_RETENTION_S = 3600
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run TEXT PRIMARY KEY,
@@ -52,6 +58,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     sha TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_recorded_at ON deliveries (recorded_at);
+-- version 2: Slack clicks already passed on, by their signature (a replay is refused)
+CREATE TABLE IF NOT EXISTS slack_clicks (
+    signature TEXT PRIMARY KEY,
+    recorded_at REAL NOT NULL
+);
 """
 
 
@@ -134,6 +145,18 @@ class DeliveryStore:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO runs (run, delivery, recorded_at, environment, sha) VALUES (?, ?, ?, ?, ?)",
                 (run, delivery, at, environment, sha),
+            )
+            return cursor.rowcount == 1
+
+    def claim_click(self, signature: str, now: float | None = None) -> bool:
+        """Remember the Slack click whose ``X-Slack-Signature`` is ``signature``; False when it was
+        seen before (a replay: the signature covers the body and the timestamp, so the same request
+        sent again carries the same one). Clicks past :data:`CLICK_RETENTION_S` are pruned."""
+        at = time.time() if now is None else now
+        with self._connect() as db:
+            db.execute("DELETE FROM slack_clicks WHERE recorded_at < ?", (at - CLICK_RETENTION_S,))
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO slack_clicks (signature, recorded_at) VALUES (?, ?)", (signature, at)
             )
             return cursor.rowcount == 1
 

@@ -253,3 +253,52 @@ def fail_on_a_job_logging(lab: LabState, envdir: Path, text: str) -> JobFailure:
         [str(e.payload) for e in read_events("greenlight.release.pre-deploy-failed", rid)],
         release_report(rid),
     )
+
+
+#: the lab production profile's people, by their Slack user IDs (greenlight/lab/environments/production.yaml)
+SLACK_IDS = {"alice": "U0LABALICE", "bob": "U0LABBOB01", "carol": "U0LABCAROL", "dave": "U0LABDAVE1"}
+
+
+def click(
+    lab: LabState, who: str, action: str = "approve", reason: str = "", run: UUID | None = None, **kw: Any
+) -> dict[str, Any]:
+    """A click on the pending approval's button in the lab's Slack, as ``who`` (a person of the lab's
+    production profile, or a Slack user ID), signed by the lab's Slack and sent to the lab's
+    receiver; returns what the Slack stand-in reports (the receiver's status and answer, the request)."""
+    body = {
+        "user": SLACK_IDS.get(who, who),
+        "action": action,
+        "reason": reason,
+        "run": str(run) if run else None,
+        **kw,
+    }
+    return supervisor.control(lab, "POST", "/slack/click", body)  # type: ignore[no-any-return]
+
+
+def judgement(run: UUID, n: int, timeout_s: float = 30) -> dict[str, Any]:
+    """How the paused run judged its ``n``-th answer (written by the flow as a run input)."""
+    from prefect.input import read_flow_run_input
+
+    from tasks.approval import ANSWER_KEY
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = read_flow_run_input(ANSWER_KEY.format(pause=f"approval-{n}"), flow_run_id=run)
+        if value is not None:
+            return value  # type: ignore[no-any-return]
+        time.sleep(0.3)
+    raise AssertionError(f"run {run} did not judge answer {n} within {timeout_s} s")
+
+
+def wait_paused(run: UUID, timeout_s: float = 30) -> None:
+    """Wait until the run is paused again (it refused an answer and waits for the next)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            state = client.read_flow_run(run).state
+            if state is not None and state.is_paused():
+                return
+            time.sleep(0.3)
+    raise AssertionError(f"run {run} is not paused again within {timeout_s} s")

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from prefect.flow_runs import resume_flow_run
 
 from flows.release import DeployRequest, PromoteRequest, build_promote, deploy
 from flows.rollback import rollback
@@ -19,7 +18,7 @@ from greenlight.errors import Conflict, GateFailed, InputInvalid, NotFound, Rele
 from greenlight.lab.state import LabState
 from tasks.records import RECORD
 
-from .support import Load, in_thread, live, paused_run, profile, push_commit
+from .support import Load, in_thread, live, profile, push_commit
 
 pytestmark = pytest.mark.lab
 
@@ -86,36 +85,7 @@ def test_production_refuses_digests_that_did_not_pass_staging(lab: LabState, env
         promote("production", sha)
 
 
-@pytest.fixture(scope="module")
-def carols(lab: LabState, envdir: Path) -> str:
-    """A commit carol released to staging (production attempts of it that are refused leave it as is)."""
-    sha = commit()
-    push_commit(lab, sha)
-    promote("staging", sha, actor="carol")
-    return sha
-
-
-def test_author_cannot_approve_their_own_release(carols: str, kube: Kube) -> None:
-    """The author recorded with the staging release is refused as approver; production stays as it was."""
-    sha = carols
-    before = live(kube, profile("production"))
-    t, out = in_thread(lambda: promote("production", sha, actor="carol"))
-    resume_flow_run(paused_run(sha), run_input={"approve": True, "approver": "carol", "reason": "mine"})
-    t.join(60)
-    assert isinstance(out.get("error"), ReleaseRefused)
-    assert "own" in str(out["error"])
-    assert live(kube, profile("production")) == before
-
-
-def test_empty_or_negative_answer_does_not_approve(carols: str, kube: Kube) -> None:
-    """A resume with the defaults (approve false) is a rejection; nothing changes."""
-    sha = carols
-    before = live(kube, profile("production"))
-    t, out = in_thread(lambda: promote("production", sha))
-    resume_flow_run(paused_run(sha), run_input={"approver": "alice"})
-    t.join(60)
-    assert isinstance(out.get("error"), ReleaseRefused)
-    assert live(kube, profile("production")) == before
+# the approval itself (verified people, refusals, typed answers): test_release_approval.py
 
 
 def test_error_rate_image_fails_the_gate_and_nothing_is_switched(

@@ -195,8 +195,9 @@ class Reader:
 def test_production_promotion_waits_for_an_approval_from_another_terminal(
     lab: LabState, promoted: dict[str, Any], envdir: Path, kube: Kube, tmp_path: Path
 ) -> None:
-    """`greenlight promote production` prints the approve command while it waits; `greenlight approve`
-    from another process releases it, with zero failed requests under load while traffic moves."""
+    """`greenlight promote production` prints the run link and the approve command while it waits; a
+    click on Approve in the lab's Slack (`greenlight lab slack click`, from another process) releases
+    it, with zero failed requests under load while traffic moves."""
     sha = promoted["sha"]
     before = live(kube, profile("production"))["backend"]["digests"]
     with (
@@ -215,9 +216,13 @@ def test_production_promotion_waits_for_an_approval_from_another_terminal(
             m = out.wait_for(r"approve: greenlight approve ([0-9a-f-]{36}) --approver", 90)
             assert any("/runs/flow-run/" in line for line in out.lines)
             assert live(kube, profile("production"))["backend"]["digests"] == before  # nothing yet
-            answer = greenlight(envdir, "approve", m.group(1), "--approver", "alice", "--reason", "ok")
+            assert any("answer in Slack (#releases)" in line for line in out.lines), out.text()
+            answer = greenlight(
+                envdir, "lab", "slack", "click", "--user", "U0LABALICE", "--action", "approve",
+                "--reason", "ok", "--run", m.group(1),
+            )  # fmt: skip
             assert answer.returncode == 0, answer.stdout + answer.stderr[-3000:]
-            assert f"approved flow run {m.group(1)} as alice" in answer.stdout
+            assert "receiver answered 200" in answer.stdout, answer.stdout
             assert proc.wait(120) == 0, out.text() + (tmp_path / "stderr.log").read_text()[-3000:]
         finally:
             if proc.poll() is None:

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from prefect.flow_runs import resume_flow_run
 
 from flows.maintenance import cleanup
 from flows.release import PromoteRequest, build_promote
@@ -19,7 +18,7 @@ from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
 from tasks.kube import deploy_colour
 
-from .support import in_thread, live, paused_run, profile, push_commit
+from .support import click, in_thread, live, paused_run, profile, push_commit
 
 pytestmark = pytest.mark.lab
 
@@ -44,7 +43,7 @@ def test_cleanup_skips_while_a_release_holds_the_environment(lab: LabState, envd
     assert swept["skipped"] and "is running" in swept["skipped"], swept
     assert swept["scaled_down"] == []
     assert live(kube, profile("production")) == before  # nothing scaled, nothing switched
-    resume_flow_run(run, run_input={"approve": False, "approver": "alice", "reason": "test over"})
+    assert click(lab, "alice", "reject", "test over", run=run)["status"] == 200
     t.join(60)
     assert isinstance(out.get("error"), ReleaseRefused), out
 

@@ -1,4 +1,4 @@
-"""Release rules in the lab: approval timeout and allow-list, freeze, Slack outage and thread,
+"""Release rules in the lab: freeze, Slack outage and thread,
 evidence (artifact and events), cleanup after the delay, manual switch (the HPA clone and its cleanup: test_release_jobs)."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.flow_runs import resume_flow_run
 from prefect.variables import Variable
 
 from flows.maintenance import cleanup
@@ -23,6 +22,7 @@ from greenlight.lab.state import LabState
 
 from .support import (
     NAMESPACES,
+    click,
     in_thread,
     live,
     paused_run,
@@ -77,31 +77,6 @@ def staged(lab: LabState, envdir: Path) -> dict[str, Any]:
     return {"sha": sha, "digests": digests, "result": result, "before": before, "after": after}  # fmt: skip
 
 
-def production_attempt(sha: str, answer: dict[str, Any] | None) -> BaseException | dict[str, Any]:
-    """Promote ``sha`` to production, answer the pause with ``answer`` (None: let it time out)."""
-    t, out = in_thread(lambda: promote("production", sha, actor="erin"))
-    if answer is not None:
-        resume_flow_run(paused_run(sha), run_input=answer)
-    t.join(120)
-    assert not t.is_alive(), "the production promotion did not finish"
-    return out.get("error") or out["result"]
-
-
-# --- approval ---------------------------------------------------------------------------------
-
-
-def test_approver_outside_the_allow_list_is_refused(staged: dict[str, Any], kube: Kube) -> None:
-    """An approval by someone not on the profile's allow-list is refused naming the list; production is untouched."""
-    before = live(kube, profile("production"))
-    outcome = production_attempt(
-        staged["sha"], {"approve": True, "approver": "mallory", "reason": "looks fine"}
-    )
-    assert isinstance(outcome, ReleaseRefused), outcome
-    assert "mallory is not an allowed approver" in str(outcome)
-    assert "alice, bob, carol" in str(outcome)
-    assert live(kube, profile("production")) == before
-
-
 # --- freeze -------------------------------------------------------------------------------------
 
 
@@ -117,7 +92,7 @@ def freeze() -> Iterator[str]:
 
 
 def test_freeze_refuses_production_unless_forced_with_a_reason_on_the_record(
-    staged: dict[str, Any], freeze: str, kube: Kube
+    lab: LabState, staged: dict[str, Any], freeze: str, kube: Kube
 ) -> None:
     """A declared freeze stops a production promotion at preflight; forced with a reason it goes through approval and the reason is in the report."""
     sha = staged["sha"]
@@ -128,7 +103,7 @@ def test_freeze_refuses_production_unless_forced_with_a_reason_on_the_record(
     assert live(kube, profile("production")) == before
 
     t, out = in_thread(lambda: promote("production", sha, actor="erin", force_reason="hotfix"))
-    resume_flow_run(paused_run(sha), run_input={"approve": True, "approver": "bob", "reason": "hotfix ok"})
+    assert click(lab, "bob", "approve", "hotfix ok", run=paused_run(sha))["status"] == 200
     t.join(120)
     assert "error" not in out, out.get("error")
     assert out["result"]["outcome"] == "released"

@@ -76,7 +76,7 @@ def test_up_env_status_down_leaves_nothing_behind() -> None:
         assert st.returncode == 0
         info = json.loads(st.stdout)
         assert info["running"] is True
-        assert set(info["processes"]) == {"daemon", "gcs", "prefect", "postgres"}
+        assert set(info["processes"]) == {"daemon", "gcs", "prefect", "postgres", "webhook"}
         assert info["data_plane"] == "kube-proxy" and info["data_plane_text"].startswith("kube-proxy")
         assert (info["scrape_interval_s"], info["ingestion_delay_s"]) == (1.0, 0.75)
         monitoring = info["daemon"]["monitoring"]  # what the daemon's MonitoringServer runs with

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from greenlight.core.approval import public_key_of
 from greenlight.errors import InputInvalid, ProfileInvalid
-from greenlight.lab.state import LAB_ENVIRONMENTS
+from greenlight.lab.state import LAB_APPROVAL_SIGNING_KEY, LAB_ENVIRONMENTS
 from greenlight.settings import DEFAULT_ENVIRONMENTS, available_environments, load_profile
 
 SHIPPED = [(d, n) for d in (DEFAULT_ENVIRONMENTS, LAB_ENVIRONMENTS) for n in ("staging", "production", "dr")]
@@ -123,3 +124,64 @@ def test_unknown_app_is_refused_naming_known_ones() -> None:
     """Asking a profile for an app it does not have names the apps it has."""
     with pytest.raises(InputInvalid, match=r"unknown app 'db'.*backend, frontend"):
         load_profile("staging", LAB_ENVIRONMENTS).app("db")
+
+
+def _production() -> dict:
+    return yaml.safe_load((LAB_ENVIRONMENTS / "production.yaml").read_text())
+
+
+PEOPLE_BAD = [
+    # id, approval changes, message fragment
+    ("approver-not-a-person", {"approvers": ["alice", "zoe"]}, "approvers zoe are not declared in 'people'"),
+    ("slack-id-twice", {"people": [{"name": "alice", "slack": "U0LABALICE"}, {"name": "bob", "slack": "U0LABALICE"}],
+                        "approvers": ["alice"]}, "slack U0LABALICE is declared twice"),
+    ("github-twice-any-case", {"people": [{"name": "a", "slack": "U0LABALICE", "github": "Al"},
+                                          {"name": "b", "slack": "U0LABBOB01", "github": "al"}], "approvers": ["a"]},
+     "github"),
+    ("malformed-slack-id", {"people": [{"name": "alice", "slack": "alice"}], "approvers": ["alice"]},
+     "release.approval.people.0.slack"),
+    ("verified-needs-people", {"people": [], "approvers": ["alice"]}, "require_verified needs 'people'"),
+    ("verified-needs-receiver-keys", {"receiver_keys": []}, "require_verified needs 'receiver_keys'"),
+    ("malformed-receiver-key", {"receiver_keys": ["c2hvcnQ="]}, "receiver_keys.0: the public key is not an Ed25519 key"),
+    ("verified-approver-without-slack", {"people": [{"name": "alice", "github": "alice"}], "approvers": ["alice"]},
+     "approvers alice have no 'slack' user ID"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("changes", "what"), [c[1:] for c in PEOPLE_BAD], ids=[c[0] for c in PEOPLE_BAD])
+def test_approval_people_are_validated(tmp_path: Path, changes: dict, what: str) -> None:
+    """People are declared once, each identity once; every approver is one of them, and under
+    require_verified (the default) each has a Slack user ID, or nobody could ever approve."""
+    doc = _production()
+    doc["release"]["approval"].update(changes)
+    (tmp_path / "production.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ProfileInvalid, match=what):
+        load_profile("production", tmp_path)
+
+
+def test_verified_answers_need_a_slack_section(tmp_path: Path) -> None:
+    """Verified answers come from Slack: a production profile without a slack section is refused."""
+    doc = _production()
+    del doc["slack"]
+    (tmp_path / "production.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ProfileInvalid, match="has no 'slack' section"):
+        load_profile("production", tmp_path)
+
+
+def test_typed_names_are_accepted_without_require_verified(tmp_path: Path) -> None:
+    """With require_verified off, bare approver names without people still load (answers typed)."""
+    doc = _production()
+    doc["release"]["approval"].update({"people": [], "approvers": ["alice"], "require_verified": False})
+    (tmp_path / "production.yaml").write_text(yaml.safe_dump(doc))
+    assert load_profile("production", tmp_path).release.approval.approvers == ["alice"]
+
+
+def test_production_requires_verified_answers_by_default() -> None:
+    """Both shipped production profiles require verified answers, from people with Slack IDs; the
+    lab's names the public half of the lab receiver's key."""
+    for directory in (DEFAULT_ENVIRONMENTS, LAB_ENVIRONMENTS):
+        approval = load_profile("production", directory).release.approval
+        assert approval.required and approval.require_verified and approval.receiver_keys
+        assert all(p.slack for p in approval.people if p.name in approval.approvers)
+    lab = load_profile("production", LAB_ENVIRONMENTS).release.approval
+    assert lab.receiver_keys == [public_key_of(LAB_APPROVAL_SIGNING_KEY)]
