@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     only = [f.strip() for f in args.only.split(",") if f.strip()]
     unknown = sorted(set(only) - set(FIGURES))
     if unknown:
-        print(f"FAILED: unknown figure(s) {unknown}; known: {', '.join(FIGURES)}")
+        print(f"FAILED: unknown figure(s) {unknown}; known: {', '.join(FIGURES)}", file=sys.stderr)
         return 2
 
     from greenlight.lab import supervisor
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "latest.md").write_text(table + "\n")
     echo(f"wrote {out / 'latest.json'} and {out / 'latest.md'}")
     if failed:
-        print(f"FAILED: figure(s) {', '.join(failed)} did not complete (see above)")
+        print(f"FAILED: figure(s) {', '.join(failed)} did not complete (see above)", file=sys.stderr)
         return 1
     return 0
 

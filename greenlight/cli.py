@@ -1,5 +1,7 @@
 """``greenlight``: the command line. Each command prints its outcome and the values behind it on
-stdout and exits 0 on success, non-zero with the reason on failure."""
+stdout and exits 0 on success; on failure it says ``FAILED: <reason>`` on stderr and exits with
+the code of the kind of failure (see :mod:`greenlight.errors`: 2 bad input, 3 not found, 4
+transient, 5 forbidden, 6 conflict, 7 release refused, 8 gate failed, 9 backup invalid, 1 other)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from greenlight.commands import backups as backup_commands
 from greenlight.commands import deployments as deployment_commands
 from greenlight.commands import drill as drill_commands
+from greenlight.commands import failed
 from greenlight.commands import release as release_commands
 from greenlight.commands import webhook as webhook_commands
 from greenlight.errors import GreenlightError, InputInvalid
@@ -86,14 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return lab_cli.run(args)
     except GreenlightError as e:
-        print(f"FAILED: {e}")
-        return 1
+        return failed(e)
     except KeyboardInterrupt:
-        print("FAILED: interrupted")
-        return 130
+        return failed("interrupted", 130)
     except Exception as e:  # the lab's own errors and anything unexpected: say what, exit non-zero
-        print(f"FAILED: {type(e).__name__}: {e}")
-        return 1
+        return failed(f"{type(e).__name__}: {e}", 1)
     parser.error(f"unknown command {args.command}")
     return 2
 

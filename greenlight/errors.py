@@ -15,6 +15,15 @@
 
 Clients in ``greenlight.clients`` translate SDK errors into these, ``raise ... from e``.
 Messages name what is wrong and never carry secret values.
+
+Every command exits with the code of the kind of failure (:func:`exit_code`), after
+``FAILED: <reason>`` on stderr:
+
+    0 ok                       5 Forbidden (credentials refused)
+    1 anything unexpected      6 Conflict (a write lost a race)
+    2 InputInvalid (bad input) 7 ReleaseRefused
+    3 NotFound                 8 GateFailed (a gate, a drill's target)
+    4 TransientError (retry)   9 BackupInvalid (not verified)
 """
 
 from __future__ import annotations
@@ -85,3 +94,20 @@ class ReleaseRefused(PermanentError):
 def is_transient(exc: BaseException) -> bool:
     """True when retrying ``exc`` may help; used as the tasks' ``retry_condition_fn``."""
     return isinstance(exc, TransientError)
+
+
+_EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (InputInvalid, 2),
+    (NotFound, 3),
+    (TransientError, 4),
+    (Forbidden, 5),
+    (Conflict, 6),
+    (ReleaseRefused, 7),
+    (GateFailed, 8),
+    (BackupInvalid, 9),
+)
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code that tells the kind of ``error`` (see the module docstring); 1 for any other."""
+    return next((code for kind, code in _EXIT_CODES if isinstance(error, kind)), 1)

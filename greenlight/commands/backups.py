@@ -1,7 +1,8 @@
 """Backup commands: ``verify-backups ENV`` and ``backup-config ENV``.
 
 Each runs its Prefect flow, prints one line per check (name, value, limit, ok) and the values
-behind the outcome on stdout, and returns 0 on success, 1 after ``FAILED: <reason>``.
+behind the outcome on stdout, and returns 0 on success; after ``FAILED: <reason>`` on stderr, the
+exit code of the failure's kind (9: not verified; see greenlight.errors).
 Flows are imported when a command runs, so ``greenlight --help`` stays fast.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from greenlight.commands import failed
 from greenlight.core.backups import Check, bundles_to_delete, check_line
 from greenlight.errors import GreenlightError
 
@@ -49,11 +51,9 @@ def cmd_verify_backups(args: argparse.Namespace) -> int:
         result = verify_backups(args.env, random_within_days=getattr(args, "random_within_days", None))
     except BackupNotVerified as e:
         _print_verification(e.result)
-        print(f"FAILED: {e}")
-        return 1
+        return failed(e)
     except GreenlightError as e:
-        print(f"FAILED: {e}")
-        return 1
+        return failed(e)
     _print_verification(result)
     print(f"OK: backup of {result['database']} in {result['environment']} verified ({result.get('dump')})")
     return 0
@@ -89,8 +89,7 @@ def cmd_backup_config(args: argparse.Namespace) -> int:
 
         result = backup_config(args.env)
     except GreenlightError as e:
-        print(f"FAILED: {e}")
-        return 1
+        return failed(e)
     for f in result["files"]:
         print(f"{f['path']:<48} {f['size']:>8} bytes  sha256 {f['sha256'][:16]}  ok")
     print(f"{'bundle':<28} {result['bundle']}")

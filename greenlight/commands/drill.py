@@ -1,8 +1,8 @@
 """The ``drill DR_ENV [--keep] [--dry-run]`` command: run the DR drill and print its timeline.
 
 Prints every step with its offset and duration, RTO and RPO against their targets, and returns
-0 when the drill passed, 1 after ``FAILED: <reason>`` when it failed a step, missed a target or
-left something behind. ``--dry-run`` prints what the drill would restore, apply and deploy,
+0 when the drill passed; after ``FAILED: <reason>`` on stderr, the exit code of the failure's kind
+(8 when it failed a step, missed a target or left something behind; see greenlight.errors). ``--dry-run`` prints what the drill would restore, apply and deploy,
 changing nothing. The flow is imported when the command runs, so ``greenlight --help`` stays fast.
 """
 
@@ -12,6 +12,7 @@ import argparse
 from datetime import datetime
 from typing import Any
 
+from greenlight.commands import failed
 from greenlight.core.drill import DrillStep, step_line
 from greenlight.errors import GreenlightError
 
@@ -47,11 +48,9 @@ def run(args: argparse.Namespace) -> int:
             result = dr_drill(args.env, keep=bool(getattr(args, "keep", False)))
         except DrillFailed as e:
             print_result(e.result)
-            print(f"FAILED: {e}")
-            return 1
+            return failed(e)
     except GreenlightError as e:
-        print(f"FAILED: {e}")
-        return 1
+        return failed(e)
     print_result(result)
     print(
         f"OK: DR drill {result['drill_id']} of {result['environment']} passed: {result['rto']}; {result['rpo']}"

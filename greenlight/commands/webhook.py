@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from greenlight.commands import failed
 from greenlight.errors import GreenlightError, InputInvalid
 
 COMMANDS = {"webhook"}
@@ -125,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except GreenlightError as e:
-        print(f"FAILED: {e}")
-        return 1
+        return failed(e)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ person clicking the approval button in Slack (the daemon's ``POST /slack/click``
 was clicked and the receiver's answer, and exits 0 when the receiver answered 2xx, 2 on bad input,
 3 when there is no pending approval message (for that run), 4 when the receiver answered non-2xx,
 could not be reached or did not answer within Slack's 3 s, 1 on any other failure (e.g. no Request
-URL configured). Failures print ``FAILED: <reason>`` on stdout, as every greenlight command does.
+URL configured). Failures say ``FAILED: <reason>`` on stderr, as every greenlight command does.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import argparse
 import json
 import re
 import shlex
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -191,13 +192,19 @@ def run(args: argparse.Namespace) -> int:
         if len(parts) == 2:
             parts = ["lab-primary", *parts]
         if len(parts) != 3 or not all(parts):
-            print(f"FAILED: '{args.service}' is not NAMESPACE/SERVICE or CONTEXT/NAMESPACE/SERVICE")
+            print(
+                f"FAILED: '{args.service}' is not NAMESPACE/SERVICE or CONTEXT/NAMESPACE/SERVICE",
+                file=sys.stderr,
+            )
             return 2
         urls = supervisor.control(state, "GET", "/urls")
         key = "/".join(parts)
         if key not in urls:
-            print(f"FAILED: no Service {key} in the lab (known: {', '.join(sorted(urls)) or 'none'})")
-            return 1
+            print(
+                f"FAILED: no Service {key} in the lab (known: {', '.join(sorted(urls)) or 'none'})",
+                file=sys.stderr,
+            )
+            return 3
         print(urls[key])
         return 0
     if cmd == "image":
@@ -260,7 +267,7 @@ _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{8,}$")
 
 def _slack_click(state: Any, args: argparse.Namespace) -> int:
     if not _SLACK_USER.match(args.user):
-        print(f"FAILED: --user {args.user!r} is not a Slack user ID (like U0LABALICE)")
+        print(f"FAILED: --user {args.user!r} is not a Slack user ID (like U0LABALICE)", file=sys.stderr)
         return EXIT_BAD_INPUT
     body = {
         "user": args.user,
@@ -272,7 +279,7 @@ def _slack_click(state: Any, args: argparse.Namespace) -> int:
     status, out = _control_status(state, "/slack/click", body)
     if status != 200:
         error = out.get("error") if isinstance(out, dict) else out
-        print(f"FAILED: {error}")
+        print(f"FAILED: {error}", file=sys.stderr)
         if status == 404:
             return EXIT_NO_APPROVAL
         return EXIT_BAD_INPUT if status == 400 else 1
@@ -282,16 +289,19 @@ def _slack_click(state: Any, args: argparse.Namespace) -> int:
     answer = json.dumps(out.get("answer"), sort_keys=True)
     if out.get("timed_out"):
         print(f"{clicked}: the receiver did not answer within {out.get('elapsed_s')} s")
-        print(f"FAILED: the receiver timed out: {out.get('error')}")
+        print(f"FAILED: the receiver timed out: {out.get('error')}", file=sys.stderr)
         return EXIT_RECEIVER
     if out.get("status") is None:
         print(f"{clicked}: the receiver could not be reached")
-        print(f"FAILED: the receiver at {out['request']['url']} could not be reached: {out.get('error')}")
+        print(
+            f"FAILED: the receiver at {out['request']['url']} could not be reached: {out.get('error')}",
+            file=sys.stderr,
+        )
         return EXIT_RECEIVER
     print(f"{clicked}: receiver answered {out['status']} in {out.get('elapsed_s'):.2f} s")
     print(f"answer: {answer}")
     if not 200 <= int(out["status"]) < 300:
-        print(f"FAILED: the receiver answered HTTP {out['status']}: {answer}")
+        print(f"FAILED: the receiver answered HTTP {out['status']}: {answer}", file=sys.stderr)
         return EXIT_RECEIVER
     return 0
 

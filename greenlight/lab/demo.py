@@ -52,7 +52,9 @@ def step(name: str, fn: Any, expect_ok: bool = True) -> Any:
     try:
         out = fn()
         ok = (out.returncode == 0) if isinstance(out, subprocess.CompletedProcess) else True
-        detail = _last_lines(out.stdout) if isinstance(out, subprocess.CompletedProcess) else str(out)
+        detail = (
+            _last_lines(out.stdout + out.stderr) if isinstance(out, subprocess.CompletedProcess) else str(out)
+        )
     except Exception as e:
         ok, detail, out = False, f"{type(e).__name__}: {e}", None
     as_expected = ok == expect_ok
@@ -211,7 +213,7 @@ def main() -> int:
                 rc = 1  # released, but not on a verified approval
             return subprocess.CompletedProcess(proc.args, rc, text, "")
 
-        step(f"promote {good} to production, approved by alice in Slack (verified)", production)
+        step(f"promote {good} to production: alice approves in Slack", production)
         step(
             f"GitHub webhook: {bad} (images with 20% errors) built on develop",
             lambda: send_webhook(hook, secret, bad, "develop"),

@@ -207,8 +207,9 @@ def test_cli_fails_naming_a_missing_bucket(
     (tmp_path / "bt-nobucket.yaml").write_text(yaml.safe_dump(profile.model_dump(mode="json")))
     monkeypatch.setenv("GREENLIGHT_ENVIRONMENTS", str(tmp_path))
     code = cmd_verify_backups(argparse.Namespace(env="bt-nobucket", random_within_days=None))
-    out = capsys.readouterr().out
-    assert code == 1
-    assert "FAILED:" in out and "bt-no-such-bucket" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 9  # BackupInvalid: not verified
+    assert "FAILED:" in captured.err and "bt-no-such-bucket" in captured.err
     assert any(line.startswith("found") and line.rstrip().endswith("FAIL") for line in out.splitlines())
     assert latest_metric("lab-project", "verified", "bt-nobucket") == 0.0

@@ -159,12 +159,13 @@ def test_cli_fails_a_drill_that_misses_its_rto_saying_by_how_much(
     secrets_ready: list[str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`greenlight drill dr` with an RTO target of 1 s prints every step, exits 1 with "missed target 1 s
-    by N s", and still tears down."""
+    """`greenlight drill dr` with an RTO target of 1 s prints every step, exits 8 with "missed target 1 s
+    by N s" on stderr, and still tears down."""
     code = run_drill_command(argparse.Namespace(command="drill", env="dr", keep=False, dry_run=False))
-    out = capsys.readouterr().out
-    assert code == 1
-    missed = re.search(r"FAILED: .*RTO ([\d.]+) s missed target 1 s by ([\d.]+) s", out)
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 8
+    missed = re.search(r"FAILED: .*RTO ([\d.]+) s missed target 1 s by ([\d.]+) s", captured.err)
     assert missed, out
     assert float(missed.group(2)) == pytest.approx(float(missed.group(1)) - 1, abs=1)
     for step in ("restore-database", "apply-config", "wait-healthy", "smoke", "teardown"):

@@ -307,7 +307,6 @@ def test_gate_command_of_a_slower_image_fails_naming_both_values(lab: Any, green
     """A slower candidate makes `greenlight gate` exit non-zero with FAILED naming the p95 comparison and both values, and still print the intervals."""
     greens.deploy("frontend", latency_ms=300)
     proc = _gate_cli(lab, "staging", "--app", "frontend")
-    assert proc.returncode != 0, proc.stdout
-    out = proc.stdout + proc.stderr
-    assert re.search(r"FAILED: .*p95 \d+ ms > 1\.5 × live \d+ ms", out), out
+    assert proc.returncode == 8, proc.stdout + proc.stderr  # a gate failed
+    assert re.search(r"FAILED: .*p95 \d+ ms > 1\.5 × live \d+ ms", proc.stderr), proc.stderr
     assert "    baseline:  " in proc.stdout and "    candidate: " in proc.stdout

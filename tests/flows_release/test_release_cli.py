@@ -123,13 +123,13 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
 
 
 def test_gate_failure_exits_non_zero_with_the_reason(lab: LabState, envdir: Path, kube: Kube) -> None:
-    """A 20% error-rate commit makes `greenlight promote staging` exit non-zero with FAILED and the error rate on stdout; live stays."""
+    """A 20% error-rate commit makes `greenlight promote staging` exit 8 (a gate failed) with FAILED and the error rate on stderr; live stays."""
     sha = commit()
     push_commit(lab, sha, error_rate=0.2)
     before = live(kube, profile("staging"))
     proc = greenlight(envdir, "promote", "staging", "--commit", sha)
-    assert proc.returncode != 0
-    assert "FAILED:" in proc.stdout and "error rate" in proc.stdout and "nothing switched" in proc.stdout
+    assert proc.returncode == 8, proc.stdout + proc.stderr
+    assert "FAILED:" in proc.stderr and "error rate" in proc.stderr and "nothing switched" in proc.stderr
     after = live(kube, profile("staging"))
     assert {a: s["live_colour"] for a, s in after.items()} == {a: s["live_colour"] for a, s in before.items()}
 
@@ -142,8 +142,8 @@ def test_a_slower_release_in_a_quiet_staging_fails_naming_the_check_and_both_val
     push_commit(lab, sha, latency_ms=300)
     before = live(kube, profile("staging"))
     proc = greenlight(envdir, "promote", "staging", "--commit", sha)
-    assert proc.returncode != 0
-    out = proc.stdout + proc.stderr
+    assert proc.returncode == 8, proc.stdout + proc.stderr
+    out = proc.stderr
     assert "FAILED:" in out and "nothing switched" in out, out
     assert re.search(r"p95 (2[5-9]\d|[34]\d\d) ms > 1\.5 × live \d+ ms \(floor 10 ms\) \(p = ", out), out
     after = live(kube, profile("staging"))
@@ -151,18 +151,19 @@ def test_a_slower_release_in_a_quiet_staging_fails_naming_the_check_and_both_val
 
 
 @pytest.mark.parametrize(
-    ("run_id", "reason"),
+    ("run_id", "reason", "code"),
     [
-        pytest.param(str(uuid.uuid4()), "no flow run {run_id}", id="unknown-run"),
-        pytest.param("not-a-uuid", "'not-a-uuid' is not a flow run id", id="malformed-id"),
+        pytest.param(str(uuid.uuid4()), "no flow run {run_id}", 3, id="unknown-run"),
+        pytest.param("not-a-uuid", "'not-a-uuid' is not a flow run id", 2, id="malformed-id"),
     ],
 )
-def test_approve_of_no_paused_run_is_refused(envdir: Path, run_id: str, reason: str) -> None:
-    """`greenlight approve` of an unknown or malformed run id exits non-zero naming the id."""
+def test_approve_of_no_paused_run_is_refused(envdir: Path, run_id: str, reason: str, code: int) -> None:
+    """`greenlight approve` of an unknown run (exit 3, not found) or a malformed id (exit 2, bad
+    input) fails on stderr naming the id."""
     proc = greenlight(envdir, "approve", run_id, "--approver", "a")
-    assert proc.returncode != 0
-    assert proc.stdout.startswith("FAILED:")
-    assert reason.format(run_id=run_id) in proc.stdout, proc.stdout
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("FAILED:")]
+    assert failed and reason.format(run_id=run_id) in failed[0] and proc.stdout == "", proc.stderr
 
 
 class Reader:
@@ -249,9 +250,13 @@ def test_production_promotion_waits_for_an_approval_from_another_terminal(
 def test_bad_input_exits_non_zero_naming_the_problem(
     envdir: Path, kube: Kube, args: list[str], reason: str
 ) -> None:
-    """An unknown environment or a malformed image reference exits non-zero with the problem and changes nothing."""
+    """An unknown environment or a malformed image reference exits 2 (bad input) with the problem on
+    stderr and changes nothing."""
     before = versions(kube)
     proc = greenlight(envdir, *args)
-    assert proc.returncode != 0
-    assert proc.stdout.startswith("FAILED:") and reason in proc.stdout, proc.stdout
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    # among the flow run's own log lines
+    assert any(line.startswith("FAILED:") and reason in line for line in proc.stderr.splitlines()), (
+        proc.stderr
+    )
     assert versions(kube) == before

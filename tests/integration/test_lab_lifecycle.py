@@ -99,4 +99,4 @@ def test_commands_need_a_running_lab(tmp_path: Path) -> None:
     """lab env with no lab running fails with the reason and how to start one."""
     out = gl("lab", "--dir", str(tmp_path / "none"), "env")
     assert out.returncode != 0
-    assert "greenlight lab up" in out.stdout
+    assert "greenlight lab up" in out.stderr and out.stderr.startswith("FAILED:")

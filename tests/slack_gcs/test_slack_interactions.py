@@ -790,13 +790,13 @@ def test_cli_click_prints_the_outcome_and_exits_by_it(lab: LabState, receiver: R
         "lab", "slack", "click", "--user", ALICE, "--action", "reject", "--run", "no-such-run"
     )
     assert missing.returncode == 3, missing.stdout + missing.stderr
-    assert "FAILED: no pending approval message for run no-such-run" in missing.stdout
+    assert "FAILED: no pending approval message for run no-such-run" in missing.stderr
 
     receiver.status, receiver.answer = 403, b'{"error": "not an approver"}'
     refused = greenlight("lab", "slack", "click", "--user", ALICE, "--action", "reject", "--run", run)
     assert refused.returncode == 4, refused.stdout + refused.stderr
     assert "receiver answered 403" in refused.stdout
-    assert 'FAILED: the receiver answered HTTP 403: {"error": "not an approver"}' in refused.stdout
+    assert 'FAILED: the receiver answered HTTP 403: {"error": "not an approver"}' in refused.stderr
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -807,7 +807,7 @@ def test_cli_click_prints_the_outcome_and_exits_by_it(lab: LabState, receiver: R
     assert "could not be reached" in unreachable.stdout
 
     bad = greenlight("lab", "slack", "click", "--user", "alice", "--action", "approve")
-    assert bad.returncode == 2 and "FAILED: --user 'alice' is not a Slack user ID" in bad.stdout
+    assert bad.returncode == 2 and "FAILED: --user 'alice' is not a Slack user ID" in bad.stderr
     assert greenlight("lab", "slack", "click", "--user", ALICE, "--action", "merge").returncode == 2
 
     listed = greenlight("lab", "slack")
