@@ -49,7 +49,7 @@ from greenlight.core.backups import (
     select_newest,
 )
 from greenlight.errors import BackupInvalid, GreenlightError, InputInvalid, NotFound
-from greenlight.settings import Backups, Profile, load_profile
+from greenlight.settings import Backups, Environment, Profile, load_profile
 from tasks.database import (
     create_scratch_database,
     drop_scratch_database,
@@ -91,13 +91,17 @@ def publish_metrics(project: str, prefix: str, values: dict[str, float], labels:
 
 @flow(name="backup-verification")
 def verify_backups(
-    environment: str, random_within_days: int | None = None, profile: Profile | None = None
+    environment: Environment, random_within_days: int | None = None, profile: Profile | None = None
 ) -> dict[str, Any]:
     """Verify the newest dump of ``environment`` (and one at random within ``random_within_days`` days).
 
-    ``profile`` replaces the environment's profile file (tests, ad-hoc runs against another bucket).
     Returns ``{"verified": True, "reasons": [], "checks": [...], ...values}``; raises
     BackupNotVerified with the reasons when any check failed, after publishing them.
+
+    Args:
+        environment: whose backups to verify (one of the profiles with a backups section)
+        random_within_days: also restore one dump picked at random from the last N days
+        profile: for tests and ad-hoc runs only: a whole profile that replaces the environment's file (leave empty)
     """
     prof = profile if profile is not None else load_profile(environment)
     backups = _backups_of(prof)

@@ -23,7 +23,7 @@ from prefect.logging import get_run_logger
 from greenlight.clients.kube import Kube
 from greenlight.core.backups import EXPORT_KINDS, bundle_path, bundle_stamp, bundles_to_delete, export_object
 from greenlight.errors import GreenlightError, NotFound
-from greenlight.settings import Profile, load_profile
+from greenlight.settings import Environment, Profile, load_profile
 from tasks.evidence import publish_report
 from tasks.notify import notify
 from tasks.policy import FRESH, RETRIES
@@ -120,12 +120,15 @@ def build_bundle(
 
 
 @flow(name="config-backup")
-def backup_config(environment: str, profile: Profile | None = None) -> dict[str, Any]:
+def backup_config(environment: Environment, profile: Profile | None = None) -> dict[str, Any]:
     """Export ``environment``'s namespace to a new bundle, verify it read back, keep the newest N bundles.
 
-    ``profile`` replaces the environment's profile file (tests, ad-hoc runs). Returns the
-    bundle's URI, its files and what retention deleted; raises when the bundle does not read
-    back intact (after a Slack alert).
+    Returns the bundle's URI, its files and what retention deleted; raises when the bundle does
+    not read back intact (after a Slack alert).
+
+    Args:
+        environment: whose namespace to export (one of the profiles)
+        profile: for tests and ad-hoc runs only: a whole profile that replaces the environment's file (leave empty)
     """
     prof = profile if profile is not None else load_profile(environment)
     log = get_run_logger()

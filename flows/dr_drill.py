@@ -74,7 +74,7 @@ from greenlight.core.drill import (
     timed_step,
 )
 from greenlight.errors import BackupInvalid, Conflict, GateFailed, GreenlightError, InputInvalid
-from greenlight.settings import Backups, DisasterRecovery, Profile, load_profile
+from greenlight.settings import Backups, DisasterRecovery, Environment, Profile, load_profile
 from tasks.database import probe_tables, restore_dump, run_sql_probes, scratch_server_url
 from tasks.evidence import emit, publish_report
 from tasks.kube import cluster, container_digest, read_live, wait_rollout
@@ -605,17 +605,21 @@ def _backups_of(profile: Profile) -> Backups:
 
 @flow(name="dr-drill")
 def dr_drill(
-    environment: str,
+    environment: Environment,
     keep: bool = False,
     profile: Profile | None = None,
     source_profile: Profile | None = None,
 ) -> dict[str, Any]:
     """Run the DR drill of ``environment`` (a profile with a ``dr`` section) and measure RTO and RPO.
 
-    ``profile`` replaces the environment's profile file and ``source_profile`` its source's
-    (tests, ad-hoc runs). ``keep`` leaves the DR workloads and database running. Returns every
-    step and value; raises DrillFailed (a GateFailed) with the reasons after publishing them
-    when a step failed, a target was missed or teardown left something.
+    Returns every step and value; raises DrillFailed (a GateFailed) with the reasons after
+    publishing them when a step failed, a target was missed or teardown left something.
+
+    Args:
+        environment: the DR environment to drill into (a profile with a dr section, e.g. dr)
+        keep: leave the DR workloads and database running after the drill
+        profile: for tests and ad-hoc runs only: a whole profile that replaces the environment's file (leave empty)
+        source_profile: for tests and ad-hoc runs only: the source environment's profile (leave empty)
     """
     prof = profile if profile is not None else load_profile(environment)
     source = source_profile if source_profile is not None else load_profile(_dr_of(prof).source)

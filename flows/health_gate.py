@@ -49,7 +49,7 @@ from greenlight.core.rollout import RolloutAssessment, assess_rollout
 from greenlight.core.switch import EndpointReadiness, endpoint_readiness, snapshot_service
 from greenlight.errors import GateFailed, GreenlightError, InputInvalid
 from greenlight.settings import Profile, load_profile
-from tasks.evidence import publish_report
+from tasks.evidence import Progress, publish_report
 from tasks.metrics import gate_config, publish_gauge, sample_colour
 from tasks.policy import FRESH, RETRIES, logger
 from tasks.probes import SyntheticTraffic, Target, connect, smoke
@@ -187,6 +187,9 @@ def analyse(
     log = logger()
     out: list[IntervalVerdict] = []
     seen: list[tuple[Sample, Sample]] = []
+    progress = Progress(
+        f"gate {app} ({colour}): {cfg.intervals} passing interval(s) of {gate.interval_s:g} s needed"
+    )
 
     def read(which: str, start: datetime, end: datetime) -> Sample:
         sample = sample_colour(profile, app, which, start, end)
@@ -212,7 +215,13 @@ def analyse(
         log.info("gate %s %s interval %d: %s: %s", app, colour, len(out), verdict.verdict, verdict.reason)
         passed = sum(iv.verdict == "pass" for iv in out)
         unclear = sum(iv.verdict == "inconclusive" for iv in out)
-        if should_stop_early(out).stop or passed >= cfg.intervals or unclear > gate.max_extra_intervals:
+        done = should_stop_early(out).stop or passed >= cfg.intervals or unclear > gate.max_extra_intervals
+        progress.update(
+            cfg.intervals if done else passed, cfg.intervals,
+            f"gate {app} ({colour}): interval {len(out)} judged {verdict.verdict} ({passed} of "
+            f"{cfg.intervals} passed{', decided' if done else ''}): {verdict.reason}",
+        )  # fmt: skip
+        if done:
             return out
 
 

@@ -16,7 +16,7 @@ from prefect import flow
 from prefect.concurrency.sync import concurrency
 
 from flows.release import lock_name, traffic_lock
-from greenlight.settings import load_profile
+from greenlight.settings import Environment, load_profile
 from tasks.kube import drain_colour, read_live, scale_colour
 from tasks.policy import logger
 
@@ -44,9 +44,15 @@ def idle_colours(
 
 
 @flow(name="cleanup")
-def cleanup(environment: str, dry_run: bool = False, now: bool = False) -> dict[str, Any]:
+def cleanup(environment: Environment, dry_run: bool = False, now: bool = False) -> dict[str, Any]:
     """Scale down every idle colour (kept warm for fast rollback until the delay has passed; ``now``
-    skips the delay, never the drain)."""
+    skips the delay, never the drain).
+
+    Args:
+        environment: where to clean up (one of the profiles)
+        dry_run: only say what would be scaled down
+        now: skip the scale-down delay (never the drain)
+    """
     profile = load_profile(environment)
     delay = 0.0 if now else profile.release.scale_down_delay_s
     if dry_run:

@@ -8,13 +8,18 @@ from prefect import flow
 
 from flows.release import Release, retire_failing, rollback_all, step_lines, watch
 from greenlight.errors import GateFailed, InputInvalid
-from greenlight.settings import load_profile
+from greenlight.settings import Environment, load_profile
 from tasks.kube import read_live
 
 
 @flow(name="monitor")
-def monitor(environment: str, seconds: float) -> dict[str, Any]:
-    """Watch the live colours for ``seconds``, one analysis interval at a time; roll back on breach."""
+def monitor(environment: Environment, seconds: float) -> dict[str, Any]:
+    """Watch the live colours for ``seconds``, one analysis interval at a time; roll back on breach.
+
+    Args:
+        environment: whose live colours to watch (one of the profiles)
+        seconds: how long to watch; a breach of the gate's limits within it rolls back
+    """
     if seconds <= 0:
         raise InputInvalid(f"seconds must be positive, not {seconds}")
     profile = load_profile(environment)

@@ -52,9 +52,9 @@ from greenlight.core.report import RunReport
 from greenlight.core.switch import MOVED, RollbackStep, SwitchStep
 from greenlight.core.traffic import ArrivalPhase
 from greenlight.errors import GateFailed, GreenlightError, InputInvalid, ReleaseRefused, TransientError
-from greenlight.settings import Profile, load_profile
+from greenlight.settings import Environment, Profile, load_profile
 from tasks.approval import ApprovalMessage, record_answer
-from tasks.evidence import emit, publish_report
+from tasks.evidence import Progress, emit, publish_report
 from tasks.kube import (
     await_traffic,
     deploy_colour,
@@ -117,7 +117,9 @@ class ApprovalInput(RunInput):
 class PromoteRequest(BaseModel):
     """Promote the images of a commit to an environment (the form the Prefect UI shows)."""
 
-    environment: str = Field(description="staging, production, ...")
+    environment: Environment = Field(
+        description="where to release (one of the profiles); production waits for approval"
+    )
     commit: str = Field(description="the commit whose images to release (images are tagged with it)")
     actor: str | None = Field(None, description="who asks (GitHub actor or person); default: the login name")
     force_reason: str | None = Field(
@@ -129,11 +131,17 @@ class PromoteRequest(BaseModel):
 class DeployRequest(BaseModel):
     """Release explicit images (tags are resolved to digests first)."""
 
-    environment: str
-    images: list[str] = Field(min_length=1, description="e.g. ghcr.io/org/backend:abc123 or ...@sha256:...")
-    actor: str | None = None
-    force_reason: str | None = None
-    bake_s: float | None = Field(None, ge=0)
+    environment: Environment = Field(
+        description="where to release (one of the profiles); production waits for approval"
+    )
+    images: list[str] = Field(
+        min_length=1, description="one image per app, e.g. ghcr.io/org/backend:abc123 or ...@sha256:..."
+    )
+    actor: str | None = Field(None, description="who asks (GitHub actor or person); default: the login name")
+    force_reason: str | None = Field(
+        None, description="release despite a freeze or a failing live colour; goes on the record"
+    )
+    bake_s: float | None = Field(None, ge=0, description="override the profile's bake time")
 
 
 def parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
@@ -357,10 +365,14 @@ def _watch_windows(
     n = windows = judged = 0
     unjudged: list[str] = []
     w_end = t0 + timedelta(seconds=interval)
+    planned = 1 + round(max(0.0, (last_end - w_end).total_seconds()) / step)
+    progress = Progress(f"bake: {planned} window(s) of {interval:g} s to judge on {', '.join(colours)}")
     while True:
         w_start = w_end - timedelta(seconds=interval)
         n += 1
         time.sleep(max(0.0, (w_end - datetime.now(UTC)).total_seconds() + delay))
+        left = max(0.0, (last_end - w_end).total_seconds())
+        progress.update(n, planned, f"bake: window {n} of {planned} ({left:.0f} s of watching left)")
 
         def judge(
             item: tuple[str, str], w: tuple[datetime, datetime] = (w_start, w_end)
@@ -376,6 +388,7 @@ def _watch_windows(
         for app, verdict, reason in parallel(judge, list(colours.items())):
             windows += 1
             if verdict is not None and verdict.breached:
+                progress.update(n, planned, f"bake: breach in window {n}: {reason}")
                 return BakeJudgement("breach", reason, windows, judged + 1, tuple(unjudged))
             if verdict is not None and verdict.status == "ok":
                 judged += 1
@@ -399,6 +412,7 @@ def _watch_windows(
             )
         w_end = nxt
     detail = f"{n} window(s) of {interval:g} s, one every {step:g} s, without breach"
+    progress.update(planned, planned, f"bake: {detail}")
     return BakeJudgement("ok", detail, windows, judged, tuple(unjudged))
 
 
@@ -667,8 +681,9 @@ def await_approval(profile: Profile, rid: str, author: str | None, rel: Release,
     ctx = FlowRunContext.get()
     run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else "?"
     people = [Person(p.name, p.slack, p.github) for p in approval.people]
+    message = ApprovalMessage(profile)
     where = (
-        "press Approve or Reject in the release's Slack thread"
+        f"press Approve or Reject in the release's Slack thread ({message.channel})"
         if approval.require_verified
         else f"Approve or Reject in Slack, or `greenlight approve {run_id} --approver NAME --reason TEXT`"
     )
@@ -677,7 +692,6 @@ def await_approval(profile: Profile, rid: str, author: str | None, rel: Release,
         f"(not the author {author or '-'}): {where}; run {current_run_link()}"
     )
     rel.say(f":raised_hand: {waiting}")
-    message = ApprovalMessage(profile)
     message.post(f":raised_hand: {waiting}", rel.thread, run_id, rid, profile.name)
     print(f"waiting for approval of {rid}: {current_run_link()}", flush=True)
     if approval.require_verified:
@@ -819,7 +833,11 @@ def promote(
 
 @flow(name="build-promote", log_prints=False)
 def build_promote(request: PromoteRequest) -> dict[str, Any]:
-    """Release the images of ``request.commit`` to ``request.environment`` (staging, or production after approval)."""
+    """Release the images of ``request.commit`` to ``request.environment`` (staging, or production after approval).
+
+    Args:
+        request: the environment, the commit, and who asks
+    """
     profile = load_profile(request.environment)
     return promote(
         profile,
@@ -833,7 +851,11 @@ def build_promote(request: PromoteRequest) -> dict[str, Any]:
 
 @flow(name="deploy", log_prints=False)
 def deploy(request: DeployRequest) -> dict[str, Any]:
-    """Release explicit images (one per app) to ``request.environment``."""
+    """Release explicit images (one per app) to ``request.environment``.
+
+    Args:
+        request: the environment, one image per app, and who asks
+    """
     profile = load_profile(request.environment)
     return promote(
         profile,

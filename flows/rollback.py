@@ -16,16 +16,26 @@ from prefect import flow
 from flows.release import Release, parallel, traffic_lock
 from greenlight.core.switch import snapshot_service
 from greenlight.errors import GateFailed, InputInvalid, ReleaseRefused
-from greenlight.settings import load_profile
+from greenlight.settings import Environment, load_profile
 from tasks.kube import cluster, rollback_app
 from tasks.probes import smoke
 
 
 @flow(name="rollback")
 def rollback(
-    environment: str, app: str | None = None, reason: str = "manual rollback", actor: str | None = None
+    environment: Environment,
+    app: str | None = None,
+    reason: str = "manual rollback",
+    actor: str | None = None,
 ) -> dict[str, Any]:
-    """Roll back every app of the last release (or ``app`` alone, an operator's explicit choice)."""
+    """Roll back every app of the last release (or ``app`` alone, an operator's explicit choice).
+
+    Args:
+        environment: where to roll back (one of the profiles)
+        app: one app only (e.g. backend); empty rolls back every app of the last release together
+        reason: why: it goes on the record and in Slack
+        actor: who asks (goes on the record)
+    """
     profile = load_profile(environment)
     if app is not None:
         apps = [profile.app(app).name]

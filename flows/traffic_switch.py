@@ -9,13 +9,22 @@ from prefect import flow
 from flows.release import Release, traffic_lock
 from greenlight.core.switch import MOVED
 from greenlight.errors import InputInvalid, ReleaseRefused
-from greenlight.settings import load_profile
+from greenlight.settings import Environment, load_profile
 from tasks.kube import RELEASE_OF, cluster, container_digest, deployment_name, switch_service
 
 
 @flow(name="traffic-switch")
-def switch(environment: str, colour: str, app: str | None = None, actor: str | None = None) -> dict[str, Any]:
-    """Point each app's live Service (or ``app``'s) at ``colour``, only when all its pods are ready."""
+def switch(
+    environment: Environment, colour: str, app: str | None = None, actor: str | None = None
+) -> dict[str, Any]:
+    """Point each app's live Service (or ``app``'s) at ``colour``, only when all its pods are ready.
+
+    Args:
+        environment: where to move traffic (one of the profiles)
+        colour: the colour to point the live Services at (the profile's colours, e.g. blue or green)
+        app: one app only; empty moves every app
+        actor: who asks (goes on the record)
+    """
     profile = load_profile(environment)
     if colour not in profile.release.colours:
         raise InputInvalid(

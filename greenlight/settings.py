@@ -335,6 +335,17 @@ def available_environments(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
+def _environments_enum() -> dict[str, list[str]]:
+    """The profiles' environments as the only choices (a drop-down in the Prefect UI's forms), as
+    they are when the flows are imported (by ``prefect deploy``); the flow still validates the name."""
+    names = available_environments()
+    return {"enum": names} if names else {}
+
+
+#: an environment's name, as a parameter of a flow: a choice among the profiles in the forms
+Environment = Annotated[str, Field(json_schema_extra=_environments_enum())]  # type: ignore[arg-type]
+
+
 def _format_errors(path: Path, err: ValidationError) -> str:
     lines = []
     for e in err.errors():

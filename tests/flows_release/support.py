@@ -302,3 +302,30 @@ def wait_paused(run: UUID, timeout_s: float = 30) -> None:
                 return
             time.sleep(0.3)
     raise AssertionError(f"run {run} is not paused again within {timeout_s} s")
+
+
+def progress_of(commit: str, env: str) -> list[tuple[float, str]]:
+    """The progress artifacts (percent, text) of the build-promote run of ``commit`` to ``env``,
+    as the run's page in the Prefect UI shows them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterType,
+        FlowRunFilter,
+    )
+
+    with get_client(sync_client=True) as client:
+        runs = [
+            r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(), limit=200)
+            if (r.parameters.get("request") or {}).get("commit") == commit
+            and (r.parameters.get("request") or {}).get("environment") == env
+        ]  # fmt: skip
+        assert runs, f"no build-promote run of {commit} to {env}"
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[r.id for r in runs]),
+                type=ArtifactFilterType(any_=["progress"]),
+            )
+        )
+    return [(float(a.data), str(a.description)) for a in arts]  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from greenlight.errors import Conflict, GateFailed, InputInvalid, NotFound, Rele
 from greenlight.lab.state import LabState
 from tasks.records import RECORD
 
-from .support import Load, in_thread, live, profile, push_commit
+from .support import Load, in_thread, live, profile, progress_of, push_commit
 
 pytestmark = pytest.mark.lab
 
@@ -52,6 +52,11 @@ def test_staging_release_moves_every_app_to_the_commits_digests(
     )
     assert record["digests"] == digests and record["author"] == "dave" and record["outcome"] == "released"
     assert result["gate"]["backend"]["interval 1 requests"] >= 20
+    # the run's page showed its progress: each app's gate intervals, then the bake's windows
+    shown = progress_of(sha, "staging")
+    gates = [text for pct, text in shown if text.startswith("gate ") and pct == 100]
+    assert {t.split()[1] for t in gates} == {"backend", "frontend"}, shown
+    assert any(pct == 100 and text.startswith("bake: ") for pct, text in shown), shown
 
 
 def test_three_releases_of_a_good_image_in_a_quiet_staging_all_pass_against_the_live_colour(

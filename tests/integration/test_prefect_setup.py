@@ -42,7 +42,7 @@ def test_prefect_yaml_deploys_every_flow_with_schedules_and_triggers(lab: LabSta
         automations = client.read_automations()
     expected = {
         "build_promote/staging-from-github", "build_promote/production-from-github", "build_promote/promote",
-        "rollback/by-hand", "verify_backups/nightly", "backup_config/daily", "dr_drill/quarterly",
+        "rollback/roll-back-now", "switch/point-traffic-at-a-colour", "monitor/watch-and-roll-back-on-breach", "verify_backups/nightly", "backup_config/daily", "dr_drill/quarterly",
         "cleanup/hourly", "alert/dead-mans-switch",
     }  # fmt: skip
     assert expected <= set(deployments)
