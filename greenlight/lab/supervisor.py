@@ -167,6 +167,8 @@ def _environment(
         "GREENLIGHT_SCRATCH_DATABASE_URL": pg.url("postgres"),
         "GREENLIGHT_PG_BIN": str(pg.bin_dir),
         "PREFECT_API_URL": f"http://127.0.0.1:{ports['prefect']}/api",
+        # the links Greenlight prints into the Prefect UI (flows/release.py ui_url)
+        "PREFECT_UI_URL": f"http://127.0.0.1:{ports['prefect']}",
     }
 
 
@@ -399,6 +401,10 @@ def up(
                 # sweep expired concurrency leases every 2 s (default 15): a release lock left by
                 # a killed run frees soon after its lease ends
                 "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
+                # the address the UI's pages call (served as /ui-settings' api_url): this server's,
+                # else they call 127.0.0.1:4200 (or an inherited PREFECT_API_URL) and show
+                # "Can't connect to Server API"
+                "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{state.ports['prefect']}/api",
             },
         )  # fmt: skip
         state.pids["prefect"] = prefect.pid

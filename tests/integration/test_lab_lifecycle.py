@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from greenlight.lab.state import LabState, pid_alive
@@ -100,3 +101,16 @@ def test_commands_need_a_running_lab(tmp_path: Path) -> None:
     out = gl("lab", "--dir", str(tmp_path / "none"), "env")
     assert out.returncode != 0
     assert "greenlight lab up" in out.stderr and out.stderr.startswith("FAILED:")
+
+
+def test_prefect_ui_talks_to_the_labs_own_server(lab: LabState) -> None:
+    """The UI's settings (/ui-settings, read by every UI page) name the lab's API, which answers, and
+    the links Greenlight prints (PREFECT_UI_URL) point at that UI."""
+    ui = lab.env["PREFECT_UI_URL"]
+    assert ui == lab.env["PREFECT_API_URL"].removesuffix("/api")
+    settings = httpx.get(f"{ui}/ui-settings", timeout=10).raise_for_status().json()
+    assert settings["api_url"] == lab.env["PREFECT_API_URL"], settings
+    health = httpx.get(f"{settings['api_url']}/health", timeout=10)
+    assert health.status_code == 200 and health.json() is True, health.text
+    page = httpx.get(f"{ui}/deployments", timeout=10, headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "<html" in page.text.lower(), page.text[:500]
