@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # call in the tests) imports Prefect and the SDKs, which takes twice as long compiled from source.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install test lint typecheck contracts pytest demo bench clean
+.PHONY: install browser test lint typecheck contracts pytest demo bench clean
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -32,12 +32,25 @@ typecheck: install
 contracts: install
 	$(UV) run lint-imports
 
+# Chromium for the browser tests (tests/ui drive it through Playwright's Python package with
+# executable_path): Debian's chromium package, installed when missing (as root, or through sudo).
+# Playwright's own browser download is never used.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+	  else echo "chromium is missing and this is not root (and there is no sudo): install Debian's chromium package"; exit 1; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "chromium is missing and there is no apt-get: install Chromium (the tests run \`chromium\` from PATH)"; exit 1; }; \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  command -v chromium >/dev/null 2>&1 || { echo "chromium did not install"; exit 1; }; }
+
 # Two pytest-xdist workers, each with a lab of its own (the session fixture), test files kept
 # together on one worker (their module fixtures bootstrap namespaces): most of a lab test is
 # waiting for the lab's timings, so two run in about the time of one. PYTEST_WORKERS=0 runs in
 # one process. pytest exits 5 when it collects no tests: that is not a failure of the build.
 PYTEST_WORKERS ?= 2
-pytest: install
+pytest: install browser
 	$(UV) run pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
 test: lint typecheck contracts pytest
