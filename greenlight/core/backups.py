@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from greenlight.core.report import table_cell
 from greenlight.errors import BackupInvalid
 
 DIRECTORY_MARKER = "toc.dat"
@@ -541,9 +542,9 @@ def render_report(title: str, verdict: Verdict, values: Mapping[str, Any]) -> st
     lines += ["| step | subject | value | limit | result | reason |", "|---|---|---|---|---|---|"]
     for c in verdict.checks:
         cells = [c.name, c.subject, c.value, c.limit, "ok" if c.ok else "FAIL", c.reason]
-        lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
+        lines.append("| " + " | ".join(table_cell(x) for x in cells) + " |")
     lines += ["", "| value | |", "|---|---|"]
-    lines += [f"| {_cell(k)} | {_cell(str(v))} |" for k, v in values.items()]
+    lines += [f"| {table_cell(k)} | {table_cell(str(v))} |" for k, v in values.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -551,10 +552,6 @@ def check_line(c: Check) -> str:
     """One line for a terminal: name, value, limit, ok/FAIL (and the subject when there is one)."""
     where = f"  [{c.subject}]" if c.subject else ""
     return f"{c.name:<28} {c.value:<40} {c.limit:<24} {'ok' if c.ok else 'FAIL'}{where}"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _hours(seconds: float) -> str:

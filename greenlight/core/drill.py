@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from greenlight.core.images import parse_image_ref
+from greenlight.core.report import table_cell
 from greenlight.errors import InputInvalid
 
 DRILL_LABEL = "greenlight.dev/dr-drill"  # on every object a drill applies, so teardown finds exactly those
@@ -448,16 +449,12 @@ def render_report(
     lines += ["| measure | value | target | result |", "|---|---|---|---|"]
     for c in (verdict.rto, verdict.rpo):
         value = "-" if c.value_s is None else f"{_seconds(c.value_s)} s"
-        lines.append(f"| {c.measure} | {value} | {_seconds(c.target_s)} s | {_cell(c.reason)} |")
+        lines.append(f"| {c.measure} | {value} | {_seconds(c.target_s)} s | {table_cell(c.reason)} |")
     lines += ["", "## Timeline", "", "| start | step | outcome | seconds | detail |", "|---|---|---|---|---|"]
     lines += [
-        f"| +{s.offset_s:.1f} s | {_cell(s.name)} | {s.outcome} | {s.seconds:.1f} | {_cell(s.detail)} |"
+        f"| +{s.offset_s:.1f} s | {table_cell(s.name)} | {s.outcome} | {s.seconds:.1f} | {table_cell(s.detail)} |"
         for s in steps
     ]
     lines += ["", "## Facts", "", "| | |", "|---|---|"]
-    lines += [f"| {_cell(str(k))} | {_cell(str(v))} |" for k, v in facts.items()]
+    lines += [f"| {table_cell(str(k))} | {table_cell(str(v))} |" for k, v in facts.items()]
     return "\n".join(lines) + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")

@@ -36,17 +36,21 @@ class RunReport:
     def render(self) -> str:
         lines = [f"# {self.title}", "", f"**Outcome: {self.outcome}**", ""]
         if self.facts:
-            lines += ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in self.facts.items()] + [""]
+            lines += (
+                ["| | |", "|---|---|"] + [f"| {k} | {table_cell(v)} |" for k, v in self.facts.items()] + [""]
+            )
         lines += ["## Steps", "", "| time (UTC) | step | outcome | detail |", "|---|---|---|---|"]
         lines += [
-            f"| {s.at.strftime('%H:%M:%S.%f')[:-3]} | {_cell(s.name)} | {s.outcome} | {_cell(s.detail)} |"
+            f"| {s.at.strftime('%H:%M:%S.%f')[:-3]} | {table_cell(s.name)} | {s.outcome} | {table_cell(s.detail)} |"
             for s in self.steps
         ]
         for caption, header, rows in self.tables:
             lines += ["", f"## {caption}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+            lines += ["| " + " | ".join(table_cell(c) for c in r) + " |" for r in rows]
         return "\n".join(lines) + "\n"
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def table_cell(text: object) -> str:
+    """``text`` as one cell of a markdown table: pipes escaped, one line, and ``<``/``&`` as
+    entities (a regex's ``(?P<date>...)`` is not an HTML tag to the renderer)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|").replace("\n", " ")

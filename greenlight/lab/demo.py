@@ -154,11 +154,26 @@ def approve_when_paused(env: dict[str, str], proc: subprocess.Popen[str], lines:
         lines.append(line)
         m = re.search(r"approve: greenlight approve ([0-9a-f-]{36})", line)
         if m:
+            RUNS.append(("build-promote production (approved in Slack)", m.group(1)))
             out = gl(
                 env, "lab", "slack", "click", "--user", "U0LABALICE", "--action", "approve",
                 "--reason", "demo: staging is green", "--run", m.group(1),
             )  # fmt: skip
             lines.append(out.stdout + out.stderr)
+
+
+def ui_problem(ui: str) -> str:
+    """Why the UI's pages could not reach their API ("" when they can): the API address its
+    ``/ui-settings`` gives the browser must answer ``/health``."""
+    import httpx
+
+    try:
+        api = httpx.get(f"{ui}/ui-settings", timeout=5).json()["api_url"]
+        if httpx.get(f"{api}/health", timeout=5).status_code == 200:
+            return ""
+        return f"NOT WORKING: the UI's API {api} does not answer /health"
+    except (httpx.HTTPError, ValueError, KeyError) as e:
+        return f"NOT WORKING: {ui}/ui-settings or the API it names cannot be read ({type(e).__name__})"
 
 
 def main() -> int:
@@ -246,9 +261,14 @@ def _summary(
         print(f"{name:<62} {outcome:<12} {secs:>8.1f}")
     if load:
         print(f"\nload on production backend during the story: sent {load['sent']}, failed {load['failed']}")
+    ui_broken = ""
     if state:
-        ui = state.env["PREFECT_API_URL"].removesuffix("/api")
-        print(f"Prefect UI: {ui}/runs  (release reports: {ui}/artifacts)")
+        ui = state.env.get("PREFECT_UI_URL") or state.env["PREFECT_API_URL"].removesuffix("/api")
+        ui_broken = ui_problem(ui)
+        print(f"Prefect UI: {ui}/runs  (release reports: {ui}/artifacts; deployments: {ui}/deployments)")
+        print(
+            f"  {ui_broken or 'its pages reach their API (' + ui + '/ui-settings names it, and it answers)'}"
+        )
         for what, run_id in RUNS:
             if run_id:
                 print(f"  {what}: {ui}/runs/flow-run/{run_id}")
@@ -256,6 +276,8 @@ def _summary(
     bad = [s for s in STEPS if s[1] != "as expected"] or (
         [("load", "", 0, "")] if load and load["failed"] else []
     )
+    if ui_broken:
+        bad.append(("the Prefect UI", "", 0, ui_broken))
     if state and directory and not keep:
         supervisor.down(directory, echo=print)
     elif state:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ import pytest
 import yaml
 from playwright.sync_api import Locator, Page
 
-from greenlight.lab.state import LabState, stop_pid
+from greenlight.lab.state import LAB_ENVIRONMENTS, LabState, stop_pid
 from greenlight.settings import REPO_ROOT, load_profile
 from tests.flows_release.support import SLACK_IDS, click, push_commit, release_environments
 
@@ -102,6 +103,9 @@ def stack(lab: LabState, envdir: Path, tmp_path_factory: pytest.TempPathFactory)
     from prefect.client.orchestration import get_client
 
     logs = tmp_path_factory.mktemp("ui-stack")
+    # prefect.yaml names dr too (the quarterly drill): the forms offer only the environments whose
+    # profiles are there when the flows are deployed, and the server refuses a default outside them
+    shutil.copyfile(LAB_ENVIRONMENTS / "dr.yaml", envdir / "dr.yaml")
     env = {
         **os.environ, "GREENLIGHT_HOME": str(REPO_ROOT), "GREENLIGHT_ENVIRONMENTS": str(envdir),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -257,15 +261,22 @@ def form_field(page: Page, label: str) -> Locator:
     )
 
 
-def choose(page: Page, field: Locator, label: str, value: str) -> None:
-    """Set a form field: type into a text field, or pick ``value`` among a choice's options."""
+def type_into(page: Page, field: Locator, label: str, value: str) -> None:
+    """Type ``value`` into the text field ``field``."""
     expect_visible(page, field, f'the "{label}" field of the Run form')
-    text = field.locator("textarea, input[type=text]")
-    if text.count():
-        text.first.fill(value)
-        return
+    expect_visible(page, field.locator("textarea, input[type=text]"), f'the text box of "{label}"').fill(
+        value
+    )
+
+
+def pick(page: Page, field: Locator, label: str, value: str) -> None:
+    """Pick ``value`` among the options of the choice ``field`` (a text box there fails the test:
+    the environment is a choice among the profiles, not free text)."""
+    expect_visible(page, field, f'the "{label}" field of the Run form')
     control = expect_visible(
-        page, field.locator("[role=combobox], .p-select-button__control"), f'the "{label}" choice'
+        page,
+        field.locator("[role=combobox], .p-select-button__control"),
+        f'the "{label}" choice (not free text)',
     )
     control.focus()
     page.keyboard.press("Space")
@@ -294,8 +305,8 @@ def test_promotion_from_the_run_form_pauses_for_approval(
     click_until(
         page, run_button, page.get_by_text("Custom run", exact=True), 'the "Custom run" item of the Run menu'
     ).click()
-    choose(page, form_field(page, "Environment"), "Environment", "production")
-    choose(page, form_field(page, "Commit"), "Commit", promotion.commit)
+    pick(page, form_field(page, "Environment"), "Environment", "production")
+    type_into(page, form_field(page, "Commit"), "Commit", promotion.commit)
     expect_visible(page, page.get_by_role("button", name="Submit", exact=True), 'the "Submit" button').click()
     expect_visible(page, page.get_by_text("scheduled to start"), 'the toast "... scheduled to start now"')
     # the UI mounts its toast app twice: the toast on top is the last one

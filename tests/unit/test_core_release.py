@@ -529,3 +529,20 @@ def test_production_refuses_a_digest_passed_only_by_a_record_that_does_not_verif
     assert "record staging-forged it has no signature" in decision.reason
     genuine = PassedRecord("backend", NEW, "staging", "staging-real")
     assert check_promotion({"backend": NEW}, [forged, genuine]).ok
+
+
+@pytest.mark.parametrize(
+    ("text", "cell"),
+    [
+        ("a|b", "a\\|b"),
+        ("two\nlines", "two lines"),
+        (r"(?P<date>\d{4})\.sql", r"(?P&lt;date>\d{4})\.sql"),
+        ("R&D", "R&amp;D"),
+    ],
+    ids=["pipe", "newline", "regex-group-is-not-a-tag", "ampersand"],
+)
+def test_a_report_cell_renders_as_written(text: str, cell: str) -> None:
+    """A table cell of a report (release, backup, drill) shows its text as is in the Prefect UI."""
+    from greenlight.core.report import table_cell
+
+    assert table_cell(text) == cell
