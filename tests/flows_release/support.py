@@ -329,3 +329,22 @@ def progress_of(commit: str, env: str) -> list[tuple[float, str]]:
             )
         )
     return [(float(a.data), str(a.description)) for a in arts]  # type: ignore[arg-type]
+
+
+def wait_release_lock_free(env: str, timeout_s: float = 90) -> None:
+    """Wait until nothing holds ``env``'s release lock. A release process killed by an earlier test
+    (the fault suite kills some on purpose) leaves its lease held until it expires (60 s, then the
+    lab server's 2 s sweep); a test of cleanup must not take that for a release that runs."""
+    from prefect.client.orchestration import get_client
+
+    from flows.release import lock_name
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            held = client.read_global_concurrency_limit_by_name(lock_name(env)).active_slots
+            if held == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{lock_name(env)} still held ({held} slot(s)) after {timeout_s:g} s")
+            time.sleep(0.5)

@@ -16,7 +16,15 @@ from greenlight.errors import GateFailed
 from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
 
-from .support import fail_on_a_job_logging, job_environments, live, profile, push_commit, set_job_image
+from .support import (
+    fail_on_a_job_logging,
+    job_environments,
+    live,
+    profile,
+    push_commit,
+    set_job_image,
+    wait_release_lock_free,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -104,6 +112,7 @@ def test_hpa_is_cloned_with_the_colour_and_deleted_when_it_is_scaled_down(
     assert new != old
     clone = kube.get("horizontalpodautoscalers", f"backend-{new}", ns)
     assert clone["spec"]["scaleTargetRef"]["name"] == f"backend-{new}"
+    wait_release_lock_free("staging")
     result = cleanup("staging")
     assert any(f"backend-{old}" in line for line in result["scaled_down"])
     assert kube.find("horizontalpodautoscalers", f"backend-{old}", ns) is None
