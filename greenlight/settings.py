@@ -343,7 +343,7 @@ def _environments_enum() -> dict[str, list[str]]:
 
 
 #: an environment's name, as a parameter of a flow: a choice among the profiles in the forms
-Environment = Annotated[str, Field(json_schema_extra=_environments_enum())]  # type: ignore[arg-type]
+Environment = Annotated[str, Field(json_schema_extra=_environments_enum())]
 
 
 def _format_errors(path: Path, err: ValidationError) -> str:

@@ -113,7 +113,8 @@ def new_signing_key() -> tuple[str, str]:
     raw = key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
-    return base64.b64encode(raw).decode(), public_key_of(base64.b64encode(raw).decode())
+    private = base64.b64encode(raw).decode()
+    return private, public_key_of(private)
 
 
 def _key_bytes(text: str, what: str) -> bytes:

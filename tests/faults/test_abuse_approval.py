@@ -6,9 +6,6 @@ fault-injection report; production is unchanged through all of them."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,9 +23,9 @@ from greenlight.core.approval import Answer, attest, new_signing_key
 from greenlight.core.release import release_id
 from greenlight.errors import ReleaseRefused
 from greenlight.lab.state import LAB_APPROVAL_SIGNING_KEY, LabState
-from greenlight.settings import REPO_ROOT
 from tests.flows_release.support import (
     click,
+    greenlight_cli,
     in_thread,
     judgement,
     live,
@@ -101,10 +98,7 @@ def test_forged_stale_replayed_unallowed_and_typed_answers_do_not_approve(
             fault.injected_by_hand(label="approval: the same signed Slack click sent again (replay)")
             assert replay.status_code == 409 and "replayed" in replay.json()["error"], replay.text
 
-    typed = subprocess.run(
-        [sys.executable, "-m", "greenlight.cli", "approve", str(run), "--approver", "alice", "--reason", "typed"],
-        cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    typed = greenlight_cli("approve", str(run), "--approver", "alice", "--reason", "typed")
     fault.injected_by_hand(label="approval: `greenlight approve --approver alice` under require_verified")
     said = typed.stdout + typed.stderr
     assert typed.returncode != 0, said

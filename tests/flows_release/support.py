@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +22,7 @@ from greenlight.clients.kube import Kube
 from greenlight.lab import supervisor
 from greenlight.lab.load import BackgroundLoad
 from greenlight.lab.state import LAB_ENVIRONMENTS, LabState
-from greenlight.settings import Profile, load_profile
+from greenlight.settings import REPO_ROOT, Profile, load_profile
 
 NAMESPACES = {"staging": "rel-staging", "production": "rel-production"}
 #: a pre-deploy Job manifest (``release.pre_deploy_job``): IMAGE is replaced by a test's image
@@ -348,3 +351,12 @@ def wait_release_lock_free(env: str, timeout_s: float = 90) -> None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{lock_name(env)} still held ({held} slot(s)) after {timeout_s:g} s")
             time.sleep(0.5)
+
+
+def greenlight_cli(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """``greenlight ARGS`` in a process of its own, with this process's environment (the lab's,
+    and the profiles the module selected); stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "greenlight.cli", *args], cwd=REPO_ROOT, env=dict(os.environ),
+        capture_output=True, text=True, timeout=timeout_s,
+    )  # fmt: skip

@@ -6,9 +6,6 @@ suite: tests/faults/test_abuse_approval.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,10 +16,10 @@ from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
 from greenlight.lab import supervisor
 from greenlight.lab.state import LabState
-from greenlight.settings import REPO_ROOT
 
 from .support import (
     click,
+    greenlight_cli,
     in_thread,
     live,
     paused_run,
@@ -61,13 +58,6 @@ def approval_messages(lab: LabState, run: uuid.UUID) -> list[dict[str, Any]]:
     return [m for m in supervisor.control(lab, "GET", "/slack") if m["ts"] in ts]
 
 
-def greenlight(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "greenlight.cli", *args], cwd=REPO_ROOT, env=dict(os.environ),
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-
-
 def test_slack_approval_by_an_allowed_person_switches_and_is_reported_verified(
     lab: LabState, carols: str, kube: Kube
 ) -> None:
@@ -103,7 +93,7 @@ def test_typed_answers_count_as_unverified_without_require_verified(
         promote("staging", sha, actor="dave")
         t, out = in_thread(lambda: promote("production", sha, actor="dave"))
         run = paused_run(sha)
-        typed = greenlight("approve", str(run), "--approver", "alice", "--reason", "typed is fine here")
+        typed = greenlight_cli("approve", str(run), "--approver", "alice", "--reason", "typed is fine here")
         assert typed.returncode == 0, typed.stdout + typed.stderr
         assert "the run judged it: approved by alice (typed, unverified): typed is fine here" in typed.stdout
         t.join(180)
