@@ -17,15 +17,17 @@ ENV GREENLIGHT_PG_BIN=/usr/lib/postgresql/18/bin
 RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /opt/greenlight
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PROJECT_ENVIRONMENT=/opt/greenlight/.venv
-# dependencies first (cached while only the code changes); no dev tools, no lab stand-ins
+# dependencies first (cached while only the code changes); no dev tools, and not the lab: it is a
+# workspace member of its own (lab/), whose pyproject the lock names but nothing here installs.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-default-groups --no-install-project
+COPY lab/pyproject.toml ./lab/
+RUN uv sync --frozen --no-default-groups --no-install-project --no-install-workspace
+# the product as a wheel (greenlight, greenlight.flows, greenlight.tasks), not an editable tree
 COPY greenlight ./greenlight
-COPY flows ./flows
-COPY tasks ./tasks
+RUN uv sync --frozen --no-default-groups --no-editable && rm -rf ./greenlight
+# the configuration: profiles (environments/), manifests, the deployments
 COPY deployments ./deployments
 COPY prefect.yaml prefect.kubernetes.yaml ./
-RUN uv sync --frozen --no-default-groups
 ENV PATH=/opt/greenlight/.venv/bin:$PATH \
-    GREENLIGHT_ENVIRONMENTS=/opt/greenlight/deployments/environments
+    GREENLIGHT_CONFIG=/opt/greenlight/deployments
 USER 65532:65532

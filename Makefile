@@ -56,7 +56,7 @@ pytest: install browser
 test: lint typecheck contracts pytest
 
 demo: install
-	$(UV) run python -m greenlight.lab.demo
+	$(UV) run python -m greenlight_lab.demo
 
 # The six figures of bench/README.md, in a lab of its own; BIG=1 adds a 1 GB dump.
 bench: install

@@ -9,7 +9,7 @@ generated tables, ``restore_jobs`` as the baseline) is written for it. Then, int
 
 A. the baseline: ``pg_restore --jobs=N --no-owner --no-privileges --exit-on-error`` of the local
    file into a fresh database (created before, dropped after, neither timed);
-B. the verification: the real flow ``flows.backup_verification.verify_backups`` run in a child
+B. the verification: the real flow ``greenlight.flows.backup_verification.verify_backups`` run in a child
    process (its peak RSS is its own), timed from inside the child around the flow call; the
    child reports its import time, its peak RSS after the imports and after the flow, the peak
    RSS of its children (pg_restore) and, read back from the Prefect server, each task run's
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench.dumps import BenchDump
-    from greenlight.lab.state import LabState
+    from greenlight_lab.state import LabState
 
 _STARTED = time.monotonic()  # the child's clock starts when this module is first executed
 
@@ -148,12 +148,12 @@ def run(
 ) -> dict[str, Any]:
     """Measure every size (see the module docstring); a JSON-able dict. Raises when a verification fails.
 
-    ``lab`` is a started ``greenlight.lab.state.LabState`` whose ``env`` is already in os.environ.
+    ``lab`` is a started ``greenlight_lab.state.LabState`` whose ``env`` is already in os.environ.
     """
     from bench.dumps import ensure_dump
     from greenlight.clients.gcs import GcsClient
-    from greenlight.lab.supervisor import cache_dir
     from greenlight.settings import load_profile
+    from greenlight_lab.supervisor import cache_dir
 
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
@@ -171,7 +171,7 @@ def run(
         "format": "custom (pg_dump -Fc, default gzip)",
         "restore_jobs": jobs,
         "baseline": f"pg_restore --jobs={jobs} --no-owner --no-privileges --exit-on-error -d <fresh db> <file>",
-        "verification": "flows.backup_verification.verify_backups in a child process, timed around the call",
+        "verification": "greenlight.flows.backup_verification.verify_backups in a child process, timed around the call",
         "sizes": {},
     }
     for size in sizes_mb:
@@ -458,7 +458,7 @@ def child_main(profile: str, reference: bool = False) -> int:
 
     ``reference``: afterwards also time an empty flow (Prefect's fixed cost per flow run).
     """
-    from flows.backup_verification import verify_backups
+    from greenlight.flows.backup_verification import verify_backups
 
     imported = time.monotonic()
     rss_import = own_peak_rss_mb()
@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO_ROOT))
     import shutil
 
-    from greenlight.lab import supervisor
+    from greenlight_lab import supervisor
 
     started = time.monotonic()
     directory = Path(tempfile.mkdtemp(prefix="greenlight-bench-backups-"))

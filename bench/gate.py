@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 
 Echo = Callable[[str], None]
 APP = "backend"
@@ -135,7 +135,7 @@ def _push(lab: LabState, repository: str, tag: str, behaviour: dict[str, float])
 def _colours(profile: Any) -> tuple[str, str]:
     """(live, other): the colour the live Service selects and the other one."""
     from greenlight.core.switch import snapshot_service
-    from tasks.kube import cluster
+    from greenlight.tasks.kube import cluster
 
     with cluster(profile) as kube:
         svc = kube.get("services", profile.app(APP).service, profile.namespace)
@@ -148,7 +148,7 @@ def _colours(profile: Any) -> tuple[str, str]:
 
 def _digest_of(profile: Any, colour: str) -> str | None:
     """The image digest ``colour``'s Deployment runs now."""
-    from tasks.kube import cluster, container_digest
+    from greenlight.tasks.kube import cluster, container_digest
 
     with cluster(profile) as kube:
         dep = kube.get("deployments", f"{APP}-{colour}", profile.namespace)
@@ -159,7 +159,7 @@ def _roll(profile: Any, colour: str, source: str, digest: str, rid: str) -> None
     """Put ``digest`` on ``colour`` (its Deployment cloned from ``source``'s, as a release does),
     wait for the rollout, then for the data plane to forget the old pods (which left the
     endpoints when their deletion started, before the rollout was complete)."""
-    from tasks.kube import deploy_colour, wait_rollout
+    from greenlight.tasks.kube import deploy_colour, wait_rollout
 
     deploy_colour.fn(profile, APP, colour, source, digest, rid)
     wait_rollout.fn(profile, APP, colour)
@@ -169,7 +169,7 @@ def _roll(profile: Any, colour: str, source: str, digest: str, rid: str) -> None
 def _ensure_staging(lab: LabState) -> None:
     """Bootstrap the bench's staging environment unless it is there (another figure made it)."""
     from greenlight.clients.kube import Kube
-    from greenlight.lab.bootstrap import bootstrap_environment
+    from greenlight_lab.bootstrap import bootstrap_environment
 
     kube = Kube.connect(context="lab-primary")
     try:
@@ -184,7 +184,7 @@ def _gate_flow() -> Callable[[Any, str], tuple[Any, float]]:
     gate``'s) and returns the verdict and the gate's wall time, from the call to the return."""
     from prefect import flow
 
-    from flows.health_gate import run_gate
+    from greenlight.flows.health_gate import run_gate
 
     @flow(name="bench-gate", validate_parameters=False)
     def bench_gate(profile: Any, colour: str) -> tuple[Any, float]:
@@ -200,7 +200,7 @@ def figure(lab: LabState, echo: Echo, runs: int = RUNS, kinds: Sequence[Kind] = 
     verdicts, the false-pass or false-fail rate and the gate's wall time (run_gate's call to its
     return); every run's verdict, reason and pooled values in ``samples``."""
     from greenlight.settings import load_profile
-    from tasks.kube import point_preview
+    from greenlight.tasks.kube import point_preview
 
     _ensure_staging(lab)
     profile = load_profile("staging")

@@ -18,9 +18,9 @@ import yaml
 
 from greenlight.clients.kube import Kube
 from greenlight.core.release import release_id
-from greenlight.lab import supervisor
-from greenlight.lab.load import BackgroundLoad
-from greenlight.lab.state import LAB_ENVIRONMENTS, LabState
+from greenlight_lab import supervisor
+from greenlight_lab.load import BackgroundLoad
+from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 
 Echo = Callable[[str], None]
 INTERVAL_S = 2.0  # the bench profiles' analysis interval
@@ -63,7 +63,7 @@ def prepare(lab: LabState, directory: Path, echo: Echo, figures: tuple[str, ...]
     environment names."""
     from bench import switching
     from greenlight.commands.setup import ensure_setup
-    from greenlight.lab.bootstrap import bootstrap_environment
+    from greenlight_lab.bootstrap import bootstrap_environment
 
     docs = {
         "staging": _profile_doc("staging", "staging", "bench-staging"),
@@ -133,8 +133,8 @@ def rollback_on_breach(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any
     status, ``state.running.startedAt``) plus the image's ``degrade_after_s``. Not the load's first
     failed request: through kube-proxy the load's kept-alive connections stay on the old colour
     after the switch, so it may see the new colour's errors late or never (it is recorded beside)."""
-    from flows.release import PromoteRequest, build_promote
     from greenlight.errors import GateFailed
+    from greenlight.flows.release import PromoteRequest, build_promote
     from greenlight.settings import load_profile
 
     profile = load_profile("staging")
@@ -274,7 +274,7 @@ def imposed_waits(result: dict[str, Any], profile: Any, bake_s: float) -> dict[s
 
 def release_overhead(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any]:
     """Per environment: wall time of a release minus the waits the lab imposes."""
-    from flows.release import PromoteRequest, build_promote
+    from greenlight.flows.release import PromoteRequest, build_promote
     from greenlight.settings import load_profile
 
     out: dict[str, Any] = {}
@@ -341,7 +341,7 @@ def _approve_when_paused(lab: LabState, sha: str) -> None:
 
 def scale(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any]:
     """Wall time of one release of N apps, for each N, as a ratio to N = 1 (medians)."""
-    from flows.release import PromoteRequest, build_promote
+    from greenlight.flows.release import PromoteRequest, build_promote
     from greenlight.settings import load_profile
 
     walls: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED: unknown figure(s) {unknown}; known: {', '.join(FIGURES)}", file=sys.stderr)
         return 2
 
-    from greenlight.lab import supervisor
+    from greenlight_lab import supervisor
 
     t_start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="greenlight-bench-"))

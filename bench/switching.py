@@ -6,8 +6,8 @@ Procedures (the same app "web", bench/manifests/, for all three, so only the pro
 - ``naive``: bench/naive-blue-green.sh, a shell script with real ``kubectl`` (apply the new
   colour, rollout status, patch the selector; scale the old colour to 0 at once);
 - ``rolling``: ``kubectl set image`` + ``kubectl rollout status`` on the one live Deployment;
-- ``greenlight``: a build-promote release, ``flows.rollback.rollback`` and
-  ``flows.maintenance.cleanup(env, now=True)``.
+- ``greenlight``: a build-promote release, ``greenlight.flows.rollback.rollback`` and
+  ``greenlight.flows.maintenance.cleanup(env, now=True)``.
 
 Data planes: ``kube-proxy`` (the lab's default; Services without annotation) and ``neg``
 (Services annotated ``cloud.google.com/neg``: GKE container-native load balancing).
@@ -32,9 +32,9 @@ from typing import Any
 import yaml
 
 from greenlight.clients.kube import Kube
-from greenlight.lab import supervisor
-from greenlight.lab.load import BackgroundLoad
-from greenlight.lab.state import LAB_ENVIRONMENTS, LabState
+from greenlight_lab import supervisor
+from greenlight_lab.load import BackgroundLoad
+from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 
 Echo = Callable[[str], None]
 HERE = Path(__file__).resolve().parent
@@ -106,7 +106,7 @@ def prepare(lab: LabState, echo: Echo) -> dict[str, Any]:
     """Create the six namespaces of figure 1, each with web-blue (v1) behind the live Service web
     (and, for Greenlight, the preview Service and Greenlight's record on the live one)."""
     from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS, RELEASE_ID
-    from greenlight.lab.bootstrap import ensure_namespace
+    from greenlight_lab.bootstrap import ensure_namespace
 
     v1 = push(lab, "bench-v1")
     kube = Kube.connect(context="lab-primary")
@@ -256,9 +256,9 @@ def _rolling_cells(lab: LabState, plane: str, images: dict[str, str]) -> dict[st
 
 
 def _greenlight_cells(lab: LabState, plane: str) -> dict[str, Any]:
-    from flows.maintenance import cleanup
-    from flows.release import PromoteRequest, build_promote
-    from flows.rollback import rollback
+    from greenlight.flows.maintenance import cleanup
+    from greenlight.flows.release import PromoteRequest, build_promote
+    from greenlight.flows.rollback import rollback
 
     env = profile_name(plane)
     ns = namespace(plane, "greenlight")

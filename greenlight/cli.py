@@ -9,6 +9,8 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+from types import ModuleType
 
 from greenlight.commands import backups as backup_commands
 from greenlight.commands import deployments as deployment_commands
@@ -51,8 +53,29 @@ def _run_profile(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+PLUGIN_GROUP = "greenlight.plugins"
+
+
+def version() -> str:
+    try:
+        return metadata.version("greenlight")
+    except metadata.PackageNotFoundError:  # run from a tree that was never installed
+        return "unknown"
+
+
+def plugins() -> dict[str, ModuleType]:
+    """Command groups other distributions mount (entry point group ``greenlight.plugins``: a module
+    with ``register(sub)`` and ``run(args)``). The lab is one: installed in a checkout, never in the
+    product's wheel or image."""
+    found = {}
+    for ep in metadata.entry_points(group=PLUGIN_GROUP):
+        found[ep.name] = ep.load()
+    return found
+
+
+def build_parser(mounted: dict[str, ModuleType] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="greenlight", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"greenlight {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _profile_commands(sub)
     release_commands.register(sub)
@@ -60,16 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     drill_commands.register(sub)
     deployment_commands.register(sub)
     webhook_commands.register(sub)
-    # The lab is a stand-in, not the product: the CLI is the one place that mounts its commands.
-    from greenlight.lab import cli as lab_cli
-
-    lab_cli.register(sub)
+    # The product's help names the product's commands only; a plugin's commands still parse.
+    sub.metavar = "{" + ",".join(sub.choices) + "}"
+    product = set(sub.choices)
+    for plugin in (plugins() if mounted is None else mounted).values():
+        plugin.register(sub)
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest in product]
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `greenlight ... | head` ends quietly
-    parser = build_parser()
+    mounted = plugins()
+    parser = build_parser(mounted)
     args = parser.parse_args(argv)
     try:
         if args.command == "profile":
@@ -84,10 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return backup_commands.run(args)
         if args.command in release_commands.COMMANDS:
             return release_commands.run(args)
-        if args.command == "lab":
-            from greenlight.lab import cli as lab_cli
-
-            return lab_cli.run(args)
+        if args.command in mounted:
+            return int(mounted[args.command].run(args))
     except GreenlightError as e:
         return failed(e)
     except KeyboardInterrupt:

@@ -1,7 +1,10 @@
 """Environment profiles: one YAML file per environment, validated.
 
-Profiles live in ``deployments/environments/<name>.yaml`` (the real platform) or in the
-directory named by ``GREENLIGHT_ENVIRONMENTS`` (the lab points it at its own profiles).
+Profiles live in ``<config>/environments/<name>.yaml`` and the manifests a profile names (a
+pre-deploy Job) in ``<config>/manifests/``, where ``<config>`` is the configuration directory:
+``GREENLIGHT_CONFIG``, else ``./deployments`` when the working directory has one (a checkout of
+this repository, or a team's own configuration repository laid out the same way).
+``GREENLIGHT_ENVIRONMENTS`` names the profiles' directory alone (the lab points it at its own).
 Nothing in the flows is specific to one platform: namespaces, apps, images, thresholds,
 buckets and targets all come from here.
 
@@ -23,8 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from greenlight.core.approval import check_public_key
 from greenlight.errors import InputInvalid, ProfileInvalid
 
+#: the source checkout this module runs from (only meaningful in one: the product finds its
+#: configuration through config_dir(), never here)
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ENVIRONMENTS = REPO_ROOT / "deployments" / "environments"
+#: the blue-green shape Greenlight creates for an app's first release (shipped in the package)
+APP_TEMPLATE = Path(__file__).resolve().parent / "templates" / "app.yaml"
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -154,7 +160,7 @@ class Release(_Model):
     requires: str | None = None  # production: digests must have passed this environment
     approval: Approval = Approval()
     on_bake_data_loss: Literal["keep-and-alert", "rollback"] = "keep-and-alert"
-    pre_deploy_job: str | None = None  # path of a Job manifest under deployments/manifests
+    pre_deploy_job: str | None = None  # a Job manifest: absolute, or under $GREENLIGHT_CONFIG/manifests
     # the environment's release lock is a lease renewed while the release runs: after a crash the
     # server frees it within this (plus its sweep, 15 s by default), so a rerun does not wait for
     # ever; Prefect's server accepts no lease under 60 s
@@ -326,8 +332,29 @@ class Profile(_Model):
         raise InputInvalid(f"unknown app '{name}' in environment '{self.name}' (known: {known})")
 
 
+def config_dir() -> Path:
+    """The configuration directory: ``$GREENLIGHT_CONFIG``, else ``./deployments``. A missing one
+    fails where it is needed, with what to set."""
+    return Path(os.environ.get("GREENLIGHT_CONFIG") or Path.cwd() / "deployments")
+
+
 def environments_dir() -> Path:
-    return Path(os.environ.get("GREENLIGHT_ENVIRONMENTS") or DEFAULT_ENVIRONMENTS)
+    return Path(os.environ.get("GREENLIGHT_ENVIRONMENTS") or config_dir() / "environments")
+
+
+def manifests_dir() -> Path:
+    return config_dir() / "manifests"
+
+
+def manifest_path(name: str, field: str) -> Path:
+    """A manifest a profile names (``field``): absolute, or under the configuration's manifests/."""
+    path = Path(name)
+    path = path if path.is_absolute() else manifests_dir() / path
+    if not path.is_file():
+        raise InputInvalid(
+            f"{field}: no manifest at {path} (relative names are read from $GREENLIGHT_CONFIG/manifests)"
+        )
+    return path
 
 
 def available_environments(directory: Path | None = None) -> list[str]:
@@ -361,6 +388,11 @@ def load_profile(name: str, directory: Path | None = None) -> Profile:
     d = directory or environments_dir()
     path = d / f"{name}.yaml"
     if not path.is_file():
+        if not d.is_dir():
+            raise InputInvalid(
+                f"unknown environment '{name}': no profiles directory {d} (set GREENLIGHT_CONFIG to the "
+                "directory holding environments/ and manifests/, or run from one that has deployments/)"
+            )
         known = ", ".join(available_environments(d)) or "none"
         raise InputInvalid(f"unknown environment '{name}': no {path} (known: {known})")
     try:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 
 
 @pytest.fixture(scope="session")

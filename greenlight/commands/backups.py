@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 def cmd_verify_backups(args: argparse.Namespace) -> int:
     """Run backup-verification for ``args.env``; print every check and value; 0 when verified."""
-    from flows.backup_verification import BackupNotVerified, verify_backups
+    from greenlight.flows.backup_verification import BackupNotVerified, verify_backups
 
     try:
         result = verify_backups(args.env, random_within_days=getattr(args, "random_within_days", None))
@@ -85,7 +85,7 @@ def cmd_backup_config(args: argparse.Namespace) -> int:
     try:
         if getattr(args, "dry_run", False):
             return _dry_run(args.env)
-        from flows.config_backup import backup_config
+        from greenlight.flows.config_backup import backup_config
 
         result = backup_config(args.env)
     except GreenlightError as e:
@@ -101,9 +101,9 @@ def cmd_backup_config(args: argparse.Namespace) -> int:
 
 def _dry_run(env: str) -> int:
     """Read the namespace and the bucket; print the files, their destination and what retention would delete."""
-    from flows.config_backup import plan_bundle
+    from greenlight.flows.config_backup import plan_bundle
     from greenlight.settings import load_profile
-    from tasks.storage import bundles_root, list_bundles
+    from greenlight.tasks.storage import bundles_root, list_bundles
 
     profile = load_profile(env)
     plan = plan_bundle(profile)

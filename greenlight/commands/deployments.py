@@ -33,7 +33,7 @@ JOB_VARIABLES = {
 }
 # Flows that run as their own ServiceAccount (deployments/kubernetes/), by entrypoint; the rest as greenlight-flows.
 SERVICE_ACCOUNTS = {
-    "flows/config_backup.py:backup_config": "greenlight-config-backup",  # list-only, config-backup-rbac.yaml
+    "greenlight.flows.config_backup.backup_config": "greenlight-config-backup",  # list-only, config-backup-rbac.yaml
 }
 
 

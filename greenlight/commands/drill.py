@@ -36,13 +36,13 @@ def run(args: argparse.Namespace) -> int:
     """Run (or with ``--dry-run`` plan) the drill of ``args.env``; 0 when it passed."""
     try:
         if getattr(args, "dry_run", False):
-            from flows.dr_drill import plan_drill
+            from greenlight.flows.dr_drill import plan_drill
 
             for line in plan_drill(args.env):
                 print(line)
             print("DRY RUN: nothing restored, applied or deleted")
             return 0
-        from flows.dr_drill import DrillFailed, dr_drill
+        from greenlight.flows.dr_drill import DrillFailed, dr_drill
 
         try:
             result = dr_drill(args.env, keep=bool(getattr(args, "keep", False)))

@@ -114,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
 def _plan(env: str, refs: dict[str, Any], commit: str | None) -> int:
     from greenlight.core.images import check_allowed
     from greenlight.core.release import plan_release, release_id
-    from tasks.kube import read_app_state as ras
-    from tasks.kube import shutdown_safety
-    from tasks.registry import resolve_images
+    from greenlight.tasks.kube import read_app_state as ras
+    from greenlight.tasks.kube import shutdown_safety
+    from greenlight.tasks.registry import resolve_images
 
     profile = load_profile(env)
     for ref in refs.values():
@@ -144,7 +144,7 @@ def _plan(env: str, refs: dict[str, Any], commit: str | None) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from flows.release import DeployRequest, deploy, images_by_app
+    from greenlight.flows.release import DeployRequest, deploy, images_by_app
 
     if args.dry_run:
         return _plan(args.env, images_by_app(load_profile(args.env), args.images), None)
@@ -162,7 +162,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from flows.release import PromoteRequest, build_promote, images_for_commit
+    from greenlight.flows.release import PromoteRequest, build_promote, images_for_commit
 
     if args.dry_run:
         return _plan(args.env, images_for_commit(load_profile(args.env), args.commit), args.commit)
@@ -181,11 +181,11 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from flows.rollback import rollback
+    from greenlight.flows.rollback import rollback
 
     if args.dry_run:
         from greenlight.core.switch import snapshot_service
-        from tasks.kube import cluster
+        from greenlight.tasks.kube import cluster
 
         profile = load_profile(args.env)
         apps = [profile.app(args.app)] if args.app else profile.apps
@@ -203,7 +203,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    from flows.monitor import monitor
+    from greenlight.flows.monitor import monitor
 
     if args.dry_run:
         print(f"dry run: would watch {args.env} for {args.seconds:g} s and roll back on breach")
@@ -214,7 +214,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _smoke(args: argparse.Namespace) -> int:
-    from tasks.probes import smoke
+    from greenlight.tasks.probes import smoke
 
     profile = load_profile(args.env)
     apps = [profile.app(args.app).name] if args.app else [a.name for a in profile.apps]
@@ -228,8 +228,8 @@ def _smoke(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from flows.health_gate import health_gate
     from greenlight.errors import GateFailed
+    from greenlight.flows.health_gate import health_gate
 
     try:
         result = health_gate(args.env, app=args.app, colour=args.colour)
@@ -290,11 +290,11 @@ def gate_lines(app: str, v: dict[str, Any]) -> list[str]:
 
 
 def _switch(args: argparse.Namespace) -> int:
-    from flows.traffic_switch import switch
+    from greenlight.flows.traffic_switch import switch
 
     if args.dry_run:
         from greenlight.core.switch import decide_switch, snapshot_service
-        from tasks.kube import cluster, colour_endpoints, effective_switch_mode
+        from greenlight.tasks.kube import cluster, colour_endpoints, effective_switch_mode
 
         profile = load_profile(args.env)
         apps = [profile.app(args.app)] if args.app else profile.apps
@@ -328,7 +328,7 @@ def _answer(args: argparse.Namespace, approve: bool) -> int:
     from prefect.input import read_flow_run_input
 
     from greenlight.errors import ReleaseRefused
-    from tasks.approval import ANSWER_KEY
+    from greenlight.tasks.approval import ANSWER_KEY
 
     try:
         run_id = UUID(args.run_id)
@@ -399,7 +399,7 @@ def _approval_key(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from flows.maintenance import cleanup
+    from greenlight.flows.maintenance import cleanup
 
     result = cleanup(args.env, dry_run=args.dry_run, now=args.now)
     if result.get("skipped"):
@@ -422,7 +422,7 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from tasks.kube import read_live
+    from greenlight.tasks.kube import read_live
 
     profile = load_profile(args.env)
     live = read_live.fn(profile)

@@ -27,10 +27,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, VariableCreate, WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 
-from flows.release import FREEZE_VARIABLE, lock_name, traffic_lock_name
+from greenlight.flows.release import FREEZE_VARIABLE, lock_name, traffic_lock_name
 from greenlight.settings import available_environments, load_profile
+from greenlight.tasks.records import RECORD_KEY_BLOCK
 from greenlight.webhook.slack import SIGNING_SECRET_BLOCK, SIGNING_SECRET_ENV
-from tasks.records import RECORD_KEY_BLOCK
 
 WORK_POOL = "greenlight-local"
 WEBHOOK_SECRET_BLOCK = "greenlight-github-webhook-secret"

@@ -224,7 +224,7 @@ def live_digests(
 ) -> tuple[dict[str, str], list[str]]:
     """(app -> the digest live in the source environment, problems) from its live state per app.
 
-    ``live`` is what the source's live Services say (``tasks.kube.read_live``): the ``digests``
+    ``live`` is what the source's live Services say (``greenlight.tasks.kube.read_live``): the ``digests``
     annotation first, else the digest of the live colour's Deployment. An app with neither is a
     problem that names it.
     """

@@ -1,4 +1,4 @@
-"""Render an app's bootstrap manifests (deployments/manifests/app.yaml) for one colour. Pure."""
+"""Render an app's bootstrap manifests (greenlight/templates/app.yaml) for one colour. Pure."""
 
 from __future__ import annotations
 

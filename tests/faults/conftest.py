@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from greenlight.clients.kube import Kube
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 
 FAULT_LINE = "greenlight-fault-line"  # the user property a case's report line travels in
 OUTCOME_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -52,7 +52,7 @@ class Fault:
         self.description = text
 
     def inject(self, target: str, label: str | None = None, **rule: Any) -> int:
-        """Add a lab fault rule (see greenlight.lab.faults); returns its id. Rules with a ``label``
+        """Add a lab fault rule (see greenlight_lab.faults); returns its id. Rules with a ``label``
         get a report line of their own (the case's outcome and losses, their own fired count)."""
         assert self.lab is not None, "this case has no lab"
         out = supervisor.control(self.lab, "POST", "/faults", {"target": target, **rule})

@@ -17,7 +17,7 @@ from typing import Any
 from greenlight.clients.kube import Kube
 from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS, RELEASE_ID
 from greenlight.settings import REPO_ROOT, Profile
-from tasks.records import RECORD
+from greenlight.tasks.records import RECORD
 from tests.flows_release.support import live, profile
 
 LIVE = ("backend", "frontend")  # the live Services of the release profiles

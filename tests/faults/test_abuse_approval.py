@@ -17,12 +17,12 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
-from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
 from greenlight.core.approval import Answer, attest, new_signing_key
 from greenlight.core.release import release_id
 from greenlight.errors import ReleaseRefused
-from greenlight.lab.state import LAB_APPROVAL_SIGNING_KEY, LabState
+from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight_lab.state import LAB_APPROVAL_SIGNING_KEY, LabState
 from tests.flows_release.support import (
     click,
     greenlight_cli,

@@ -24,8 +24,8 @@ import pytest
 
 from greenlight.clients.gcs import GcsClient
 from greenlight.clients.postgres import Postgres
-from greenlight.lab.state import LabState
 from greenlight.settings import load_profile
+from greenlight_lab.state import LabState
 from tests.flows_backup.helpers import (
     SMALL_SQL,
     Crafter,

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
 from greenlight.errors import ReleaseRefused
-from greenlight.lab.state import LabState
-from tasks.records import RECORD
+from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.tasks.records import RECORD
+from greenlight_lab.state import LabState
 from tests.flows_release.support import live, profile, push_commit, release_environments
 
 from .conftest import Fault

@@ -20,10 +20,10 @@ import pytest
 
 from greenlight.clients.registry import RegistryClient
 from greenlight.core.images import parse_image_ref
-from greenlight.lab.catalogue import Behaviour, Catalogue
-from greenlight.lab.faults import FaultRegistry
-from greenlight.lab.registry import RegistryStandIn
-from greenlight.lab.state import LabState
+from greenlight_lab.catalogue import Behaviour, Catalogue
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.registry import RegistryStandIn
+from greenlight_lab.state import LabState
 from tests.flows_release.support import fail_on_a_job_logging, job_environments
 from tests.registry.realm_spy import RealmSpy
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from greenlight.lab.state import LabState
+from greenlight_lab.state import LabState
 
 from .webhook_support import (
     REPOSITORY,

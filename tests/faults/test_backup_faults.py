@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import google_crc32c
 import pytest
 
-from flows.backup_verification import BackupNotVerified, verify_backups
 from greenlight.clients.gcs import GcsClient
 from greenlight.clients.postgres import Postgres
-from greenlight.lab.state import LabState
+from greenlight.flows.backup_verification import BackupNotVerified, verify_backups
 from greenlight.settings import load_profile
+from greenlight_lab.state import LabState
 from tests.flows_backup.helpers import SMALL_SQL, Crafted, Crafter, pg_dump, scratch_databases
 
 if TYPE_CHECKING:

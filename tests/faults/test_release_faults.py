@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
 from greenlight.core.release import release_id
 from greenlight.errors import Conflict, GateFailed, ReleaseRefused
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
-from tasks.records import RECORD
+from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.tasks.records import RECORD
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 from tests.flows_release.support import (
     Load,
     copy_environment,

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
 from greenlight.errors import Forbidden, ReleaseRefused
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
+from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 from tests.flows_release.support import (
     copy_environment,
     in_thread,

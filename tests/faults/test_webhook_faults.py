@@ -27,9 +27,9 @@ import httpx
 import pytest
 from prefect.client.schemas.objects import FlowRun
 
-from greenlight.lab.state import LabState
 from greenlight.webhook.app import MAX_BODY
 from greenlight.webhook.verify import resource_id
+from greenlight_lab.state import LabState
 
 from .webhook_support import (
     REPOSITORY,

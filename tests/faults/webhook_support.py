@@ -41,10 +41,10 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ReceivedEvent
 
-from greenlight.lab.github import run_id_for, workflow_run
-from greenlight.lab.state import LAB_ENVIRONMENTS, free_port, stop_pid
 from greenlight.webhook.app import SECRET_BLOCK_ENV, SECRET_ENV
 from greenlight.webhook.verify import EVENT_NAME, RunIdentity, sign
+from greenlight_lab.github import run_id_for, workflow_run
+from greenlight_lab.state import LAB_ENVIRONMENTS, free_port, stop_pid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "fault-suite-webhook-secret"
@@ -69,7 +69,7 @@ def new_sha() -> str:
 
 def run_payload(sha: str, **kw: Any) -> dict[str, Any]:
     """A completed, successful run of the fault repository's workflow on BRANCH, started by a push
-    to it (override any argument of :func:`greenlight.lab.github.workflow_run`); its run id is the
+    to it (override any argument of :func:`greenlight_lab.github.workflow_run`); its run id is the
     one GitHub would give that push (:func:`run_of`)."""
     args: dict[str, Any] = {"repository": REPOSITORY, "workflow": WORKFLOW, "branch": BRANCH, **kw}
     return workflow_run(sha, args.pop("branch"), **args)

@@ -16,8 +16,8 @@ import pytest
 from greenlight.clients.gcs import GcsClient
 from greenlight.clients.kube import Kube
 from greenlight.clients.postgres import Postgres
-from greenlight.lab.state import LabState
 from greenlight.settings import Profile, load_profile
+from greenlight_lab.state import LabState
 
 from .helpers import SMALL_DB, SMALL_SQL, Crafter, pg_dump
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 
-from flows.backup_verification import BackupNotVerified, verify_backups
 from greenlight.clients.gcs import GcsClient
 from greenlight.clients.postgres import Postgres
-from greenlight.lab.state import LabState
+from greenlight.flows.backup_verification import BackupNotVerified, verify_backups
 from greenlight.settings import Probe, Profile
+from greenlight_lab.state import LabState
 
 SMALL_DB = "bt_small"
 SMALL_SQL = """

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.backup_verification import BackupNotVerified, verify_backups
 from greenlight.clients.monitoring import MonitoringClient
 from greenlight.clients.postgres import Postgres
 from greenlight.commands.backups import cmd_verify_backups
 from greenlight.errors import BackupInvalid
-from greenlight.lab.state import LabState
+from greenlight.flows.backup_verification import BackupNotVerified, verify_backups
 from greenlight.settings import Probe, Profile
+from greenlight_lab.state import LabState
 
 from .helpers import SMALL_AGE_S, Crafter, failed_checks, pg_dump, scratch_databases, slack_messages
 

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from flows.config_backup import backup_config, latest_bundle, load_bundle
 from greenlight.clients.gcs import GcsClient
 from greenlight.clients.kube import Kube
 from greenlight.commands.backups import cmd_backup_config
-from greenlight.lab.state import LabState
+from greenlight.flows.config_backup import backup_config, latest_bundle, load_bundle
 from greenlight.settings import Profile
+from greenlight_lab.state import LabState
 
 pytestmark = pytest.mark.lab
 

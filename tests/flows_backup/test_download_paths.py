@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import tasks.storage as storage
+import greenlight.tasks.storage as storage
 from greenlight.clients.gcs import Download
 from greenlight.core.backups import DumpObject, StoredObject
 from greenlight.errors import BackupInvalid

@@ -15,8 +15,8 @@ import pytest
 
 from greenlight.clients.kube import Kube
 from greenlight.clients.postgres import Postgres
-from greenlight.lab.state import LabState
 from greenlight.settings import Profile, load_profile
+from greenlight_lab.state import LabState
 
 SECRET = "app-secrets"
 SECRET_KEY = "DATABASE_URL"

@@ -16,15 +16,15 @@ import httpx
 import pytest
 import yaml
 
-from flows.dr_drill import DrillFailed, dr_drill
 from greenlight.clients.kube import Kube
 from greenlight.clients.monitoring import MonitoringClient
 from greenlight.clients.postgres import Postgres
 from greenlight.commands.drill import run as run_drill_command
 from greenlight.core.drill import DRILL_LABEL
 from greenlight.errors import GateFailed
-from greenlight.lab.state import LabState
+from greenlight.flows.dr_drill import DrillFailed, dr_drill
 from greenlight.settings import Profile, environments_dir
+from greenlight_lab.state import LabState
 
 from .conftest import DR_VALUE, NAMESPACE, PRODUCTION_VALUE
 

@@ -19,9 +19,9 @@ import pytest
 from greenlight.clients.kube import JSON_PATCH, Kube
 from greenlight.core.rollout import assess_rollout
 from greenlight.core.switch import endpoint_readiness
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
 from greenlight.settings import Profile, load_profile
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 
 NAMESPACE = "sma-staging"
 READY_TIMEOUT_S = 30.0

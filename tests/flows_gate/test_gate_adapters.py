@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from flows.health_gate import render_gate_markdown, verdict_dict
 from greenlight.core.gate import Check, GateVerdict, IntervalVerdict, Sample, SmokeResult
 from greenlight.errors import InputInvalid
+from greenlight.flows.health_gate import render_gate_markdown, verdict_dict
 from greenlight.settings import REPO_ROOT, Profile, load_profile
-from tasks.metrics import gate_config, request_filters
-from tasks.probes import service_for
+from greenlight.tasks.metrics import gate_config, request_filters
+from greenlight.tasks.probes import service_for
 
 LAB_PROFILES = REPO_ROOT / "greenlight" / "lab" / "environments"
 REQUESTS = 'metric.type="prometheus.googleapis.com/http_requests_total/counter"'

@@ -23,15 +23,15 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 
-from flows.health_gate import health_gate, run_gate
 from greenlight.clients.kube import Kube
 from greenlight.clients.monitoring import MonitoringClient
 from greenlight.core.gate import Check, GateVerdict
 from greenlight.core.rollout import RolloutAssessment
 from greenlight.errors import GateFailed
+from greenlight.flows.health_gate import health_gate, run_gate
 from greenlight.settings import Profile, SmokeProbe
-from tasks.metrics import sample_colour
-from tasks.probes import SyntheticTraffic, smoke
+from greenlight.tasks.metrics import sample_colour
+from greenlight.tasks.probes import SyntheticTraffic, smoke
 
 pytestmark = [
     pytest.mark.lab,

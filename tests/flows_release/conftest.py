@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from greenlight.clients.kube import Kube
-from greenlight.lab.state import LabState
+from greenlight_lab.state import LabState
 
 from .support import release_environments
 

@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from greenlight.clients.kube import Kube
-from greenlight.lab import supervisor
-from greenlight.lab.load import BackgroundLoad
-from greenlight.lab.state import LAB_ENVIRONMENTS, LabState
 from greenlight.settings import REPO_ROOT, Profile, load_profile
+from greenlight_lab import supervisor
+from greenlight_lab.load import BackgroundLoad
+from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 
 NAMESPACES = {"staging": "rel-staging", "production": "rel-production"}
 #: a pre-deploy Job manifest (``release.pre_deploy_job``): IMAGE is replaced by a test's image
@@ -72,7 +72,7 @@ def push_commit(
 
 
 def live(kube: Kube, profile: Profile) -> dict[str, dict[str, Any]]:
-    from tasks.kube import read_live
+    from greenlight.tasks.kube import read_live
 
     return read_live.fn(profile)
 
@@ -133,7 +133,7 @@ def release_environments(lab: LabState, directory: Path, **changes: Any) -> Iter
     GREENLIGHT_ENVIRONMENTS, their release locks created and their namespaces bootstrapped
     (idempotent: apps already there are left as earlier tests left them)."""
     from greenlight.commands.setup import ensure_setup
-    from greenlight.lab.bootstrap import bootstrap_environment
+    from greenlight_lab.bootstrap import bootstrap_environment
 
     write_profiles(directory, **changes)
     with pytest.MonkeyPatch.context() as mp:
@@ -155,7 +155,7 @@ def copy_environment(
     """A copy of ``directory``'s staging profile as environment ``name`` in ``namespace`` (with
     ``extra_apps`` shaped like its first app), its locks created and its namespace bootstrapped."""
     from greenlight.commands.setup import ensure_setup
-    from greenlight.lab.bootstrap import bootstrap_environment
+    from greenlight_lab.bootstrap import bootstrap_environment
 
     doc = yaml.safe_load((directory / "staging.yaml").read_text())
     doc.update(name=name, namespace=namespace)
@@ -236,8 +236,8 @@ class JobFailure:
 def fail_on_a_job_logging(lab: LabState, envdir: Path, text: str) -> JobFailure:
     """Release a new commit to staging with a crashing pre-deploy Job whose pod logs ``text`` (the
     lab's pods log their image reference, tagged with it here); what the stopped release said."""
-    from flows.release import PromoteRequest, build_promote
     from greenlight.errors import GateFailed
+    from greenlight.flows.release import PromoteRequest, build_promote
 
     sha = uuid4().hex[:10]
     push_commit(lab, sha)
@@ -258,7 +258,7 @@ def fail_on_a_job_logging(lab: LabState, envdir: Path, text: str) -> JobFailure:
     )
 
 
-#: the lab production profile's people, by their Slack user IDs (greenlight/lab/environments/production.yaml)
+#: the lab production profile's people, by their Slack user IDs (lab/greenlight_lab/environments/production.yaml)
 SLACK_IDS = {"alice": "U0LABALICE", "bob": "U0LABBOB01", "carol": "U0LABCAROL", "dave": "U0LABDAVE1"}
 
 
@@ -282,7 +282,7 @@ def judgement(run: UUID, n: int, timeout_s: float = 30) -> dict[str, Any]:
     """How the paused run judged its ``n``-th answer (written by the flow as a run input)."""
     from prefect.input import read_flow_run_input
 
-    from tasks.approval import ANSWER_KEY
+    from greenlight.tasks.approval import ANSWER_KEY
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -340,7 +340,7 @@ def wait_release_lock_free(env: str, timeout_s: float = 90) -> None:
     lab server's 2 s sweep); a test of cleanup must not take that for a release that runs."""
     from prefect.client.orchestration import get_client
 
-    from flows.release import lock_name
+    from greenlight.flows.release import lock_name
 
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:

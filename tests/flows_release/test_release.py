@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from flows.release import DeployRequest, PromoteRequest, build_promote, deploy
-from flows.rollback import rollback
 from greenlight.clients.kube import Kube
 from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS, PREVIOUS_COLOUR, RELEASE_ID
 from greenlight.core.release import release_id
 from greenlight.errors import Conflict, GateFailed, InputInvalid, NotFound, ReleaseRefused
-from greenlight.lab.state import LabState
-from tasks.records import RECORD
+from greenlight.flows.release import DeployRequest, PromoteRequest, build_promote, deploy
+from greenlight.flows.rollback import rollback
+from greenlight.tasks.records import RECORD
+from greenlight_lab.state import LabState
 
 from .support import Load, in_thread, live, profile, progress_of, push_commit
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
+from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 
 from .support import (
     click,

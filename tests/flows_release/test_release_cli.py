@@ -19,8 +19,8 @@ import pytest
 
 from greenlight.clients.kube import Kube
 from greenlight.core.release import release_id
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 
 from .support import NAMESPACES, Load, live, profile, push_commit
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.maintenance import cleanup
-from flows.release import PromoteRequest, build_promote
-from flows.rollback import rollback
 from greenlight.clients.kube import Kube
-from greenlight.lab.state import LabState
+from greenlight.flows.maintenance import cleanup
+from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.flows.rollback import rollback
+from greenlight_lab.state import LabState
 
 from .support import Load, live, profile, push_commit
 

@@ -17,9 +17,9 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from greenlight.clients.kube import Kube
-from greenlight.lab.github import signed, workflow_run
-from greenlight.lab.state import LabState, free_port, stop_pid
 from greenlight.settings import REPO_ROOT
+from greenlight_lab.github import signed, workflow_run
+from greenlight_lab.state import LabState, free_port, stop_pid
 
 from .support import live, profile, push_commit
 
@@ -108,7 +108,7 @@ def test_signed_webhook_releases_the_commit_to_staging(
     state = live(kube, profile("staging"))
     assert {app: s["digests"][app] for app, s in state.items()} == digests
     # the author recorded with the staging release is the GitHub actor: they may not approve production
-    from tasks.records import read_records
+    from greenlight.tasks.records import read_records
 
     assert read_records.fn(profile("staging"))[-1]["author"] == "dana"
     # a replay of the same delivery starts nothing more

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from flows.maintenance import cleanup
-from flows.release import PromoteRequest, build_promote
 from greenlight.clients.kube import Kube
 from greenlight.errors import GateFailed
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
+from greenlight.flows.maintenance import cleanup
+from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 
 from .support import (
     fail_on_a_job_logging,
@@ -125,7 +125,7 @@ def test_rollback_to_a_scaled_down_colour_scales_it_up_and_waits_first(
 ) -> None:
     """After cleanup scaled the old colour to 0, a rollback scales it up (its HPA cloned back), waits until
     every pod is ready, then switches; no request fails."""
-    from flows.rollback import rollback
+    from greenlight.flows.rollback import rollback
 
     from .support import Load
 

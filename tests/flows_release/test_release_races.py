@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from flows.maintenance import cleanup
-from flows.release import PromoteRequest, build_promote
-from flows.rollback import rollback
 from greenlight.clients.kube import Kube
 from greenlight.errors import ReleaseRefused
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
-from tasks.kube import deploy_colour
+from greenlight.flows.maintenance import cleanup
+from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.flows.rollback import rollback
+from greenlight.tasks.kube import deploy_colour
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 
 from .support import click, in_thread, live, paused_run, profile, push_commit
 

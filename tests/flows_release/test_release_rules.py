@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from prefect.variables import Variable
 
-from flows.maintenance import cleanup
-from flows.release import FREEZE_VARIABLE, PromoteRequest, build_promote
-from flows.traffic_switch import switch
 from greenlight.clients.kube import Kube
 from greenlight.core.release import release_id
 from greenlight.errors import InputInvalid, ReleaseRefused
-from greenlight.lab import supervisor
-from greenlight.lab.state import LabState
+from greenlight.flows.maintenance import cleanup
+from greenlight.flows.release import FREEZE_VARIABLE, PromoteRequest, build_promote
+from greenlight.flows.traffic_switch import switch
+from greenlight_lab import supervisor
+from greenlight_lab.state import LabState
 
 from .support import (
     NAMESPACES,

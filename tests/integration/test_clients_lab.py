@@ -19,10 +19,10 @@ from greenlight.clients.slack import Notifier
 from greenlight.core.images import parse_image_ref
 from greenlight.core.manifests import DIGESTS
 from greenlight.errors import NotFound
-from greenlight.lab import supervisor
-from greenlight.lab.load import run_load
-from greenlight.lab.state import LabState
 from greenlight.settings import load_profile
+from greenlight_lab import supervisor
+from greenlight_lab.load import run_load
+from greenlight_lab.state import LabState
 
 pytestmark = pytest.mark.lab
 

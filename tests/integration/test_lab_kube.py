@@ -15,9 +15,9 @@ import pytest
 from greenlight.clients.kube import Kube
 from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS
 from greenlight.errors import Conflict, NotFound
-from greenlight.lab import supervisor
-from greenlight.lab.load import run_load
-from greenlight.lab.state import LabState
+from greenlight_lab import supervisor
+from greenlight_lab.load import run_load
+from greenlight_lab.state import LabState
 
 pytestmark = pytest.mark.lab
 

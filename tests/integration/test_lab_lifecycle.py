@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from greenlight.lab.state import LabState, pid_alive
+from greenlight_lab.state import LabState, pid_alive
 
 pytestmark = pytest.mark.lab
 

@@ -9,8 +9,8 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from greenlight.commands.setup import WORK_POOL, ensure_setup
-from greenlight.lab.state import LabState
 from greenlight.settings import REPO_ROOT
+from greenlight_lab.state import LabState
 
 pytestmark = pytest.mark.lab
 
@@ -38,7 +38,7 @@ def test_prefect_yaml_deploys_every_flow_with_schedules_and_triggers(lab: LabSta
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with get_client(sync_client=True) as client:
-        deployments = {f"{d.entrypoint.split(':')[1]}/{d.name}": d for d in client.read_deployments()}
+        deployments = {f"{d.entrypoint.rsplit('.', 1)[1]}/{d.name}": d for d in client.read_deployments()}
         automations = client.read_automations()
     expected = {
         "build_promote/staging-from-github", "build_promote/production-from-github", "build_promote/promote",

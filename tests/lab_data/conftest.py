@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from greenlight.lab.catalogue import Catalogue
-from greenlight.lab.metrics import RequestRecorder
-from greenlight.lab.pods import PodRuntime
-from greenlight.lab.proxy import ServiceProxies
+from greenlight_lab.catalogue import Catalogue
+from greenlight_lab.metrics import RequestRecorder
+from greenlight_lab.pods import PodRuntime
+from greenlight_lab.proxy import ServiceProxies
 
 from .helpers import IMAGES, LoopThread
 

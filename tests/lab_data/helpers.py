@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from greenlight.lab.catalogue import Behaviour
-from greenlight.lab.metrics import RequestRecorder
-from greenlight.lab.pods import PodRuntime
+from greenlight_lab.catalogue import Behaviour
+from greenlight_lab.metrics import RequestRecorder
+from greenlight_lab.pods import PodRuntime
 
 T = TypeVar("T")
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from greenlight.lab import supervisor
-from greenlight.lab.load import run_load
-from greenlight.lab.pods import PodRuntime
-from greenlight.lab.proxy import ServiceProxies
-from greenlight.lab.state import LabState
+from greenlight_lab import supervisor
+from greenlight_lab.load import run_load
+from greenlight_lab.pods import PodRuntime
+from greenlight_lab.proxy import ServiceProxies
+from greenlight_lab.state import LabState
 
 from .helpers import LoopThread, fetch_many, start_pod, wait_for
 

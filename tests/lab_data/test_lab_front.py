@@ -17,9 +17,9 @@ from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from greenlight.lab.faults import FaultRegistry, FaultRule
-from greenlight.lab.front import HttpFaultFront, classify_resource
-from greenlight.lab.gcs import start_fake_gcs, stop_fake_gcs
+from greenlight_lab.faults import FaultRegistry, FaultRule
+from greenlight_lab.front import HttpFaultFront, classify_resource
+from greenlight_lab.gcs import start_fake_gcs, stop_fake_gcs
 
 from .helpers import LoopThread
 

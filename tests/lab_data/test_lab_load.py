@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from greenlight.lab.load import LoadReport, percentile, run_load
-from greenlight.lab.pods import PodRuntime
-from greenlight.lab.proxy import read_request_head, simple_response
+from greenlight_lab.load import LoadReport, percentile, run_load
+from greenlight_lab.pods import PodRuntime
+from greenlight_lab.proxy import read_request_head, simple_response
 
 from .helpers import LoopThread, start_pod
 
@@ -209,7 +209,7 @@ def test_stop_event_ends_the_run_early_with_a_report(loop: LoopThread, runtime: 
 def test_main_load_prints_its_report_when_terminated(loop: LoopThread, runtime: PodRuntime) -> None:
     """SIGTERM stops `greenlight lab load` early; it still prints the JSON report and exits 0."""
     port = start_pod(loop, runtime, "load-sig-1")
-    code = f"import sys; from greenlight.lab.load import main_load; sys.exit(main_load('http://127.0.0.1:{port}/', 50, 60, True))"
+    code = f"import sys; from greenlight_lab.load import main_load; sys.exit(main_load('http://127.0.0.1:{port}/', 50, 60, True))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
     )

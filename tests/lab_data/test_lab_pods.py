@@ -11,10 +11,10 @@ import time
 import aiohttp
 import pytest
 
-from greenlight.lab import pods as pods_module
-from greenlight.lab.catalogue import BEHAVIOUR_LABEL, Behaviour, Catalogue, build_manifest
-from greenlight.lab.metrics import RequestRecorder
-from greenlight.lab.pods import PodRuntime, PodState, sleep_seconds
+from greenlight_lab import pods as pods_module
+from greenlight_lab.catalogue import BEHAVIOUR_LABEL, Behaviour, Catalogue, build_manifest
+from greenlight_lab.metrics import RequestRecorder
+from greenlight_lab.pods import PodRuntime, PodState, sleep_seconds
 
 from .helpers import LoopThread, fetch_many, pod_labels, recorded, start_pod, wait_for
 

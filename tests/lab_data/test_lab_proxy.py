@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from greenlight.lab.load import run_load
-from greenlight.lab.pods import PodRuntime
-from greenlight.lab.proxy import ServiceProxies
+from greenlight_lab.load import run_load
+from greenlight_lab.pods import PodRuntime
+from greenlight_lab.proxy import ServiceProxies
 
 from .helpers import LoopThread, fetch_many, start_pod
 

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
-from greenlight.lab.faults import FaultRegistry
-from greenlight.lab.kube.cluster import KubeCluster
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.kube.cluster import KubeCluster
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from greenlight.lab.faults import FaultRule
+from greenlight_lab.faults import FaultRule
 
 from .conftest import KubeLab, deployment_body, service_body
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from greenlight.lab.kube.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from greenlight_lab.kube.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 
 CONTAINERS = {"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}}
 

@@ -1,4 +1,4 @@
-"""The cluster with the real data plane (greenlight.lab.pods and greenlight.lab.proxy): the API
+"""The cluster with the real data plane (greenlight_lab.pods and greenlight_lab.proxy): the API
 server's proxy subresource goes straight to a ready endpoint, so it serves the new colour at once
 while the Service's kube-proxy data plane still routes to the old one; annotations pick a
 Service's data plane."""
@@ -14,11 +14,11 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from greenlight.lab.catalogue import Behaviour, Catalogue
-from greenlight.lab.faults import FaultRegistry, FaultRule
-from greenlight.lab.kube.cluster import KubeCluster
-from greenlight.lab.pods import PodRuntime
-from greenlight.lab.proxy import ServiceProxies
+from greenlight_lab.catalogue import Behaviour, Catalogue
+from greenlight_lab.faults import FaultRegistry, FaultRule
+from greenlight_lab.kube.cluster import KubeCluster
+from greenlight_lab.pods import PodRuntime
+from greenlight_lab.proxy import ServiceProxies
 
 from .conftest import KubeLab, LoopThread, deployment_body, service_body
 

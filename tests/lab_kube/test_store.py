@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from greenlight.lab.kube.store import (
+from greenlight_lab.kube.store import (
     ApiError,
     Store,
     fields_match,

@@ -2,7 +2,7 @@
 leaves the endpoints at that moment, preStop runs while it still serves, SIGTERM follows
 (the image's shutdown behaviour), SIGKILL at the end of the grace period, then the object goes.
 
-A cluster over the real pod runtime (greenlight.lab.pods) and recording Service proxies,
+A cluster over the real pod runtime (greenlight_lab.pods) and recording Service proxies,
 driven through the official client, raw sockets to the pods, and kubectl."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from greenlight.lab.catalogue import Behaviour, Catalogue
-from greenlight.lab.faults import FaultRegistry
-from greenlight.lab.kube.cluster import KubeCluster
-from greenlight.lab.pods import PodRuntime
+from greenlight_lab.catalogue import Behaviour, Catalogue
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.kube.cluster import KubeCluster
+from greenlight_lab.pods import PodRuntime
 
 from .conftest import (
     FakeServiceProxies,

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from greenlight.clients.monitoring import MonitoringClient, make_metric_client
-from greenlight.lab.faults import FaultRegistry
-from greenlight.lab.metrics import RequestRecorder
-from greenlight.lab.monitoring import MonitoringServer
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.metrics import RequestRecorder
+from greenlight_lab.monitoring import MonitoringServer
 
 from .monitoring_support import PROJECT, Traffic, record_traffic
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from greenlight.lab.metrics import RequestRecorder
+from greenlight_lab.metrics import RequestRecorder
 
 PROJECT = "lab-project"
 NAMESPACE = "sma-staging"
@@ -17,7 +17,7 @@ LATENCY = "prometheus.googleapis.com/http_request_duration_seconds/histogram"
 
 
 def pod_labels(colour: str, index: int, namespace: str = NAMESPACE) -> dict[str, str]:
-    """The labels a lab pod of ``colour`` reports, as greenlight.lab.pods does."""
+    """The labels a lab pod of ``colour`` reports, as greenlight_lab.pods does."""
     pod = f"backend-{colour}-{index}"
     return {
         "namespace": namespace,

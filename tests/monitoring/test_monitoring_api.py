@@ -14,9 +14,9 @@ from google.cloud import monitoring_v3
 
 from greenlight.clients.monitoring import MonitoringClient, make_metric_client
 from greenlight.errors import InputInvalid, NotFound, TransientError
-from greenlight.lab.faults import FaultRegistry, FaultRule
-from greenlight.lab.metrics import DEFAULT_BOUNDS, RequestRecorder
-from greenlight.lab.monitoring import MonitoringServer
+from greenlight_lab.faults import FaultRegistry, FaultRule
+from greenlight_lab.metrics import DEFAULT_BOUNDS, RequestRecorder
+from greenlight_lab.monitoring import MonitoringServer
 
 from .monitoring_support import LATENCY, NAMESPACE, PROJECT, REQUESTS, Request, Traffic, pod_labels
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from greenlight.lab.monitoring import (
+from greenlight_lab.monitoring import (
     CUMULATIVE,
     DOUBLE,
     FilterError,

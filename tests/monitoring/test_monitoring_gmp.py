@@ -1,6 +1,6 @@
 """GMP's export rules in the lab's Monitoring, through the real client over real gRPC, on a clock the tests set.
 
-Rules held (see greenlight.lab.monitoring): a point scraped at t is readable once now >= t +
+Rules held (see greenlight_lab.monitoring): a point scraped at t is readable once now >= t +
 ingestion_delay_s; a series' first scrape is its reset point (not exported; later points start
 there and count what came after it); a status code that appears later has its own reset point;
 points come newest first; a window without traffic has no series.
@@ -17,9 +17,9 @@ from google.api import metric_pb2
 from google.cloud import monitoring_v3
 
 from greenlight.clients.monitoring import make_metric_client
-from greenlight.lab.faults import FaultRegistry
-from greenlight.lab.metrics import DEFAULT_BOUNDS, RequestRecorder
-from greenlight.lab.monitoring import MonitoringServer
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.metrics import DEFAULT_BOUNDS, RequestRecorder
+from greenlight_lab.monitoring import MonitoringServer
 
 from .monitoring_support import LATENCY, PROJECT, REQUESTS, pod_labels
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from greenlight.lab import supervisor
-from greenlight.lab.faults import FaultRegistry
-from greenlight.lab.metrics import RequestRecorder
-from greenlight.lab.monitoring import MonitoringServer
-from greenlight.lab.state import DEFAULT_INGESTION_DELAY_S, DEFAULT_SCRAPE_INTERVAL_S, LabState
+from greenlight_lab import supervisor
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.metrics import RequestRecorder
+from greenlight_lab.monitoring import MonitoringServer
+from greenlight_lab.state import DEFAULT_INGESTION_DELAY_S, DEFAULT_SCRAPE_INTERVAL_S, LabState
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from greenlight.lab.faults import FaultRegistry
-from greenlight.lab.metrics import DEFAULT_BOUNDS, RequestRecorder
-from greenlight.lab.monitoring import (
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.metrics import DEFAULT_BOUNDS, RequestRecorder
+from greenlight_lab.monitoring import (
     CUMULATIVE,
     DELTA,
     DISTRIBUTION,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from greenlight.clients.postgres import Postgres
-from greenlight.lab import postgres as labpg
-from greenlight.lab.seed import NightlyDump, make_nightly_dumps, seed_app_database
+from greenlight_lab import postgres as labpg
+from greenlight_lab.seed import NightlyDump, make_nightly_dumps, seed_app_database
 
 from .pg_support import APP_DB, NOW, TIMINGS, free_port, pg_dump
 

@@ -8,7 +8,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from greenlight.lab.postgres import PgInstance
+from greenlight_lab.postgres import PgInstance
 
 NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 APP_DB = "sma"

@@ -26,7 +26,7 @@ from greenlight.clients.postgres import (
     tool_major_version,
 )
 from greenlight.errors import BackupInvalid, Conflict, Forbidden, InputInvalid, NotFound, TransientError
-from greenlight.lab import postgres as labpg
+from greenlight_lab import postgres as labpg
 
 from .conftest import AppDb, Nightly, Scratch
 from .pg_support import free_port, pg_dump

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from greenlight.clients.postgres import Postgres
-from greenlight.lab import postgres as labpg
+from greenlight_lab import postgres as labpg
 
 from .pg_support import TIMINGS, free_port
 

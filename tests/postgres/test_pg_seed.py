@@ -16,9 +16,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from greenlight.clients.postgres import Postgres, detect_dump_format
-from greenlight.lab import postgres as labpg
-from greenlight.lab.gcs import ensure_buckets, start_fake_gcs, stop_fake_gcs
-from greenlight.lab.seed import (
+from greenlight_lab import postgres as labpg
+from greenlight_lab.gcs import ensure_buckets, start_fake_gcs, stop_fake_gcs
+from greenlight_lab.seed import (
     _cache_keys,
     dump_times,
     last_cut,

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import pytest
 
 from greenlight.clients.registry import RegistryClient
-from greenlight.lab.catalogue import Catalogue
-from greenlight.lab.faults import FaultRegistry
-from greenlight.lab.registry import RegistryStandIn
+from greenlight_lab.catalogue import Catalogue
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.registry import RegistryStandIn
 
 T = TypeVar("T")
 

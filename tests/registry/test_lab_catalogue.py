@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from greenlight.lab.catalogue import BEHAVIOUR_LABEL, Behaviour, Catalogue, build_manifest
+from greenlight_lab.catalogue import BEHAVIOUR_LABEL, Behaviour, Catalogue, build_manifest
 
 GOOD = Behaviour("v1")
 BAD = Behaviour("v2", error_rate=0.5, latency_ms=300)

@@ -9,8 +9,8 @@ import pytest
 from greenlight.clients.registry import RegistryClient, parse_mirrors
 from greenlight.core.images import parse_image_ref
 from greenlight.errors import Forbidden, InputInvalid, NotFound, TransientError
-from greenlight.lab.catalogue import Behaviour
-from greenlight.lab.faults import FaultRule
+from greenlight_lab.catalogue import Behaviour
+from greenlight_lab.faults import FaultRule
 
 SECRET = "ghp_TopSecretPersonalAccessToken0123456789"
 

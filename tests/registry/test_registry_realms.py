@@ -14,7 +14,7 @@ import pytest
 
 from greenlight.core.images import parse_image_ref
 from greenlight.errors import Forbidden
-from greenlight.lab.catalogue import Behaviour
+from greenlight_lab.catalogue import Behaviour
 from tests.registry.realm_spy import RealmSpy
 
 SECRET = "ghp_TopSecretPersonalAccessToken0123456789"

@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from greenlight.lab.catalogue import Behaviour
-from greenlight.lab.faults import FaultRule
+from greenlight_lab.catalogue import Behaviour
+from greenlight_lab.faults import FaultRule
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 

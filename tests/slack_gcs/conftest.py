@@ -21,9 +21,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from greenlight.clients.gcs import GcsClient
-from greenlight.lab.faults import FaultRegistry
-from greenlight.lab.gcs import ensure_buckets, start_fake_gcs, stop_fake_gcs
-from greenlight.lab.slack import SlackStandIn
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.gcs import ensure_buckets, start_fake_gcs, stop_fake_gcs
+from greenlight_lab.slack import SlackStandIn
 
 T = TypeVar("T")
 

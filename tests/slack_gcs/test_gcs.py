@@ -22,8 +22,8 @@ from google.auth import exceptions as auth_exc
 
 from greenlight.clients.gcs import Download, GcsClient, ObjectInfo, _verify, translate
 from greenlight.errors import BackupInvalid, Conflict, Forbidden, NotFound, PermanentError, TransientError
-from greenlight.lab.faults import FaultRule
-from greenlight.lab.gcs import ensure_buckets, fake_gcs_binary, start_fake_gcs, stop_fake_gcs
+from greenlight_lab.faults import FaultRule
+from greenlight_lab.gcs import ensure_buckets, fake_gcs_binary, start_fake_gcs, stop_fake_gcs
 
 BIG = 30 << 20
 BACKUPS, DR = "lab-backups", "lab-backups-dr"

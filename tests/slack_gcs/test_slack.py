@@ -15,7 +15,7 @@ from slack_sdk.errors import SlackApiError
 
 from greenlight.clients.slack import Notifier
 from greenlight.errors import Forbidden, NotFound, PermanentError, TransientError
-from greenlight.lab.faults import FaultRule
+from greenlight_lab.faults import FaultRule
 
 
 def recorded(slack: Any) -> list[dict[str, Any]]:

@@ -25,9 +25,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
-from greenlight.lab.faults import FaultRegistry
-from greenlight.lab.slack import SlackStandIn
-from greenlight.lab.state import LabState
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.slack import SlackStandIn
+from greenlight_lab.state import LabState
 
 pytestmark = pytest.mark.lab
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from greenlight.lab.state import LabState
+from greenlight_lab.state import LabState
 
 from .support import TIMEOUT_MS, screenshot_path, ui_address
 

@@ -15,8 +15,8 @@ from uuid import UUID
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Locator, Page
 
-from greenlight.lab.state import LabState
 from greenlight.settings import REPO_ROOT
+from greenlight_lab.state import LabState
 
 if TYPE_CHECKING:
     from prefect.client.schemas.filters import ArtifactFilter

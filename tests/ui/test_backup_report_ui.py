@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
-from greenlight.lab.state import LabState
+from greenlight_lab.state import LabState
 
 from .support import expect_visible, off_loop, read_artifacts
 
@@ -21,7 +21,7 @@ def test_backup_verification_report_renders(page: Page, lab: LabState) -> None:
     check, each ok."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.backup_verification import verify_backups
+    from greenlight.flows.backup_verification import verify_backups
 
     # off the test's thread, as all Prefect work here (tests/ui/support.py off_loop)
     result: dict[str, Any] = off_loop(lambda: verify_backups("production"))

@@ -28,8 +28,8 @@ import pytest
 import yaml
 from playwright.sync_api import Locator, Page
 
-from greenlight.lab.state import LAB_ENVIRONMENTS, LabState, stop_pid
 from greenlight.settings import REPO_ROOT, load_profile
+from greenlight_lab.state import LAB_ENVIRONMENTS, LabState, stop_pid
 from tests.flows_release.support import SLACK_IDS, click, push_commit, release_environments
 
 from .support import (
@@ -150,7 +150,7 @@ def promotion(lab: LabState, envdir: Path) -> Iterator[Promotion]:
     """A commit that carol released to staging (in-process): production accepts its digests, and
     alice, not its author, may approve it. A production run left unfinished by a failed test is
     cancelled afterwards: it would hold production's release lock until its approval times out."""
-    from flows.release import PromoteRequest, build_promote
+    from greenlight.flows.release import PromoteRequest, build_promote
 
     sha = uuid.uuid4().hex[:10]
     push_commit(lab, sha)

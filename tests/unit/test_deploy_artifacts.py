@@ -30,8 +30,8 @@ RELEASE_SA = "greenlight-flows"
 
 # Which service account each flow runs as on the kubernetes pool (entrypoint -> ServiceAccount in `greenlight`);
 # every entrypoint not named here runs as the release service account.
-SERVICE_ACCOUNT_OF = {"flows/config_backup.py:backup_config": "greenlight-config-backup"}
-CONFIG_BACKUP = "flows/config_backup.py:backup_config"
+CONFIG_BACKUP = "greenlight.flows.config_backup.backup_config"
+SERVICE_ACCOUNT_OF = {CONFIG_BACKUP: "greenlight-config-backup"}
 
 # Namespaces a set's objects may live in without the set creating them first, and why they exist already.
 PREEXISTING_NAMESPACES: dict[str, dict[str, str]] = {

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from flows.backup_verification import BackupNotVerified
-from flows.dr_drill import DrillFailed
 from greenlight.errors import (
     BackupInvalid,
     Conflict,
@@ -21,6 +19,8 @@ from greenlight.errors import (
     TransientError,
     exit_code,
 )
+from greenlight.flows.backup_verification import BackupNotVerified
+from greenlight.flows.dr_drill import DrillFailed
 
 CASES = [
     (InputInvalid("x"), 2),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from greenlight.lab.faults import FaultRegistry, FaultRule
+from greenlight_lab.faults import FaultRegistry, FaultRule
 
 CASES = [
     # rule (target, verb, resource), call (target, verb, resource), matches

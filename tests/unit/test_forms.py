@@ -17,8 +17,8 @@ ENTRYPOINTS = sorted({d["entrypoint"] for d in DEPLOYMENTS})
 
 
 def flow_of(entrypoint: str) -> Any:
-    path, name = entrypoint.split(":")
-    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+    module, name = entrypoint.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 def fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:

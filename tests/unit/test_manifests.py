@@ -6,9 +6,9 @@ import pytest
 
 from greenlight.core.manifests import AppShape, render_bootstrap
 from greenlight.errors import InputInvalid
-from greenlight.settings import REPO_ROOT
+from greenlight.settings import APP_TEMPLATE
 
-TEMPLATE = (REPO_ROOT / "deployments" / "manifests" / "app.yaml").read_text()
+TEMPLATE = APP_TEMPLATE.read_text()
 SHAPE = AppShape(
     "backend", "sma-staging", "backend", "backend-preview", "backend", 8080, "/healthz", 2, "color", 60
 )

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from greenlight.errors import Conflict, InputInvalid, TransientError
-from tasks.policy import retry_transient
+from greenlight.tasks.policy import retry_transient
 
 
 class Failed:

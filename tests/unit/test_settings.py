@@ -9,8 +9,10 @@ import yaml
 
 from greenlight.core.approval import public_key_of
 from greenlight.errors import InputInvalid, ProfileInvalid
-from greenlight.lab.state import LAB_APPROVAL_SIGNING_KEY, LAB_ENVIRONMENTS
-from greenlight.settings import DEFAULT_ENVIRONMENTS, available_environments, load_profile
+from greenlight.settings import REPO_ROOT, available_environments, load_profile
+from greenlight_lab.state import LAB_APPROVAL_SIGNING_KEY, LAB_ENVIRONMENTS
+
+DEFAULT_ENVIRONMENTS = REPO_ROOT / "deployments" / "environments"  # the shipped real profiles
 
 SHIPPED = [(d, n) for d in (DEFAULT_ENVIRONMENTS, LAB_ENVIRONMENTS) for n in ("staging", "production", "dr")]
 

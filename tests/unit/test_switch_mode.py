@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from greenlight.lab.state import LAB_ENVIRONMENTS
 from greenlight.settings import load_profile
-from tasks.kube import effective_switch_mode
+from greenlight.tasks.kube import effective_switch_mode
+from greenlight_lab.state import LAB_ENVIRONMENTS
 
 NEG = {"cloud.google.com/neg": '{"ingress": true}'}
 MODES: list[tuple[str, str, dict[str, str], str]] = [

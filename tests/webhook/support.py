@@ -7,7 +7,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +14,6 @@ import httpx
 from greenlight.errors import TransientError
 from greenlight.webhook.verify import Route, sign
 
-LAB_ENVIRONMENTS = Path(__file__).resolve().parents[2] / "greenlight" / "lab" / "environments"
 SECRET = "it's a secret to everybody"
 REPO = "sma-platform/sma"
 WORKFLOW = "build-images"

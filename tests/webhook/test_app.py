@@ -30,9 +30,9 @@ from greenlight.webhook.app import (
 )
 from greenlight.webhook.dedupe import DeliveryStore
 from greenlight.webhook.verify import Route, sign
+from greenlight_lab.state import LAB_ENVIRONMENTS
 
 from .support import (
-    LAB_ENVIRONMENTS,
     REPO,
     ROUTES,
     RUN_ID,

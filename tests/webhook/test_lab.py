@@ -20,7 +20,6 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ReceivedEvent
 
-from greenlight.lab.state import LabState
 from greenlight.webhook.app import (
     SECRET_BLOCK_ENV,
     SECRET_ENV,
@@ -30,8 +29,9 @@ from greenlight.webhook.app import (
 )
 from greenlight.webhook.dedupe import DeliveryStore
 from greenlight.webhook.verify import EVENT_NAME, RunIdentity
+from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 
-from .support import LAB_ENVIRONMENTS, SECRET, AppClient, delivery, run_payload
+from .support import SECRET, AppClient, delivery, run_payload
 
 pytestmark = pytest.mark.lab
 

@@ -1,4 +1,4 @@
-"""The lab's GitHub stand-in (greenlight.lab.github, used by the demo, the e2e release test and the
+"""The lab's GitHub stand-in (greenlight_lab.github, used by the demo, the e2e release test and the
 fault suite) sends what GitHub sends: its deliveries pass the receiver's filter and name a run."""
 
 from __future__ import annotations
@@ -7,12 +7,13 @@ import json
 import uuid
 from pathlib import Path
 
-from greenlight.lab.github import run_id_for, signed, workflow_run
 from greenlight.webhook.app import SecretSource, create_app, load_routes
 from greenlight.webhook.dedupe import DeliveryStore
 from greenlight.webhook.verify import RunIdentity, decide
+from greenlight_lab.github import run_id_for, signed, workflow_run
+from greenlight_lab.state import LAB_ENVIRONMENTS
 
-from .support import LAB_ENVIRONMENTS, AppClient, RecordingEmitter
+from .support import AppClient, RecordingEmitter
 
 SECRET = "demo-webhook-secret"
 

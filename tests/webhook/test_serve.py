@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from greenlight.webhook.app import SECRET_BLOCK_ENV, SECRET_ENV
+from greenlight_lab.state import LAB_ENVIRONMENTS
 
-from .support import LAB_ENVIRONMENTS, SECRET, delivery
+from .support import SECRET, delivery
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

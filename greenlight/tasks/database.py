@@ -1,0 +1,102 @@
+"""PostgreSQL as tasks: scratch databases, full restores, probes of the restored data.
+
+A scratch database lives on the server ``GREENLIGHT_SCRATCH_DATABASE_URL`` names (a maintenance
+URL, e.g. ``postgresql://user:pass@host:5432/postgres``), is called ``<prefix>_<random>`` and is
+dropped by :func:`drop_scratch_database` (``DROP DATABASE ... WITH (FORCE)``; dropping one that
+is gone is fine). The caller drops it in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import task
+
+from greenlight.clients.postgres import Postgres, RestoreResult, restore
+from greenlight.core.backups import TableProbe, quote_column, quote_table
+from greenlight.errors import InputInvalid, PermanentError
+from greenlight.settings import Probe, SqlProbe
+from greenlight.tasks.policy import FRESH, RETRIES
+
+SCRATCH_URL_ENV = "GREENLIGHT_SCRATCH_DATABASE_URL"
+RESTORE_TIMEOUT_S = 3600.0
+
+
+def scratch_server_url() -> str:
+    """The maintenance URL of the server scratch databases are created on; InputInvalid when unset."""
+    url = os.environ.get(SCRATCH_URL_ENV)
+    if not url:
+        raise InputInvalid(
+            f"{SCRATCH_URL_ENV} is not set: point it at a PostgreSQL server where scratch databases "
+            "may be created (e.g. postgresql://user@host:5432/postgres)"
+        )
+    return url
+
+
+@task(name="create-scratch-database", **FRESH, **RETRIES)
+def create_scratch_database(server_url: str, prefix: str = "gl_verify") -> tuple[str, str]:
+    """Create an empty database ``<prefix>_<8 hex>``; (its name, its URL)."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    return name, Postgres(server_url).create_database(name)
+
+
+@task(name="drop-scratch-database", **FRESH, **RETRIES)
+def drop_scratch_database(server_url: str, name: str) -> None:
+    """Drop the scratch database ``name``, ending its sessions; nothing happens when it is gone."""
+    Postgres(server_url).drop_database(name)
+
+
+@task(name="restore-dump", retries=0, **FRESH)
+def restore_dump(
+    path: Path, target_url: str, jobs: int, timeout_s: float = RESTORE_TIMEOUT_S
+) -> RestoreResult:
+    """Restore the dump at ``path`` (format from its magic bytes) fully into ``target_url``.
+
+    Never retried: a half-done restore is not repeated into the same database. Raises
+    BackupInvalid with the tool's stderr tail when the dump does not restore.
+    """
+    return restore(path, target_url, fmt=None, jobs=jobs, timeout_s=timeout_s)
+
+
+@task(name="probe-tables", **FRESH, **RETRIES)
+def probe_tables(url: str, probes: list[Probe]) -> list[TableProbe]:
+    """For each probed table: whether it exists, its row count and its newest ``timestamp_column`` value."""
+    db = Postgres(url)
+    return [_probe(db, p) for p in probes]
+
+
+def _probe(db: Postgres, probe: Probe) -> TableProbe:
+    if db.scalar("SELECT to_regclass(%s) IS NOT NULL", (probe.table,)) is not True:
+        return TableProbe(probe.table, exists=False, timestamp_column=probe.timestamp_column)
+    table = quote_table(probe.table)
+    try:
+        if probe.timestamp_column:
+            rows = db.query(f"SELECT count(*), max({quote_column(probe.timestamp_column)}) FROM {table}")
+            count, newest = rows[0]
+        else:
+            count, newest = db.scalar(f"SELECT count(*) FROM {table}"), None
+    except PermanentError as e:  # transient errors propagate: the task retries
+        return TableProbe(probe.table, True, timestamp_column=probe.timestamp_column, error=str(e))
+    return TableProbe(probe.table, True, int(count), _utc(newest), probe.timestamp_column)
+
+
+def _utc(value: object) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@task(name="sql-probes", **FRESH, **RETRIES)
+def run_sql_probes(url: str, probes: list[SqlProbe]) -> list[tuple[str, object, str | None]]:
+    """Run each SQL probe in the restored database: (name, its first value, the error if it failed)."""
+    db = Postgres(url)
+    out: list[tuple[str, object, str | None]] = []
+    for p in probes:
+        try:
+            out.append((p.name, db.scalar(p.sql), None))
+        except PermanentError as e:  # transient errors propagate: the task retries
+            out.append((p.name, None, str(e)))
+    return out

@@ -1,0 +1,810 @@
+"""Kubernetes tasks for blue-green releases: read state, deploy a colour, wait, switch, scale.
+
+Every write reads the object first and guards itself with the resourceVersion it read, so a
+concurrent writer (a rollback, a person with kubectl) makes the write fail with Conflict
+instead of being silently overwritten.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from string import Template
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import yaml
+from prefect import task
+from prefect.blocks.system import Secret
+
+from greenlight.clients.kube import Kube
+from greenlight.clients.registry import PASSWORD_ENV as REGISTRY_PASSWORD_ENV
+from greenlight.clients.slack import TOKEN_ENV as SLACK_TOKEN_ENV
+from greenlight.core.images import parse_image_ref
+from greenlight.core.manifests import ANNOTATION_PREFIX, AppShape, render_bootstrap
+from greenlight.core.redact import redact
+from greenlight.core.release import AppState, ColourState
+from greenlight.core.rollout import RolloutAssessment, assess_rollout
+from greenlight.core.switch import (
+    ROLLBACK_OVERLAP,
+    EndpointReadiness,
+    RollbackStep,
+    SwitchMode,
+    SwitchStep,
+    decide_rollback,
+    decide_switch,
+    endpoint_readiness,
+    snapshot_service,
+)
+from greenlight.core.traffic import ArrivalPhase, decide_arrival, decide_drain, shutdown_findings
+from greenlight.errors import Conflict, GateFailed, GreenlightError, InputInvalid, TransientError
+from greenlight.settings import APP_TEMPLATE, App, Profile, manifest_path
+from greenlight.tasks.metrics import request_count
+from greenlight.tasks.policy import FRESH, RETRIES, logger
+
+SWITCHED_AT = ANNOTATION_PREFIX + "switched-at"
+RELEASE_OF = ANNOTATION_PREFIX + "release-id"
+TEMPLATE = APP_TEMPLATE
+CLONED_KINDS = ("horizontalpodautoscalers", "poddisruptionbudgets")
+NEG_ANNOTATION = "cloud.google.com/neg"  # GKE container-native load balancing serves this Service
+OBSERVE_AFTER_S = 1.0  # requests recorded this soon after a move may be the gate's last synthetic ones
+ARRIVAL_POLL_S = 0.25  # a release of many apps polls for each in parallel: keep it light
+SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
+
+
+@contextmanager
+def cluster(profile: Profile) -> Iterator[Kube]:
+    kube = Kube.connect(
+        context=profile.cluster.context,
+        kubeconfig=profile.cluster.kubeconfig,
+        in_cluster=profile.cluster.in_cluster,
+        timeout_s=profile.cluster.request_timeout_s,
+    )
+    try:
+        yield kube
+    finally:
+        kube.close()
+
+
+def deployment_name(app: App, colour: str) -> str:
+    return f"{app.name}-{colour}"
+
+
+def container_digest(dep: dict[str, Any], container: str) -> str | None:
+    for c in (dep.get("spec") or {}).get("template", {}).get("spec", {}).get("containers") or []:
+        if c.get("name") == container:
+            image = str(c.get("image") or "")
+            return image.split("@", 1)[1] if "@" in image else None
+    return None
+
+
+def _colour_state(dep: dict[str, Any] | None, app: App, colour: str) -> ColourState | None:
+    if dep is None:
+        return None
+    st = dep.get("status") or {}
+    return ColourState(
+        colour=colour,
+        digest=container_digest(dep, app.container),
+        replicas=int((dep.get("spec") or {}).get("replicas", 0) or 0),
+        ready=int(st.get("readyReplicas", 0) or 0),
+    )
+
+
+@task(name="read-app-state", **FRESH, **RETRIES)
+def read_app_state(profile: Profile, app_name: str) -> AppState:
+    """The app's live Service and its colours' Deployments, as read from the cluster now."""
+    app = profile.app(app_name)
+    ns = profile.namespace
+    with cluster(profile) as kube:
+        svc = kube.find("services", app.service, ns)
+        deps = {
+            c: _colour_state(kube.find("deployments", deployment_name(app, c), ns), app, c)
+            for c in profile.release.colours
+        }
+    return AppState(
+        name=app.name,
+        service=snapshot_service(svc) if svc else None,
+        deployments={c: s for c, s in deps.items() if s is not None},
+    )
+
+
+def _strip(obj: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    meta = out.setdefault("metadata", {})
+    for f in SERVER_FIELDS:
+        meta.pop(f, None)
+    out.pop("status", None)
+    return out
+
+
+def _recolour(labels: dict[str, str] | None, label: str, colour: str) -> dict[str, str]:
+    return {**(labels or {}), label: colour}
+
+
+def _shape(profile: Profile, app: App) -> AppShape:
+    return AppShape(
+        app=app.name, namespace=profile.namespace, service=app.service, preview_service=app.preview,
+        container=app.container, port=app.port, health_path=app.health_path, replicas=app.replicas,
+        colour_label=profile.release.colour_label, progress_deadline_s=int(profile.release.progress_deadline_s),
+        prestop_s=math.ceil(profile.release.propagation_s) + 2,
+    )  # fmt: skip
+
+
+def colour_deployment(
+    profile: Profile,
+    app: App,
+    source: dict[str, Any] | None,
+    colour: str,
+    other: str,
+    image: str,
+    release_id: str,
+) -> dict[str, Any]:
+    """The target colour's Deployment: the source colour's spec (or the manifests) with the new image and colour."""
+    label = profile.release.colour_label
+    if source is None:
+        docs = render_bootstrap(TEMPLATE.read_text(), _shape(profile, app), colour, other, image)
+        dep = next(d for d in docs if d["kind"] == "Deployment")
+    else:
+        dep = _strip(source)
+        meta = dep["metadata"]
+        meta["name"] = deployment_name(app, colour)
+        meta["labels"] = _recolour(meta.get("labels"), label, colour)
+        spec = dep["spec"]
+        spec["selector"]["matchLabels"] = _recolour(spec["selector"].get("matchLabels"), label, colour)
+        tmpl = spec["template"].setdefault("metadata", {})
+        tmpl["labels"] = _recolour(tmpl.get("labels"), label, colour)
+        found = False
+        for c in spec["template"]["spec"]["containers"]:
+            if c.get("name") == app.container:
+                c["image"] = image
+                found = True
+        if not found:
+            raise InputInvalid(
+                f"Deployment {source['metadata']['name']} has no container '{app.container}' (profile apps.{app.name}.container)"
+            )
+        spec["replicas"] = app.replicas
+        spec.setdefault("progressDeadlineSeconds", int(profile.release.progress_deadline_s))
+    dep["metadata"].setdefault("annotations", {})[RELEASE_OF] = release_id
+    dep["metadata"]["namespace"] = profile.namespace
+    return dep
+
+
+def _clone_companions(kube: Kube, profile: Profile, app: App, source: str, target: str) -> list[str]:
+    """Clone the HPA / PDB of the source colour's Deployment onto the target colour."""
+    ns, label = profile.namespace, profile.release.colour_label
+    src_name, dst_name = deployment_name(app, source), deployment_name(app, target)
+    cloned = []
+    for plural in CLONED_KINDS:
+        obj = kube.find(plural, src_name, ns)
+        if obj is None:
+            continue
+        new = _strip(obj)
+        new["metadata"]["name"] = dst_name
+        spec = new.get("spec") or {}
+        if plural == "horizontalpodautoscalers" and "scaleTargetRef" in spec:
+            spec["scaleTargetRef"]["name"] = dst_name
+        if plural == "poddisruptionbudgets" and "selector" in spec:
+            spec["selector"]["matchLabels"] = _recolour(spec["selector"].get("matchLabels"), label, target)
+        existing = kube.find(plural, dst_name, ns)
+        if existing is None:
+            kube.create(plural, new, ns)
+        else:
+            new["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            kube.replace(plural, dst_name, new, ns)
+        cloned.append(f"{plural}/{dst_name}")
+    return cloned
+
+
+@task(name="deploy-colour", **FRESH, **RETRIES)
+def deploy_colour(
+    profile: Profile, app_name: str, colour: str, source_colour: str | None, digest: str, release_id: str
+) -> dict[str, Any]:
+    """Put ``digest`` on ``colour``: copy the source colour's Deployment (or the manifests), create or replace it."""
+    app = profile.app(app_name)
+    ref = parse_image_ref(app.image_repository).pinned(digest)
+    image = str(ref)
+    other = source_colour or next(c for c in profile.release.colours if c != colour)
+    ns = profile.namespace
+    log = logger()
+    with cluster(profile) as kube:
+        source = kube.find("deployments", deployment_name(app, source_colour), ns) if source_colour else None
+        body = colour_deployment(profile, app, source, colour, other, image, release_id)
+        name = body["metadata"]["name"]
+        existing = kube.find("deployments", name, ns)
+        if existing is None:
+            kube.create("deployments", body, ns)
+            action = "created"
+        else:
+            body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+            kube.replace("deployments", name, body, ns)
+            action = "replaced"
+        companions = _clone_companions(kube, profile, app, source_colour, colour) if source_colour else []
+    log.info(
+        "%s deployment %s/%s with %s%s",
+        action,
+        ns,
+        name,
+        image,
+        f" (+ {', '.join(companions)})" if companions else "",
+    )
+    return {"deployment": name, "image": image, "action": action, "companions": companions}
+
+
+@task(name="wait-rollout", **FRESH)
+def wait_rollout(profile: Profile, app_name: str, colour: str, poll_s: float = 0.5) -> RolloutAssessment:
+    """Wait until the colour's Deployment is available; raise GateFailed at once on a failed rollout
+    (ImagePullBackOff, CrashLoopBackOff, progress deadline), with the reason."""
+    app = profile.app(app_name)
+    name, ns = deployment_name(app, colour), profile.namespace
+    started = time.time()
+    deadline = profile.release.progress_deadline_s
+    with cluster(profile) as kube:
+        while True:
+            try:
+                dep = kube.get("deployments", name, ns)
+                sel = ",".join(f"{k}={v}" for k, v in dep["spec"]["selector"]["matchLabels"].items())
+                pods = kube.items("pods", ns, label_selector=sel)
+            except TransientError as e:
+                if time.time() - started > deadline:
+                    raise TransientError(
+                        f"{app.name}: rollout of {name} unreadable until the progress deadline: {e}"
+                    ) from e
+                logger().warning("reading rollout of %s: %s (will retry)", name, e)
+                time.sleep(poll_s)
+                continue
+            verdict = assess_rollout(dep, pods, time.time(), started, deadline, label=f"{colour}")
+            if verdict.phase == "available":
+                return verdict
+            if verdict.phase == "failed":
+                raise GateFailed(f"{app.name}: rollout of {name} failed: {verdict.reason}")
+            time.sleep(poll_s)
+
+
+@task(name="point-preview", **FRESH, **RETRIES)
+def point_preview(profile: Profile, app_name: str, colour: str) -> str:
+    """Point the app's preview Service at ``colour`` (creating it from the live one if missing)."""
+    app = profile.app(app_name)
+    ns, label = profile.namespace, profile.release.colour_label
+    with cluster(profile) as kube:
+        svc = kube.find("services", app.preview, ns)
+        if svc is None:
+            live = kube.get("services", app.service, ns)
+            body = _strip(live)
+            body["metadata"] = {
+                "name": app.preview,
+                "namespace": ns,
+                "labels": live["metadata"].get("labels") or {},
+            }
+            body["spec"].pop("clusterIP", None)
+            body["spec"].pop("clusterIPs", None)
+            body["spec"]["selector"] = _recolour(body["spec"].get("selector"), label, colour)
+            kube.create("services", body, ns)
+            return f"created preview Service {app.preview} selecting {colour}"
+        if svc["spec"].get("selector", {}).get(label) == colour:
+            return f"preview Service {app.preview} already selects {colour}"
+        kube.patch(
+            "services", app.preview,
+            {"metadata": {"resourceVersion": svc["metadata"]["resourceVersion"]},
+             "spec": {"selector": _recolour(svc["spec"].get("selector"), label, colour)}},
+            ns,
+        )  # fmt: skip
+        return f"preview Service {app.preview} now selects {colour}"
+
+
+def _terminating(pod: dict[str, Any]) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def colour_endpoints(kube: Kube, profile: Profile, app: App, colour: str) -> EndpointReadiness:
+    """Ready pods of the colour, counted as the Service will see them (the Endpoints of its preview).
+
+    Terminating pods (a deletionTimestamp: a scale-down or rollout still shutting them down) are
+    not counted at all: they have left every Service's endpoints and will not come back."""
+    ns, label = profile.namespace, profile.release.colour_label
+    expected = _replicas(kube, profile, app, colour)
+    pods = [
+        p
+        for p in kube.items("pods", ns, label_selector=f"app={app.name},{label}={colour}")
+        if not _terminating(p)
+    ]
+    ready = sum(
+        1 for p in pods
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in (p.get("status") or {}).get("conditions") or [])
+    )  # fmt: skip
+    return EndpointReadiness(ready=ready, not_ready=len(pods) - ready, expected=expected)
+
+
+def effective_switch_mode(profile: Profile, svc: dict[str, Any]) -> SwitchMode:
+    """The profile's ``release.switch_mode``; ``auto`` is overlap behind GKE's container-native load
+    balancing (the Service is annotated ``cloud.google.com/neg``), where endpoints are detached
+    before new ones are attached, and direct elsewhere."""
+    mode = profile.release.switch_mode
+    if mode != "auto":
+        return mode
+    return "overlap" if NEG_ANNOTATION in (svc["metadata"].get("annotations") or {}) else "direct"
+
+
+def live_endpoint_colours(kube: Kube, profile: Profile, app: App) -> dict[str, int]:
+    """The ready addresses of the app's live Service's Endpoints, counted by their pod's colour
+    (read from the pod's name: a colour's pods are named after its Deployment, ``<app>-<colour>-...``,
+    so no pod list is needed; ``""`` for a pod of no colour's Deployment)."""
+    eps = kube.find("endpoints", app.service, profile.namespace) or {}
+    prefixes = {f"{deployment_name(app, c)}-": c for c in profile.release.colours}
+    counts: dict[str, int] = {}
+    seen: set[str] = set()
+    for subset in eps.get("subsets") or []:
+        for address in subset.get("addresses") or []:
+            ref = str((address.get("targetRef") or {}).get("name") or address.get("ip") or "")
+            if ref in seen:
+                continue
+            seen.add(ref)
+            colour = next((c for prefix, c in prefixes.items() if ref.startswith(prefix)), "")
+            counts[colour] = counts.get(colour, 0) + 1
+    return counts
+
+
+def await_arrival(
+    kube: Kube, profile: Profile, app: App, colour: str, phase: ArrivalPhase, since: datetime
+) -> str:
+    """Wait until the live Service's traffic has moved to ``colour`` (see core.traffic.decide_arrival):
+    its Endpoints show the colour, then requests arrive on it in Monitoring or the propagation
+    allowance passes. Returns the reason; GateFailed when the Endpoints never settle."""
+    log = logger()
+    rel = profile.release
+    expected = _replicas(kube, profile, app, colour)
+    deadline = time.monotonic() + rel.settle_timeout_s
+    observe_from = since + timedelta(seconds=OBSERVE_AFTER_S)
+    settled_at: float | None = None
+    monitoring = True
+    while True:
+        by_colour = live_endpoint_colours(kube, profile, app)
+        settled_for = None if settled_at is None else time.monotonic() - settled_at
+        observed = None
+        now = datetime.now(UTC)
+        if settled_for is not None and monitoring and phase == "moved" and now > observe_from:
+            try:
+                observed = request_count(profile, app.name, colour, observe_from, now)
+            except GreenlightError as e:  # no observation: the propagation allowance decides
+                monitoring = False
+                log.warning("%s: cannot watch traffic arrive on %s: %s", app.name, colour, e)
+        arrival = decide_arrival(
+            phase, app.service, colour, expected, by_colour, settled_for, rel.propagation_s, observed
+        )
+        if arrival.done:
+            return arrival.reason
+        if arrival.settled and settled_at is None:
+            settled_at = time.monotonic()
+            continue
+        if not arrival.settled:
+            settled_at = None
+        if time.monotonic() > deadline:
+            raise GateFailed(
+                f"{app.name}: traffic did not move to {colour} within {rel.settle_timeout_s:g} s: {arrival.reason}"
+            )
+        time.sleep(ARRIVAL_POLL_S)
+
+
+@task(name="switch-traffic", **FRESH, **RETRIES)
+def switch_service(
+    profile: Profile,
+    app_name: str,
+    colour: str,
+    release_id: str,
+    digests: dict[str, str],
+    wait_s: float = 30.0,
+    expected_rv: str | None = None,
+    confirm: bool = True,
+    overlap_awaited: bool = False,
+) -> SwitchStep:
+    """Point the app's live Service at ``colour``; with ``confirm``, wait until its traffic has moved.
+
+    Only when every pod of the colour is ready (waits up to ``wait_s``); ``noop`` when already
+    there. Each patch is guarded by the resourceVersion read. In overlap mode (see
+    ``effective_switch_mode``) the selector is first widened to both colours, and narrowed to
+    ``colour`` once the new colour serves. With ``confirm`` (a switch by hand) the whole move is
+    done here and the step returned once the live Endpoints hold the colour and requests arrive
+    on it or the propagation allowance has passed (``await_arrival``); its reason says which.
+    Without it (a release, moving many apps at once) only the next patch is made: ``switch``,
+    ``widen``, or ``narrow`` once the caller has waited for the overlap (``overlap_awaited``; else
+    a ``widen`` step without a patch says the overlap is under way), and the caller waits for
+    the arrivals (``await_traffic``).
+    A Conflict (someone else changed the Service since it was read) is not retried: the release stops.
+    ``expected_rv``: the resourceVersion the release planned with; a Service changed since (a
+    rollback, a person) is a Conflict too, so a release never overrides what happened meanwhile.
+    """
+    app = profile.app(app_name)
+    ns = profile.namespace
+    deadline = time.monotonic() + wait_s
+    widened = ""
+    with cluster(profile) as kube:
+        while True:
+            svc = kube.get("services", app.service, ns)
+            if expected_rv is not None and svc["metadata"]["resourceVersion"] != expected_rv:
+                landed = _own_switch(svc, profile, colour, release_id)
+                if landed is None:
+                    raise Conflict(
+                        f"{app.name}: live Service {app.service} changed since the release planned "
+                        f"(resourceVersion {expected_rv} -> {svc['metadata']['resourceVersion']}; a rollback or a person): not switching"
+                    )
+                if landed.action == "noop":
+                    return landed
+            eps = kube.find("endpoints", app.preview, ns)
+            readiness = (
+                endpoint_readiness(eps, _replicas(kube, profile, app, colour))
+                if eps
+                else colour_endpoints(kube, profile, app, colour)
+            )
+            step = decide_switch(
+                snapshot_service(svc),
+                colour,
+                profile.release.colour_label,
+                readiness,
+                release_id,
+                digests,
+                effective_switch_mode(profile, svc),
+            )
+            if step.action == "wait" and time.monotonic() < deadline:
+                time.sleep(0.3)
+                continue
+            if step.action not in ("switch", "widen", "narrow"):
+                return step
+            assert step.patch is not None
+            if step.action == "narrow" and not widened and not overlap_awaited:
+                # an overlap under way (begun by an earlier attempt or call): the new colour must
+                # serve before the old one is taken out
+                if not confirm:
+                    return replace(step, action="widen", reason=f"overlap to {colour} under way", patch=None)
+                since = datetime.now(UTC)
+                widened = f"overlap found; {await_arrival(kube, profile, app, colour, 'overlap', since)}; "
+                continue  # read the Service again: the wait took a while
+            if step.action != "widen":
+                step.patch["metadata"]["annotations"][SWITCHED_AT] = datetime.now(UTC).isoformat()
+            try:
+                moved_at = datetime.now(UTC)
+                patched = kube.patch("services", app.service, step.patch, ns)
+            except Conflict as e:
+                raise Conflict(
+                    f"{app.name}: live Service {app.service} changed since it was read (a rollback or a person): "
+                    f"not switching ({e})"
+                ) from e
+            if not confirm:
+                return replace(step, patch=None, at=moved_at.timestamp())
+            if step.action == "widen":
+                widened = f"{step.reason}; {await_arrival(kube, profile, app, colour, 'overlap', moved_at)}; "
+                logger().info("%s: %s", app.name, widened)
+                expected_rv = patched["metadata"]["resourceVersion"]
+                continue
+            arrived = await_arrival(kube, profile, app, colour, "moved", moved_at)
+            return replace(step, reason=f"{widened}{step.reason}; {arrived}", at=moved_at.timestamp())
+
+
+@task(name="await-traffic", **FRESH, **RETRIES)
+def await_traffic(profile: Profile, app_name: str, colour: str, phase: ArrivalPhase, since: float) -> str:
+    """Wait until the app's live traffic has moved to ``colour`` (``moved``), or reaches it beside
+    the old colour (``overlap``), since the epoch second ``since``; see ``await_arrival``."""
+    with cluster(profile) as kube:
+        moved_at = datetime.fromtimestamp(since, UTC)
+        return await_arrival(kube, profile, profile.app(app_name), colour, phase, moved_at)
+
+
+def _own_switch(svc: dict[str, Any], profile: Profile, colour: str, release_id: str) -> SwitchStep | None:
+    """A step when the Service's change since the planned resourceVersion is this very release's
+    own: an earlier attempt's patch landed although its answer was lost (a timeout, a dropped
+    connection). ``noop`` when it already selects ``colour`` for the release; ``widen`` (to be
+    continued by narrowing) when it is mid-overlap towards ``colour`` for it; None otherwise."""
+    snap = snapshot_service(svc)
+    label = profile.release.colour_label
+    overlap = snap.overlap
+    if snap.selector.get(label) is None and overlap is not None:
+        if overlap.to_colour == colour and overlap.release_id == release_id:
+            return SwitchStep("widen", f"resuming the overlap switch to {colour}", snap.name, None, colour)
+        return None
+    if snap.selector.get(label) != colour or snap.release_id != release_id:
+        return None
+    return SwitchStep(
+        "noop",
+        f"already on {colour} for {release_id}: an earlier attempt's switch landed",
+        snap.name,
+        colour,
+        colour,
+    )
+
+
+def _replicas(kube: Kube, profile: Profile, app: App, colour: str) -> int:
+    dep = kube.find("deployments", deployment_name(app, colour), profile.namespace)
+    return int((dep or {}).get("spec", {}).get("replicas", 0) or 0)
+
+
+@task(name="scale-colour", **FRESH, **RETRIES)
+def scale_colour(profile: Profile, app_name: str, colour: str, replicas: int) -> str:
+    """Scale a colour's Deployment. Scaling to 0 first deletes the colour's HPA and PDB (an HPA
+    would scale it back up; a PDB of no pods blocks node drains): they go with the colour."""
+    app = profile.app(app_name)
+    name = deployment_name(app, colour)
+    removed: list[str] = []
+    with cluster(profile) as kube:
+        if kube.find("deployments", name, profile.namespace) is None:
+            return f"{name}: no such Deployment"
+        if replicas == 0:
+            removed = [
+                f"{plural}/{name}" for plural in CLONED_KINDS if kube.delete(plural, name, profile.namespace)
+            ]
+        kube.scale(name, profile.namespace, replicas)
+    return f"{name} scaled to {replicas}" + (f" (deleted {', '.join(removed)})" if removed else "")
+
+
+@task(name="rollback-app", **FRESH, **RETRIES)
+def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | None = None) -> RollbackStep:
+    """Return the app's live Service to its recorded previous colour, scaling it up and waiting
+    for readiness first when it was scaled down, then wait until traffic has arrived there.
+
+    Refused when the previous colour no longer runs the previous release's digest (a release
+    deployed onto it). Every step re-reads the cluster, so a retry after a transient error (the
+    task retries those) resumes where the last attempt stopped. Returns the final step (switch,
+    noop or refuse); ``at`` is when the patch that restored traffic was sent."""
+    app = profile.app(app_name)
+    ns, label = profile.namespace, profile.release.colour_label
+    deadline = time.monotonic() + (wait_s if wait_s is not None else profile.release.progress_deadline_s)
+    log = logger()
+    with cluster(profile) as kube:
+        while True:
+            raw = kube.get("services", app.service, ns)
+            live = snapshot_service(raw)
+            prev = live.previous_colour
+            dep = kube.find("deployments", deployment_name(app, prev), ns) if prev else None
+            replicas = int((dep or {}).get("spec", {}).get("replicas", 0) or 0)
+            readiness = colour_endpoints(kube, profile, app, prev) if prev else EndpointReadiness(0, 0, 0)
+            want = max(app.replicas, 1)
+            digest = container_digest(dep, app.container) if dep else None
+            step = decide_rollback(
+                live, label, readiness, replicas, want, app.name, digest, effective_switch_mode(profile, raw)
+            )
+            if step.action == "scale-up-previous":
+                log.info("%s", step.reason)
+                current = live.colour(label)
+                if current and prev:  # its HPA/PDB went when it was scaled down: clone the live colour's back
+                    _clone_companions(kube, profile, app, current, prev)
+                kube.scale(deployment_name(app, prev or ""), ns, step.scale_to or want)
+                continue
+            if step.action == "wait":
+                if time.monotonic() > deadline:
+                    raise GateFailed(f"{app.name}: rollback could not proceed: {step.reason}")
+                time.sleep(0.2)
+                continue
+            if step.action not in ("widen", "switch"):
+                return step
+            assert step.patch is not None and step.to_colour is not None
+            if step.action == "switch" and (
+                live.overlap is None or live.overlap.release_id == ROLLBACK_OVERLAP
+            ):
+                annotations = step.patch["metadata"]["annotations"]
+                annotations[SWITCHED_AT] = datetime.now(UTC).isoformat()
+                annotations[ANNOTATION_PREFIX + "rollback-reason"] = reason[:500]
+            moved_at = datetime.now(UTC)
+            try:
+                kube.patch("services", app.service, step.patch, ns)
+            except Conflict:
+                log.warning("%s: live Service changed during the rollback; re-reading", app.name)
+                continue
+            if step.action == "widen":  # behind a NEG: both colours serve before the bad one leaves
+                overlap = await_arrival(kube, profile, app, step.to_colour, "overlap", moved_at)
+                log.info("%s: %s; %s", app.name, step.reason, overlap)
+                continue
+            arrived = await_arrival(kube, profile, app, step.to_colour, "moved", moved_at)
+            return replace(step, reason=f"{step.reason}; {arrived}", at=moved_at.timestamp())
+
+
+@task(name="read-live", **FRESH, **RETRIES)
+def read_live(profile: Profile) -> dict[str, dict[str, Any]]:
+    """Per app: the live Service's selector colour, annotations, and each colour's replicas and digests."""
+    out: dict[str, dict[str, Any]] = {}
+    ns, label = profile.namespace, profile.release.colour_label
+    with cluster(profile) as kube:
+        for app in profile.apps:
+            svc = kube.find("services", app.service, ns)
+            snap = snapshot_service(svc) if svc else None
+            colours = {}
+            for c in profile.release.colours:
+                state = _colour_state(kube.find("deployments", deployment_name(app, c), ns), app, c)
+                if state is not None:
+                    colours[c] = {"digest": state.digest, "replicas": state.replicas, "ready": state.ready}
+            out[app.name] = {
+                "name": app.name,
+                "image_repository": app.image_repository,
+                "service": app.service,
+                "live_colour": snap.colour(label) if snap else None,
+                "previous_colour": snap.previous_colour if snap else None,
+                "release_id": snap.release_id if snap else None,
+                "digests": snap.digests if snap else {},
+                "switched_at": (snap.annotations.get(SWITCHED_AT) if snap else None),
+                "rolled_back_release": snap.rolled_back_release if snap else None,
+                # mid-switch, the Service selects both colours: neither may be scaled down
+                "overlap": bool(snap and snap.overlap and not snap.selector.get(label)),
+                "colours": colours,
+            }
+    return out
+
+
+@task(name="drain-colour", **FRESH, **RETRIES)
+def drain_colour(profile: Profile, app_name: str, colour: str, switched_at: str | None) -> tuple[bool, str]:
+    """Wait until ``colour`` (out of the live Service since ``switched_at``) can be scaled down
+    without loss: no new connection can reach it any more (the propagation allowance since it
+    left) and it served nothing for a whole window (the gate's interval, read from Monitoring
+    after the ingestion delay), or the profile's ``release.max_drain_s`` has passed. Returns
+    (drained, reason); drained is False when it gave up waiting, which the reason says."""
+    rel, mon = profile.release, profile.monitoring
+    window = profile.gate.interval_s
+    left = datetime.fromisoformat(switched_at) if switched_at else None
+    began = time.monotonic()
+    log = logger()
+    while True:
+        now = datetime.now(UTC)
+        since_left = (now - left).total_seconds() if left else None
+        end = now - timedelta(seconds=mon.ingestion_delay_s)
+        error = None
+        requests: float | None = None
+        try:
+            requests = request_count(profile, app_name, colour, end - timedelta(seconds=window), end)
+        except GreenlightError as e:
+            error = f"Monitoring unavailable: {e}"
+        waited = time.monotonic() - began
+        if error is not None:  # cannot tell whether it still serves: wait, then say so
+            if waited >= rel.max_drain_s:
+                return False, (
+                    f"{colour}: {error}; cannot tell whether it still serves after the maximum "
+                    f"drain wait of {rel.max_drain_s:g} s: scaling down anyway"
+                )
+            log.warning("%s: %s; waiting", app_name, error)
+            time.sleep(0.5)
+            continue
+        drain = decide_drain(colour, since_left, rel.propagation_s, waited, rel.max_drain_s, window, requests)
+        if drain.action == "drained":
+            return True, drain.reason
+        if drain.action == "give-up":
+            return False, drain.reason
+        time.sleep(0.5)
+
+
+@task(name="shutdown-safety", **FRESH, **RETRIES)
+def shutdown_safety(profile: Profile) -> list[str]:
+    """What keeps each app's live colour from joining and leaving Services without loss (no
+    readiness probe, no preStop hook outlasting the propagation, a grace period shorter than it),
+    each naming the field to add; read from the live colour's Deployment (or the bootstrap manifests
+    for an app with none yet)."""
+    out: list[str] = []
+    ns, label = profile.namespace, profile.release.colour_label
+    with cluster(profile) as kube:
+        for app in profile.apps:
+            svc = kube.find("services", app.service, ns)
+            colour = snapshot_service(svc).colour(label) if svc else None
+            dep = kube.find("deployments", deployment_name(app, colour), ns) if colour else None
+            if dep is None:
+                docs = render_bootstrap(
+                    TEMPLATE.read_text(), _shape(profile, app), *profile.release.colours, "image"
+                )
+                dep = next(d for d in docs if d["kind"] == "Deployment")
+            pod_spec = ((dep.get("spec") or {}).get("template") or {}).get("spec") or {}
+            out.extend(shutdown_findings(app.name, pod_spec, app.container, profile.release.propagation_s))
+    return out
+
+
+def render_job(profile: Profile, rid: str, digests: dict[str, str]) -> dict[str, Any]:
+    """The pre-deploy Job of a release from the profile's manifest (placeholders: name, namespace,
+    release_id and image_<app> for each app, pinned by digest)."""
+    assert profile.release.pre_deploy_job is not None
+    path = manifest_path(profile.release.pre_deploy_job, "release.pre_deploy_job")
+    values = {
+        "name": f"greenlight-pre-{rid}"[:63].rstrip("-"),
+        "namespace": profile.namespace,
+        "release_id": rid,
+        **{
+            f"image_{a.name.replace('-', '_')}": str(
+                parse_image_ref(a.image_repository).pinned(digests[a.name])
+            )
+            for a in profile.apps
+        },
+    }
+    try:
+        doc = yaml.safe_load(Template(path.read_text()).substitute(values))
+    except (KeyError, ValueError) as e:
+        raise InputInvalid(f"release.pre_deploy_job {path}: unknown or malformed placeholder {e}") from e
+    if not isinstance(doc, dict) or doc.get("kind") != "Job":
+        raise InputInvalid(f"release.pre_deploy_job {path}: must be one batch/v1 Job")
+    doc.setdefault("metadata", {})["name"] = values["name"]
+    doc["metadata"]["namespace"] = profile.namespace
+    return doc
+
+
+@task(name="pre-deploy-job", **FRESH)
+def run_pre_deploy_job(profile: Profile, rid: str, digests: dict[str, str], poll_s: float = 0.5) -> str:
+    """Run the release's pre-deploy Job (e.g. migrations) to completion before any colour is deployed.
+
+    Idempotent: a rerun of the same release finds the Job it created and waits for it. A failed
+    Job (or one still running at the progress deadline) stops the release with its pods' logs.
+    """
+    body = render_job(profile, rid, digests)
+    name, ns = body["metadata"]["name"], profile.namespace
+    deadline = time.monotonic() + profile.release.progress_deadline_s
+    with cluster(profile) as kube:
+        if kube.find("jobs", name, ns) is None:
+            kube.create("jobs", body, ns)
+        while True:
+            job = kube.get("jobs", name, ns)
+            conds = {
+                c.get("type"): c
+                for c in (job.get("status") or {}).get("conditions") or []
+                if c.get("status") == "True"
+            }
+            if "Complete" in conds:
+                return f"job {name} completed"
+            if "Failed" in conds or time.monotonic() > deadline:
+                why = (
+                    conds["Failed"].get("message") or conds["Failed"].get("reason")
+                    if "Failed" in conds
+                    else "still running at the progress deadline"
+                )
+                # the pods' logs (and the Job's own message) go into the error, Slack, events and
+                # the report: whatever secret a migration printed is masked first
+                raise GateFailed(
+                    redact(
+                        f"pre-deploy job {ns}/{name} failed: {why}; logs:\n{_job_logs(kube, name, ns)}",
+                        _known_secrets(profile),
+                    )
+                )
+            time.sleep(poll_s)
+
+
+def _job_logs(kube: Kube, name: str, ns: str, tail: int = 20) -> str:
+    pods = kube.items("pods", ns, label_selector=f"job-name={name}")
+    chunks = []
+    for p in pods[-3:]:
+        try:
+            chunks.append(
+                f"--- {p['metadata']['name']} ---\n"
+                + kube.pod_log(p["metadata"]["name"], ns, tail_lines=tail).strip()
+            )
+        except Exception as e:  # logs are evidence, not the outcome
+            chunks.append(f"--- {p['metadata']['name']}: logs unavailable: {e}")
+    return "\n".join(chunks) or "(no pods)"
+
+
+# Secrets this process may hold in its environment, masked wherever a Job's logs are quoted
+# (besides every secret of a known shape): the Slack bot token, the GitHub webhook secret
+# (greenlight.webhook.app), Slack's signing secret and the receiver's approval key
+# (greenlight.webhook.slack), the registry
+# password; and the scratch database URL's password (greenlight.tasks.database).
+SECRET_ENVS = (
+    SLACK_TOKEN_ENV,
+    "GREENLIGHT_GITHUB_WEBHOOK_SECRET",
+    "GREENLIGHT_SLACK_SIGNING_SECRET",
+    REGISTRY_PASSWORD_ENV,
+)
+SECRET_URL_ENVS = ("GREENLIGHT_SCRATCH_DATABASE_URL",)
+
+
+def _known_secrets(profile: Profile) -> list[str]:
+    """The secret values this process knows (never shown: only handed to :func:`redact`): those of
+    ``SECRET_ENVS``, the passwords in ``SECRET_URL_ENVS`` and the profile's Slack token block."""
+    values = [os.environ.get(name) or "" for name in SECRET_ENVS]
+    for name in SECRET_URL_ENVS:
+        try:
+            password = urlsplit(os.environ.get(name) or "").password
+        except ValueError:
+            password = None
+        if password:
+            values += [password, unquote(password)]
+    block = profile.slack.token_secret_block if profile.slack is not None else None
+    if block and not os.environ.get(SLACK_TOKEN_ENV):
+        try:
+            values.append(str(Secret.load(block).get()))  # type: ignore[union-attr]  # sync context
+        except Exception as e:  # masking by shape still applies; the failure is what matters here
+            logger().warning(
+                "pre-deploy job: secret block %s not readable for masking (%s)", block, type(e).__name__
+            )
+    return [v for v in values if v]

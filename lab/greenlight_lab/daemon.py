@@ -1,0 +1,328 @@
+"""The lab daemon: one asyncio process hosting every stand-in written by us.
+
+Run as ``python -m greenlight_lab.daemon DIR --gcs-upstream URL [--data-plane MODE]
+[--endpoint-delay-s S] [--scrape-interval-s S] [--ingestion-delay-s S] [--slack-request-url URL]``
+(the Slack stand-in's signing secret comes from ``$GREENLIGHT_LAB_SLACK_SIGNING_SECRET``, never from
+the command line: that is visible in ps). It starts two Kubernetes API servers with their controllers
+(``lab-primary``, ``lab-dr``), the pods and Service proxies they drive (every Service on the
+``--data-plane`` default, ``kube-proxy``, unless its annotations choose another), the OCI registry, the Slack endpoint, the GCS fault front, the gRPC
+Monitoring service (points every ``--scrape-interval-s``, readable ``--ingestion-delay-s`` after
+their scrape) and a small control API, then writes ``DIR/daemon.json`` with their ports.
+SIGTERM stops everything (pods drain) and exits.
+
+The control API: ``GET /status``, ``GET /urls``, ``GET|POST|DELETE /faults``, ``GET /faults/{id}``,
+``GET|POST /images``, ``GET /slack`` (the Slack messages), ``POST /slack/click`` (a person clicks an
+approval button: the Slack stand-in's ``POST /lab/click``, same body and answer), ``GET
+/slack/responses`` (what was posted to response_urls), ``GET|PUT|DELETE /slack/interactivity`` (the
+Request URL and signing secret; DELETE restores the daemon's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from greenlight_lab.catalogue import Behaviour, Catalogue
+from greenlight_lab.faults import FaultRegistry, FaultRule
+from greenlight_lab.front import HttpFaultFront
+from greenlight_lab.kube.cluster import KubeCluster
+from greenlight_lab.metrics import RequestRecorder
+from greenlight_lab.monitoring import MonitoringServer
+from greenlight_lab.pods import PodRuntime
+from greenlight_lab.proxy import DATA_PLANES, DEFAULT_DATA_PLANE, DEFAULT_ENDPOINT_DELAY_S, ServiceProxies
+from greenlight_lab.registry import RegistryStandIn
+from greenlight_lab.slack import SIGNING_SECRET_ENV, SlackStandIn
+from greenlight_lab.state import DEFAULT_INGESTION_DELAY_S, DEFAULT_SCRAPE_INTERVAL_S
+
+log = logging.getLogger("greenlight_lab.daemon")
+CLUSTERS = ("lab-primary", "lab-dr")
+
+
+class Daemon:
+    def __init__(
+        self,
+        directory: Path,
+        gcs_upstream: str,
+        project: str,
+        data_plane: str = DEFAULT_DATA_PLANE,
+        endpoint_delay_s: float = DEFAULT_ENDPOINT_DELAY_S,
+        scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+        ingestion_delay_s: float = DEFAULT_INGESTION_DELAY_S,
+        slack_request_url: str | None = None,
+        slack_signing_secret: str | None = None,
+    ) -> None:
+        self.dir = directory
+        self.faults = FaultRegistry()
+        self.catalogue = Catalogue(directory / "images.json")
+        # the Monitoring stand-in's reset points need the seconds after each series' first request
+        self.recorder = RequestRecorder(keep_first_s=max(60.0, scrape_interval_s + 1))
+        self.pods = PodRuntime(self.catalogue, self.recorder)
+        self.proxies = ServiceProxies(default_mode=data_plane, endpoint_delay_s=endpoint_delay_s)
+        self.clusters = {name: KubeCluster(name, self.faults, self.pods, self.proxies) for name in CLUSTERS}
+        self.registry = RegistryStandIn(self.catalogue, self.faults)
+        self.slack = SlackStandIn(
+            self.faults, request_url=slack_request_url, signing_secret=slack_signing_secret
+        )
+        self.gcs_front = HttpFaultFront(gcs_upstream, self.faults, target="gcs")
+        self.monitoring = MonitoringServer(
+            self.recorder,
+            self.faults,
+            project_id=project,
+            scrape_interval_s=scrape_interval_s,
+            ingestion_delay_s=ingestion_delay_s,
+        )
+        self.ports: dict[str, int] = {}
+        self._control: web.AppRunner | None = None
+
+    async def start(self) -> dict[str, int]:
+        for name, cluster in self.clusters.items():
+            self.ports[f"kube-{name.removeprefix('lab-')}"] = await cluster.start()
+        self.ports["registry"] = await self.registry.start()
+        self.ports["slack"] = await self.slack.start()
+        self.ports["gcs-front"] = await self.gcs_front.start()
+        self.ports["monitoring"] = await asyncio.to_thread(self.monitoring.start)
+        self.ports["control"] = await self._start_control()
+        return self.ports
+
+    async def stop(self) -> None:
+        for step in (
+            *(c.stop() for c in self.clusters.values()),
+            self.pods.close(),
+            self.proxies.close(),
+            self.registry.stop(),
+            self.slack.stop(),
+            self.gcs_front.stop(),
+        ):
+            try:
+                await asyncio.wait_for(step, 15)
+            except Exception as e:  # keep stopping the rest
+                log.warning("stop step failed: %s", e)
+        await asyncio.to_thread(self.monitoring.stop)
+        if self._control:
+            await self._control.cleanup()
+
+    # -- control API ----------------------------------------------------------------------
+    async def _start_control(self) -> int:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/status", self._status),
+                web.get("/urls", self._urls),
+                web.get("/faults", self._faults_list),
+                web.post("/faults", self._faults_add),
+                web.get("/faults/{id}", self._faults_get),
+                web.delete("/faults", self._faults_clear),
+                web.get("/images", self._images_list),
+                web.post("/images", self._images_push),
+                web.get("/slack", self._slack_messages),
+                web.post("/slack/click", self._slack_click),
+                web.get("/slack/responses", self._slack_responses),
+                web.get("/slack/interactivity", self._slack_interactivity_get),
+                web.put("/slack/interactivity", self._slack_interactivity_put),
+                web.delete("/slack/interactivity", self._slack_interactivity_reset),
+            ]
+        )
+        self._control = web.AppRunner(app, access_log=None)
+        await self._control.setup()
+        site = web.TCPSite(self._control, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+    async def _status(self, _: web.Request) -> web.Response:
+        counts = {
+            name: {plural: len(c.store.list(plural)[0]) for plural in ("pods", "deployments", "services")}
+            for name, c in self.clusters.items()
+        }
+        data_plane = {**self.proxies.settings(), "services": self.proxies.describe()}
+        return web.json_response(
+            {
+                "ports": self.ports,
+                "objects": counts,
+                "faults": self.faults.list(),
+                "data_plane": data_plane,
+                "monitoring": self.monitoring.settings(),
+                "slack": self.slack.interactivity(),
+            }
+        )
+
+    async def _urls(self, _: web.Request) -> web.Response:
+        return web.json_response(self.proxies.urls())
+
+    async def _faults_list(self, _: web.Request) -> web.Response:
+        return web.json_response(self.faults.list())
+
+    async def _faults_get(self, request: web.Request) -> web.Response:
+        try:
+            rule = self.faults.get(int(request.match_info["id"]))
+        except ValueError:
+            rule = None
+        if rule is None:
+            return web.json_response({"error": f"no fault rule {request.match_info['id']}"}, status=404)
+        return web.json_response(rule)
+
+    async def _faults_add(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = await request.json()
+        allowed = {"target", "verb", "resource", "mode", "status", "stall_s", "count", "retry_after", "skip"}
+        unknown = set(body) - allowed
+        if unknown or "target" not in body:
+            return web.json_response(
+                {"error": f"need 'target'; unknown fields: {sorted(unknown)}"}, status=400
+            )
+        try:
+            rule = self.faults.add(FaultRule(**body))
+        except (TypeError, ValueError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response(rule.to_dict())
+
+    async def _faults_clear(self, request: web.Request) -> web.Response:
+        return web.json_response({"cleared": self.faults.clear(request.query.get("target"))})
+
+    async def _images_list(self, _: web.Request) -> web.Response:
+        return web.json_response(self.catalogue.list())
+
+    async def _images_push(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = await request.json()
+        ref = body.pop("ref", None)
+        try:
+            behaviour = Behaviour(**body)
+            digest = self.catalogue.push(str(ref), behaviour)
+        except (TypeError, ValueError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response({"ref": ref, "digest": digest, "behaviour": asdict(behaviour)})
+
+    async def _slack_messages(self, _: web.Request) -> web.Response:
+        return web.json_response(self.slack.messages)
+
+    async def _slack_click(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "the body must be a JSON object"}, status=400)
+        status, answer = await self.slack.click(body)
+        return web.json_response(answer, status=status)
+
+    async def _slack_responses(self, _: web.Request) -> web.Response:
+        return web.json_response(self.slack.responses)
+
+    async def _slack_interactivity_get(self, _: web.Request) -> web.Response:
+        return web.json_response(self.slack.interactivity())
+
+    async def _slack_interactivity_put(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        status, answer = self.slack.put_interactivity(body if isinstance(body, dict) else None)
+        return web.json_response(answer, status=status)
+
+    async def _slack_interactivity_reset(self, _: web.Request) -> web.Response:
+        self.slack.reset_interactivity()
+        return web.json_response(self.slack.interactivity())
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+async def _main(
+    directory: Path,
+    gcs_upstream: str,
+    project: str,
+    data_plane: str,
+    endpoint_delay_s: float,
+    scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S,
+    ingestion_delay_s: float = DEFAULT_INGESTION_DELAY_S,
+    slack_request_url: str | None = None,
+    slack_signing_secret: str | None = None,
+) -> None:
+    daemon = Daemon(
+        directory,
+        gcs_upstream,
+        project,
+        data_plane,
+        endpoint_delay_s,
+        scrape_interval_s,
+        ingestion_delay_s,
+        slack_request_url=slack_request_url,
+        slack_signing_secret=slack_signing_secret,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        ports = await daemon.start()
+        out = directory / "daemon.json"
+        tmp = out.with_suffix(".tmp")
+        settings = {
+            "data_plane": data_plane,
+            "endpoint_delay_s": endpoint_delay_s,
+            **daemon.monitoring.settings(),
+            "slack_request_url": slack_request_url,
+        }
+        tmp.write_text(json.dumps({"pid": os.getpid(), "ports": ports, **settings}))
+        tmp.replace(out)
+        log.info("lab daemon ready: %s", ports)
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await daemon.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="greenlight_lab.daemon")
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--gcs-upstream", required=True)
+    parser.add_argument("--project", default="lab-project")
+    parser.add_argument("--data-plane", choices=DATA_PLANES, default=DEFAULT_DATA_PLANE)
+    parser.add_argument("--endpoint-delay-s", type=float, default=DEFAULT_ENDPOINT_DELAY_S)
+    parser.add_argument("--scrape-interval-s", type=float, default=DEFAULT_SCRAPE_INTERVAL_S)
+    parser.add_argument("--ingestion-delay-s", type=float, default=DEFAULT_INGESTION_DELAY_S)
+    parser.add_argument(
+        "--slack-request-url",
+        help="the Slack app's interactivity Request URL: where the stand-in POSTs clicks "
+        f"(signing secret: ${SIGNING_SECRET_ENV})",
+    )
+    args = parser.parse_args()
+    if not args.endpoint_delay_s >= 0:
+        parser.error("--endpoint-delay-s must be >= 0")
+    if not 0 < args.scrape_interval_s < float("inf"):
+        parser.error("--scrape-interval-s must be > 0")
+    if not 0 <= args.ingestion_delay_s < float("inf"):
+        parser.error("--ingestion-delay-s must be >= 0")
+    if args.slack_request_url is not None and urlsplit(args.slack_request_url).scheme not in (
+        "http",
+        "https",
+    ):
+        parser.error("--slack-request-url must be an http(s) URL")
+    signing_secret = os.environ.get(SIGNING_SECRET_ENV) or None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(
+        _main(
+            args.dir,
+            args.gcs_upstream,
+            args.project,
+            args.data_plane,
+            args.endpoint_delay_s,
+            args.scrape_interval_s,
+            args.ingestion_delay_s,
+            args.slack_request_url,
+            signing_secret,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

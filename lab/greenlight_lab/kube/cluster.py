@@ -1,0 +1,71 @@
+"""One lab Kubernetes cluster: object store + REST API + controllers, in the daemon's loop.
+
+    cluster = KubeCluster("lab-primary", faults, pods, proxies)
+    port = await cluster.start()          # http://127.0.0.1:<port>, namespaces default + kube-system
+    ...
+    await cluster.stop()                  # pods stopped, proxies removed, server closed
+
+Faults are looked up under the target ``kube-<name without "lab-">`` (``kube-primary``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.kube.api import KubeApi
+from greenlight_lab.kube.controller import Controller
+from greenlight_lab.kube.store import Store
+
+if TYPE_CHECKING:
+    from greenlight_lab.kube.controller import PodRuntimeLike as PodRuntime
+    from greenlight_lab.kube.controller import ServiceProxiesLike as ServiceProxies
+
+
+class KubeCluster:
+    """A Kubernetes API stand-in with its controller; ``store`` is usable directly in-process."""
+
+    def __init__(self, name: str, faults: FaultRegistry, pods: PodRuntime, proxies: ServiceProxies) -> None:
+        self.name = name
+        self.fault_target = f"kube-{name.removeprefix('lab-')}"
+        self.store = Store(name)
+        self.controller = Controller(name, self.store, pods, proxies)
+        self.api = KubeApi(
+            self.store,
+            faults,
+            self.fault_target,
+            name,
+            pod_status=pods.status,
+            proxy_url=proxies.url,
+            ready_endpoints=self.controller.ready_endpoints,
+        )
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Create the system namespaces, start the controller and serve; returns the bound port."""
+        for ns in ("default", "kube-system"):
+            if self.store.find("namespaces", None, ns) is None:
+                self.store.create("namespaces", {"metadata": {"name": ns}})
+        self.controller.start()
+        self._runner = web.AppRunner(self.api.app, shutdown_timeout=2.0, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>`` once started."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        """End open watches, stop the controller (its pods and proxies) and close the server."""
+        self.store.close_watchers()
+        await self.controller.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
