@@ -7,11 +7,12 @@ import pytest
 from greenlight.core.gate import Check, GateVerdict, IntervalVerdict, Sample, SmokeResult
 from greenlight.errors import InputInvalid
 from greenlight.flows.health_gate import render_gate_markdown, verdict_dict
-from greenlight.settings import REPO_ROOT, Profile, load_profile
+from greenlight.settings import Profile, load_profile
 from greenlight.tasks.metrics import gate_config, request_filters
 from greenlight.tasks.probes import service_for
+from greenlight_lab.state import LAB_ENVIRONMENTS
 
-LAB_PROFILES = REPO_ROOT / "greenlight" / "lab" / "environments"
+LAB_PROFILES = LAB_ENVIRONMENTS
 REQUESTS = 'metric.type="prometheus.googleapis.com/http_requests_total/counter"'
 LATENCY = 'metric.type="prometheus.googleapis.com/http_request_duration_seconds/histogram"'
 

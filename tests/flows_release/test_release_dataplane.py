@@ -15,7 +15,7 @@ from greenlight.flows.release import PromoteRequest, build_promote
 from greenlight.flows.rollback import rollback
 from greenlight_lab.state import LabState
 
-from .support import Load, live, profile, push_commit
+from .support import Load, live, profile, push_commit, wait_release_lock_free
 
 pytestmark = pytest.mark.lab
 NS = "rel-staging"
@@ -46,6 +46,9 @@ def test_promote_cleanup_promote_rollback_cleanup_under_kept_alive_load_loses_no
         )
         assert live(kube, profile("staging"))["backend"]["live_colour"] == other(start)
 
+        # cleanup rightly skips while anything holds the release lock; seen held for 2 s past the
+        # release's return on a loaded machine
+        wait_release_lock_free("staging")
         swept = cleanup("staging", now=True)
         backend_line = next(line for line in swept["scaled_down"] if line.startswith(f"backend-{start}"))
         # the caller's connections stay on the old colour's pods: it never goes quiet, and the
@@ -68,6 +71,7 @@ def test_promote_cleanup_promote_rollback_cleanup_under_kept_alive_load_loses_no
         }
         assert live(kube, profile("staging"))["backend"]["live_colour"] == other(start)
 
+        wait_release_lock_free("staging")
         cleanup("staging", now=True)
         assert replicas(kube, "backend", start) == 0 and replicas(kube, "frontend", start) == 0
     report = load.report
