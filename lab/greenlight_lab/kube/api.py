@@ -38,6 +38,7 @@ from aiohttp import web
 
 from greenlight_lab.faults import FaultRegistry
 from greenlight_lab.kube import patch as patches
+from greenlight_lab.kube import rbac
 from greenlight_lab.kube.store import (
     RESOURCES,
     ApiError,
@@ -46,9 +47,18 @@ from greenlight_lab.kube.store import (
     ResourceType,
     Store,
     bad_request,
+    invalid,
     not_found,
+    now_rfc3339,
     selector_from_label_selector,
     selector_to_string,
+)
+from greenlight_lab.kube.tokens import (
+    AUDIENCE,
+    DEFAULT_EXPIRATION_S,
+    MAX_EXPIRATION_S,
+    MIN_EXPIRATION_S,
+    TokenIssuer,
 )
 
 log = logging.getLogger(__name__)
@@ -64,7 +74,6 @@ SERVER_VERSION = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
-VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 PATCH_TYPES = {
     "application/merge-patch+json": patches.merge_patch,
     "application/json-patch+json": patches.json_patch,
@@ -86,6 +95,7 @@ HOP_HEADERS = frozenset(
     }
 )
 WATCH_DEFAULT_TIMEOUT_S = 1800.0
+USER_KEY = web.RequestKey("user", rbac.UserInfo)  # who the request acts as, once authenticated
 # Kinds whose DELETE answers the deleted object (as the real API server does); others a Status.
 DELETE_RETURNS_OBJECT = frozenset({"pods", "services", "serviceaccounts"})
 
@@ -117,7 +127,7 @@ def resource_list(group: str, version: str) -> Obj:
             "singularName": rt.singular,
             "namespaced": rt.namespaced,
             "kind": rt.kind,
-            "verbs": VERBS,
+            "verbs": list(rt.verbs),
         }
         if rt.short_names:
             entry["shortNames"] = list(rt.short_names)
@@ -157,6 +167,17 @@ def resource_list(group: str, version: str) -> Obj:
                 "namespaced": True,
                 "kind": "ServiceProxyOptions",
                 "verbs": ["create", "delete", "get", "patch", "update"],
+            }
+        )
+        entries.append(
+            {
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": True,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
             }
         )
     return {
@@ -203,7 +224,9 @@ def parse_target(path: str) -> Target | None:
     name = rest[1] if len(rest) > 1 else None
     sub = rest[2] if len(rest) > 2 else None
     subpath = "/".join(rest[3:])
-    if sub is not None and sub not in ("status", "scale", "log", "proxy"):
+    if sub is not None and sub not in ("status", "scale", "log", "proxy", "token"):
+        return None
+    if sub == "token" and rt.plural != "serviceaccounts":
         return None
     return Target(rt, namespace, name, sub, subpath)
 
@@ -360,6 +383,7 @@ class KubeApi:
         self._proxy_url = proxy_url  # the Service's lab proxy; the proxy subresource bypasses it
         self._ready_endpoints = ready_endpoints
         self._session: aiohttp.ClientSession | None = None
+        self.tokens = TokenIssuer(cluster)
         self.app = web.Application(client_max_size=64 * 1024 * 1024)
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
         self.app.on_cleanup.append(self._close_session)
@@ -371,7 +395,18 @@ class KubeApi:
     # -- dispatch --
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Route one request: discovery, or a resource call behind the fault check."""
+        """Route one request: authenticate, authorize, then discovery, or a resource call behind
+        the fault check."""
+        user = self.tokens.authenticate(request.headers.get("Authorization"), self._service_account_uid)
+        if user is None:
+            return _error(ApiError(401, "Unauthorized", "Unauthorized"))
+        attrs = rbac.request_attributes(request.method, request.path, request.query)
+        if not user.privileged:
+            decision = self.authorize(user, attrs)
+            if not decision.allowed:
+                message, details = rbac.forbidden(user, attrs, decision.reason)
+                return _error(ApiError(403, message, "Forbidden", details))
+        request[USER_KEY] = user
         path = request.path.rstrip("/") or "/"
         discovery = self._discovery(path)
         if discovery is not None:
@@ -425,8 +460,43 @@ class KubeApi:
             return resource_list(parts[1], parts[2])
         return None
 
+    # -- identities --
+
+    def _service_account_uid(self, namespace: str, name: str) -> str | None:
+        sa = self.store.find("serviceaccounts", namespace, name)
+        return None if sa is None else str(sa["metadata"]["uid"])
+
+    def policy(self, namespace: str) -> rbac.Policy:
+        """A snapshot of the stored RBAC objects that can matter in ``namespace``."""
+        return rbac.Policy(
+            cluster_roles={o["metadata"]["name"]: o for o in self.store.iter("clusterroles")},
+            roles=(
+                {(namespace, o["metadata"]["name"]): o for o in self.store.iter("roles", namespace)}
+                if namespace
+                else {}
+            ),
+            cluster_role_bindings=list(self.store.iter("clusterrolebindings")),
+            role_bindings=list(self.store.iter("rolebindings", namespace)) if namespace else [],
+        )
+
+    def authorize(self, user: rbac.UserInfo, attrs: rbac.Attributes) -> rbac.Decision:
+        """Kubernetes RBAC over the cluster's stored roles and bindings."""
+        return rbac.authorize(user, attrs, self.policy(attrs.namespace))
+
     async def _dispatch(self, request: web.Request, target: Target, verb: str) -> web.StreamResponse:
         sub = target.subresource
+        if not target.rt.stored:
+            if verb != "create":
+                raise ApiError(
+                    405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
+                )
+            return await self._review(request, target)
+        if sub == "token":
+            if verb != "create":
+                raise ApiError(
+                    405, "the server does not allow this method on the requested resource", "MethodNotAllowed"
+                )
+            return await self._token_request(request, target)
         if sub == "proxy":
             return await self._proxy(request, target)
         if sub == "log":
@@ -728,3 +798,159 @@ class KubeApi:
             raise ApiError(
                 503, f'error trying to reach service "{name}": {type(e).__name__}: {e}', "ServiceUnavailable"
             ) from e
+
+    # -- reviews and tokens --
+
+    async def _review(self, request: web.Request, target: Target) -> web.Response:
+        """SelfSubjectAccessReview, SubjectAccessReview, LocalSubjectAccessReview,
+        SelfSubjectRulesReview and SelfSubjectReview: answered from RBAC, never stored."""
+        rt = target.rt
+        body = await self._body(request)
+        self._check_kind(rt, body)
+        user = request[USER_KEY]
+        spec = body.get("spec") or {}
+        out: Obj = {
+            "kind": rt.kind,
+            "apiVersion": rt.api_version,
+            "metadata": {**(body.get("metadata") or {}), "creationTimestamp": None},
+        }
+        if rt.plural == "selfsubjectreviews":
+            out["status"] = {"userInfo": user.to_user_info()}
+            return _json(out, 201)
+        if rt.plural == "selfsubjectrulesreviews":
+            namespace = spec.get("namespace") or ""
+            if not namespace:
+                raise invalid(rt, "", [("spec.namespace", "FieldValueRequired", "Required value")])
+            rules, errors = rbac.rules_for(user, namespace, self.policy(namespace))
+            out["spec"] = spec
+            out["status"] = {
+                "resourceRules": [
+                    {k: r[k] for k in ("verbs", "apiGroups", "resources", "resourceNames") if r.get(k)}
+                    for r in rules
+                    if not r.get("nonResourceURLs")
+                ],
+                "nonResourceRules": [
+                    {"verbs": r["verbs"], "nonResourceURLs": r["nonResourceURLs"]}
+                    for r in rules
+                    if r.get("nonResourceURLs")
+                ],
+                "incomplete": bool(errors),
+            }
+            if errors:
+                out["status"]["evaluationError"] = "; ".join(errors)
+            return _json(out, 201)
+        has_resource = spec.get("resourceAttributes") is not None
+        if has_resource == (spec.get("nonResourceAttributes") is not None):
+            raise invalid(
+                rt,
+                "",
+                [
+                    (
+                        "spec.resourceAttributes",
+                        "FieldValueInvalid",
+                        "Invalid value: exactly one of nonResourceAttributes or resourceAttributes must be "
+                        "specified",
+                    )
+                ],
+            )
+        attrs = rbac.attributes_from_review(spec)
+        if rt.plural == "localsubjectaccessreviews":
+            if attrs.namespace != (target.namespace or ""):
+                raise invalid(
+                    rt,
+                    "",
+                    [
+                        (
+                            "spec.resourceAttributes.namespace",
+                            "FieldValueInvalid",
+                            f'Invalid value: "{attrs.namespace}": must match metadata.namespace',
+                        )
+                    ],
+                )
+            out["metadata"]["namespace"] = target.namespace
+        if rt.plural in ("subjectaccessreviews", "localsubjectaccessreviews"):
+            if not spec.get("user") and not spec.get("groups"):
+                raise invalid(
+                    rt,
+                    "",
+                    [
+                        (
+                            "spec.user",
+                            "FieldValueInvalid",
+                            "Invalid value: at least one of user or group must be specified",
+                        )
+                    ],
+                )
+            subject = rbac.UserInfo(
+                str(spec.get("user") or ""), tuple(spec.get("groups") or ()), str(spec.get("uid") or "")
+            )
+        else:
+            subject = user
+        decision = self.authorize(subject, attrs)
+        out["spec"] = spec
+        status: Obj = {"allowed": decision.allowed}
+        if decision.reason:
+            status["reason"] = decision.reason
+        if decision.errors:
+            status["evaluationError"] = "; ".join(decision.errors)
+        out["status"] = status
+        return _json(out, 201)
+
+    async def _token_request(self, request: web.Request, target: Target) -> web.Response:
+        """TokenRequest on ``serviceaccounts/<name>/token``: a bound token for the ServiceAccount."""
+        ns, name = target.namespace or "", target.name or ""
+        body = await self._body(request)
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
+        kind = body.get("kind")
+        if kind and kind != "TokenRequest":
+            raise bad_request(
+                f"the kind of the object ({kind}) does not match the URL (serviceaccounts/token)"
+            )
+        sa = self.store.get("serviceaccounts", ns, name, copy=False)
+        spec = dict(body.get("spec") or {})
+        expiration = spec.get("expirationSeconds")
+        if expiration is None:
+            expiration = DEFAULT_EXPIRATION_S
+        token_rt = ResourceType("tokenrequests", "tokenrequest", "TokenRequest", "authentication.k8s.io")
+        if not isinstance(expiration, int) or expiration < MIN_EXPIRATION_S:
+            raise invalid(
+                token_rt,
+                name,
+                [
+                    (
+                        "spec.expirationSeconds",
+                        "FieldValueInvalid",
+                        f"Invalid value: {expiration!r}: may not specify a duration less than 10 minutes",
+                    )
+                ],
+            )
+        if expiration > MAX_EXPIRATION_S:
+            raise invalid(
+                token_rt,
+                name,
+                [
+                    (
+                        "spec.expirationSeconds",
+                        "FieldValueTooLong",
+                        f"Invalid value: {expiration}: may not specify a duration larger than 2^32 seconds",
+                    )
+                ],
+            )
+        audiences = tuple(spec.get("audiences") or (AUDIENCE,))
+        issued = self.tokens.issue(ns, name, str(sa["metadata"]["uid"]), expiration, audiences)
+        spec.update({"audiences": list(audiences), "expirationSeconds": expiration})
+        spec.setdefault("boundObjectRef", None)
+        return _json(
+            {
+                "kind": "TokenRequest",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": name, "namespace": ns, "creationTimestamp": None},
+                "spec": spec,
+                "status": {
+                    "token": issued.token,
+                    "expirationTimestamp": now_rfc3339(issued.expires_at - time.time()),
+                },
+            },
+            201,
+        )

@@ -1,7 +1,8 @@
 """One lab Kubernetes cluster: object store + REST API + controllers, in the daemon's loop.
 
     cluster = KubeCluster("lab-primary", faults, pods, proxies)
-    port = await cluster.start()          # http://127.0.0.1:<port>, namespaces default + kube-system
+    port = await cluster.start()          # http://127.0.0.1:<port>, namespaces default + kube-system,
+                                          # the default RBAC policy (rbac.BOOTSTRAP_*)
     ...
     await cluster.stop()                  # pods stopped, proxies removed, server closed
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.kube import rbac
 from greenlight_lab.kube.api import KubeApi
 from greenlight_lab.kube.controller import Controller
 from greenlight_lab.kube.store import Store
@@ -45,10 +47,18 @@ class KubeCluster:
         self.port: int | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Create the system namespaces, start the controller and serve; returns the bound port."""
+        """Create the system namespaces and the default RBAC policy, start the controller and
+        serve; returns the bound port."""
         for ns in ("default", "kube-system"):
             if self.store.find("namespaces", None, ns) is None:
                 self.store.create("namespaces", {"metadata": {"name": ns}})
+        for plural, objs in (
+            ("clusterroles", rbac.BOOTSTRAP_CLUSTER_ROLES),
+            ("clusterrolebindings", rbac.BOOTSTRAP_CLUSTER_ROLE_BINDINGS),
+        ):
+            for obj in objs:
+                if self.store.find(plural, None, obj["metadata"]["name"]) is None:
+                    self.store.create(plural, obj)
         self.controller.start()
         self._runner = web.AppRunner(self.api.app, shutdown_timeout=2.0, access_log=None)
         await self._runner.setup()

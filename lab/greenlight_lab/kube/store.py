@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from greenlight_lab.kube import rbac
+
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
@@ -61,6 +63,8 @@ class ResourceType:
     status: bool = False
     scale: bool = False
     categories: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ("create", "delete", "get", "list", "patch", "update", "watch")
+    stored: bool = True  # False: a review or request the API answers and forgets (create only)
 
     @property
     def api_version(self) -> str:
@@ -131,6 +135,37 @@ RESOURCES: dict[str, ResourceType] = {
         ),
         ResourceType(
             "ingresses", "ingress", "Ingress", "networking.k8s.io", short_names=("ing",), status=True
+        ),
+        ResourceType(
+            "persistentvolumeclaims",
+            "persistentvolumeclaim",
+            "PersistentVolumeClaim",
+            short_names=("pvc",),
+            status=True,
+        ),
+        ResourceType("roles", "role", "Role", rbac.GROUP),
+        ResourceType("rolebindings", "rolebinding", "RoleBinding", rbac.GROUP),
+        ResourceType("clusterroles", "clusterrole", "ClusterRole", rbac.GROUP, namespaced=False),
+        ResourceType(
+            "clusterrolebindings", "clusterrolebinding", "ClusterRoleBinding", rbac.GROUP, namespaced=False
+        ),
+        *(
+            ResourceType(
+                plural,
+                plural[:-1],
+                kind,
+                group,
+                namespaced=namespaced,
+                verbs=("create",),
+                stored=False,
+            )
+            for plural, kind, group, namespaced in (
+                ("selfsubjectaccessreviews", "SelfSubjectAccessReview", "authorization.k8s.io", False),
+                ("selfsubjectrulesreviews", "SelfSubjectRulesReview", "authorization.k8s.io", False),
+                ("subjectaccessreviews", "SubjectAccessReview", "authorization.k8s.io", False),
+                ("localsubjectaccessreviews", "LocalSubjectAccessReview", "authorization.k8s.io", True),
+                ("selfsubjectreviews", "SelfSubjectReview", "authentication.k8s.io", False),
+            )
         ),
     )
 }
@@ -497,10 +532,16 @@ class _WatchIndex:
 _LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_NAMED = frozenset({"namespaces", "services"})
+PATH_SEGMENT_NAMED = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
 
 
 def name_problem(plural: str, name: str) -> str | None:
-    """Why ``name`` is not a valid object name for ``plural`` (DNS-1123), or None."""
+    """Why ``name`` is not a valid object name for ``plural`` (DNS-1123; RBAC objects only need
+    to be a path segment, so ``system:discovery`` is a name), or None."""
+    if plural in PATH_SEGMENT_NAMED:
+        if name in (".", "..") or "/" in name or "%" in name:
+            return f"Invalid value: \"{name}\": may not contain '/' or '%' and may not be '.' or '..'"
+        return None
     if plural in LABEL_NAMED:
         if len(name) > 63 or not _LABEL_RE.match(name):
             return (
@@ -699,11 +740,61 @@ def _default_secret(obj: Obj, old: Obj | None) -> None:
     obj.setdefault("type", "Opaque")
 
 
+PVC_ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
+
+
+def _validate_pvc(obj: Obj) -> list[tuple[str, str, str]]:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        spec = {}
+    out = []
+    modes = spec.get("accessModes") or []
+    if not modes:
+        out.append(
+            ("spec.accessModes", "FieldValueRequired", "Required value: at least 1 access mode is required")
+        )
+    for mode in modes:
+        if mode not in PVC_ACCESS_MODES:
+            supported = ", ".join(f'"{m}"' for m in PVC_ACCESS_MODES)
+            out.append(
+                (
+                    "spec.accessModes",
+                    "FieldValueNotSupported",
+                    f'Unsupported value: "{mode}": supported values: {supported}',
+                )
+            )
+    storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+    if storage in (None, ""):
+        out.append(("spec.resources[storage]", "FieldValueRequired", "Required value"))
+    return out
+
+
+def _default_pvc(obj: Obj, old: Obj | None) -> None:
+    """volumeMode Filesystem; a new claim is Bound at once to a volume named after its uid (the
+    lab has one always-ready provisioner, so there is no Pending phase)."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("volumeMode", "Filesystem")
+    spec.setdefault("storageClassName", "standard")
+    if old is not None:
+        if (old.get("spec") or {}).get("volumeName"):
+            spec.setdefault("volumeName", old["spec"]["volumeName"])
+    else:
+        spec.setdefault("volumeName", f"pvc-{obj['metadata']['uid']}")
+        obj["status"] = {
+            "phase": "Bound",
+            "accessModes": list(spec.get("accessModes") or []),
+            "capacity": {"storage": ((spec.get("resources") or {}).get("requests") or {}).get("storage")},
+        }
+
+
 VALIDATORS: dict[str, Callable[[Obj], list[tuple[str, str, str]]]] = {
     "deployments": _validate_deployment,
     "services": _validate_service,
     "jobs": _validate_job,
     "pods": _validate_pod,
+    "persistentvolumeclaims": _validate_pvc,
+    "roles": lambda o: rbac.validate_role(o, namespaced=True),
+    "clusterroles": lambda o: rbac.validate_role(o, namespaced=False),
 }
 
 
@@ -1079,11 +1170,17 @@ class Store:
             "namespaces": _default_namespace,
             "secrets": _default_secret,
             "services": self._default_service,
+            "persistentvolumeclaims": _default_pvc,
+            "rolebindings": lambda o, _old: rbac.default_binding(o),
+            "clusterrolebindings": lambda o, _old: rbac.default_binding(o),
         }.get(rt.plural)
         if defaulter is not None:
             defaulter(obj, old)
         validator = VALIDATORS.get(rt.plural)
-        if validator is not None and (problems := validator(obj)):
+        problems = validator(obj) if validator is not None else []
+        if rt.plural in ("rolebindings", "clusterrolebindings"):
+            problems = rbac.validate_binding(obj, rt.namespaced, old)
+        if problems:
             raise invalid(rt, obj["metadata"]["name"], problems)
 
     def _default_service(self, obj: Obj, old: Obj | None) -> None:
