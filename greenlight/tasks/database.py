@@ -22,6 +22,7 @@ from greenlight.settings import Probe, SqlProbe
 from greenlight.tasks.policy import FRESH, RETRIES
 
 SCRATCH_URL_ENV = "GREENLIGHT_SCRATCH_DATABASE_URL"
+SCRATCH_URL_BLOCK = "greenlight-scratch-database-url"  # a Prefect Secret block; the variable wins
 RESTORE_TIMEOUT_S = 3600.0
 
 
