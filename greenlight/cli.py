@@ -14,6 +14,7 @@ from types import ModuleType
 
 from greenlight.commands import backups as backup_commands
 from greenlight.commands import deployments as deployment_commands
+from greenlight.commands import doctor as doctor_commands
 from greenlight.commands import drill as drill_commands
 from greenlight.commands import failed
 from greenlight.commands import release as release_commands
@@ -83,6 +84,7 @@ def build_parser(mounted: dict[str, ModuleType] | None = None) -> argparse.Argum
     drill_commands.register(sub)
     deployment_commands.register(sub)
     webhook_commands.register(sub)
+    doctor_commands.register(sub)
     # The product's help names the product's commands only; a plugin's commands still parse.
     sub.metavar = "{" + ",".join(sub.choices) + "}"
     product = set(sub.choices)
@@ -100,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "profile":
             return _run_profile(args)
+        if args.command in doctor_commands.COMMANDS:
+            return doctor_commands.run(args)
         if args.command in webhook_commands.COMMANDS:
             return webhook_commands.run(args)
         if args.command in deployment_commands.COMMANDS:

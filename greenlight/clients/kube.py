@@ -271,6 +271,29 @@ class Kube:
         except Exception as e:
             raise translate(e, self._what("pods", namespace, name) + " log") from e
 
+    def can_i(
+        self, verb: str, resource: str, namespace: str | None = None, group: str = "", subresource: str = ""
+    ) -> tuple[bool, str]:
+        """Whether these credentials may ``verb`` ``resource`` (SelfSubjectAccessReview): (allowed,
+        the authorizer's reason or evaluation error)."""
+        api = client.AuthorizationV1Api(self.api_client)
+        attributes = {"verb": verb, "resource": resource, "group": group}
+        if subresource:
+            attributes["subresource"] = subresource
+        if namespace:
+            attributes["namespace"] = namespace
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        what = (
+            f"can-i {verb} {resource}{'/' + subresource if subresource else ''} in {namespace or 'cluster'}"
+        )
+        review = self._call(what, api.create_self_subject_access_review, body) or {}
+        status = review.get("status") or {}
+        return bool(status.get("allowed")), str(status.get("reason") or status.get("evaluationError") or "")
+
     def service_proxy_get(
         self, name: str, namespace: str, path: str, port: str | None = None, timeout_s: float | None = None
     ) -> tuple[int, bytes]:

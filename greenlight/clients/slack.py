@@ -129,6 +129,11 @@ class Notifier:
             args["blocks"] = blocks
         self._call("chat.update", lambda client: client.chat_update(**args))
 
+    def auth_test(self) -> dict[str, Any] | None:
+        """Who the token is (``auth.test``: team, user, bot_id); None when disabled. Raises
+        Forbidden when the token is refused."""
+        return self._call("auth.test", lambda client: client.auth_test())
+
     def safe_post(
         self, text: str, blocks: list[dict[str, Any]] | None = None, thread_ts: str | None = None
     ) -> str | None:
