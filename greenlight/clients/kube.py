@@ -272,7 +272,13 @@ class Kube:
             raise translate(e, self._what("pods", namespace, name) + " log") from e
 
     def can_i(
-        self, verb: str, resource: str, namespace: str | None = None, group: str = "", subresource: str = ""
+        self,
+        verb: str,
+        resource: str,
+        namespace: str | None = None,
+        group: str = "",
+        subresource: str = "",
+        name: str | None = None,
     ) -> tuple[bool, str]:
         """Whether these credentials may ``verb`` ``resource`` (SelfSubjectAccessReview): (allowed,
         the authorizer's reason or evaluation error)."""
@@ -282,6 +288,8 @@ class Kube:
             attributes["subresource"] = subresource
         if namespace:
             attributes["namespace"] = namespace
+        if name:
+            attributes["name"] = name
         body = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",

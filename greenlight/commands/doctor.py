@@ -48,19 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
 
 
-def expected_prefect_objects(env: str) -> dict[str, list[str]]:
-    """What ``greenlight setup`` creates for ``env``, by kind (work pools, concurrency limits,
-    variables, secret blocks)."""
-    from greenlight.commands.setup import WORK_POOL, _secret_blocks
-    from greenlight.flows.release import FREEZE_VARIABLE, lock_name, traffic_lock_name
-    from greenlight.tasks.records import RECORD_KEY_BLOCK
+def expected_prefect_objects(env: str) -> dict[str, list[tuple[str, str]]]:
+    """What ``greenlight setup`` creates for ``env`` (its ``expected_objects``): kind -> (name, why)."""
+    from greenlight.commands.setup import expected_objects
 
-    return {
-        "work pools": [WORK_POOL],
-        "concurrency limits": [lock_name(env), traffic_lock_name(env)],
-        "variables": [FREEZE_VARIABLE.format(env=env.replace("-", "_"))],
-        "secret blocks": [RECORD_KEY_BLOCK, *sorted(_secret_blocks([env]))],
-    }
+    out: dict[str, list[tuple[str, str]]] = {}
+    for obj in expected_objects([env]):
+        out.setdefault(obj.kind, []).append((obj.name, obj.why))
+    return out
 
 
 def diagnose(
@@ -79,9 +74,19 @@ def diagnose(
 
     progress(f"checking cluster access of {env} ({profile.namespace})")
     add(checks.check_access(profile))
-    apps, live = checks.check_apps(profile, env)
-    add(apps)
-    for app in profile.apps:
+    if profile.dr is not None:  # a drill's target: the drill applies the apps, and removes them
+        add(
+            [
+                dr.skip(f"app {a.name}", f"{env} is a DR target: dr-drill applies the apps")
+                for a in profile.apps
+            ]
+        )
+        add([dr.skip(f"metrics {a.name}", f"{env} is a DR target: no live colour") for a in profile.apps])
+        live: dict[str, str | None] = {}
+    else:
+        apps, live = checks.check_apps(profile, env)
+        add(apps)
+    for app in profile.apps if profile.dr is None else []:
         colour = live.get(app.name)
         if colour:
             progress(

@@ -14,14 +14,16 @@ deployments/kubernetes grants the same rows.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Status = Literal["ok", "fail", "skip"]
 #: when a row of FLOW_ACCESS applies: always, with ``gate.probe_via: apiserver``, with a
-#: ``release.pre_deploy_job``, or for a profile with a ``dr`` section (the drill's target)
-When = Literal["release", "probe-apiserver", "pre-deploy-job", "dr"]
+#: ``release.pre_deploy_job``, for a profile with a ``dr`` section (the drill's target, instead of
+#: the release's rows), and there when the drill's namespace does not exist yet
+When = Literal["release", "probe-apiserver", "pre-deploy-job", "dr", "dr-new-namespace"]
 #: the exit code when any check fails: the one of a failed gate (greenlight.errors.GateFailed)
 FAILED_EXIT = 8
 MARKS: dict[str, str] = {"ok": "ok  ", "fail": "FAIL", "skip": "skip"}
@@ -67,6 +69,7 @@ class Access:
     why: str
     when: When = "release"
     namespaced: bool = True
+    by_name: bool = False  # asked for the object named after the profile's namespace (resourceNames)
 
     @property
     def label(self) -> str:
@@ -110,27 +113,40 @@ FLOW_ACCESS: tuple[Access, ...] = (
     *_rows("", "services/proxy", "get", "smoke probes and synthetic traffic via the API server", "probe-apiserver"),
     *_rows("batch", "jobs", "get create", "run the pre-deploy Job (release.pre_deploy_job)", "pre-deploy-job"),
     *_rows("", "pods/log", "get", "quote a failed pre-deploy Job's logs", "pre-deploy-job"),
-    Access("", "namespaces", "get", "find the drill's namespace (dr-drill)", "dr", namespaced=False),
-    Access("", "namespaces", "create", "create the drill's namespace (dr-drill)", "dr", namespaced=False),
-    Access("", "namespaces", "delete", "tear down a namespace the drill created", "dr", namespaced=False),
-    *_rows("", "secrets", "get", "check the restored app's Secrets exist (dr-drill check-secrets)", "dr"),
-    *_rows("", "configmaps", "list delete", "apply and tear down the drill's objects (dr-drill)", "dr"),
-    *_rows("", "services", "list update delete", "apply and tear down the drill's objects (dr-drill)", "dr"),
-    *_rows("apps", "deployments", "list delete", "apply and tear down the drill's objects (dr-drill)", "dr"),
+    # a DR target (a profile with ``dr``): what dr-drill does there, instead of the release's rows
+    Access("", "namespaces", "get", "find the drill's namespace, by name (ensure-dr-namespace)", "dr",
+           namespaced=False, by_name=True),
+    Access("", "namespaces", "create", "create the drill's namespace when it is missing", "dr-new-namespace",
+           namespaced=False),
+    Access("", "namespaces", "delete", "tear down a namespace the drill created", "dr-new-namespace",
+           namespaced=False),
+    *_rows("", "secrets", "get", "check the restored app's Secrets and keys (check-secrets)", "dr"),
+    *[
+        row
+        for group, plural in (("", "configmaps"), ("", "services"), ("apps", "deployments"),
+                              ("autoscaling", "horizontalpodautoscalers"), ("networking.k8s.io", "ingresses"))
+        for row in _rows(group, plural, "get list create update delete",
+                         "apply the production bundle and tear it down by its drill label (apply-dr-objects)", "dr")
+    ],
+    *_rows("", "pods", "list", "find what a drill left behind (dr-leftovers)", "dr"),
+    *_rows("", "endpoints", "get", "probe the restored apps", "dr"),
 )  # fmt: skip
 
 
-def required_access(*, probe_via_apiserver: bool, pre_deploy_job: bool, dr: bool) -> list[Access]:
-    """The rows of :data:`FLOW_ACCESS` an environment needs: a DR target needs the drill's rows
-    besides the release's; the proxy and Job rows only when the profile uses them. One row per
-    (group, resource, verb), first reason kept."""
-    wanted: set[When] = {"release"}
+def required_access(
+    *, probe_via_apiserver: bool, pre_deploy_job: bool, dr: bool, new_namespace: bool = False
+) -> list[Access]:
+    """The rows of :data:`FLOW_ACCESS` an environment needs: a release environment's rows, or a
+    DR target's (the drill's, and its namespace's creation when ``new_namespace``); the proxy
+    and Job rows only when the profile uses them. One row per (group, resource, verb), first
+    reason kept."""
+    wanted: set[When] = {"dr"} if dr else {"release"}
+    if dr and new_namespace:
+        wanted.add("dr-new-namespace")
     if probe_via_apiserver:
         wanted.add("probe-apiserver")
-    if pre_deploy_job:
+    if pre_deploy_job and not dr:
         wanted.add("pre-deploy-job")
-    if dr:
-        wanted.add("dr")
     seen: set[tuple[str, str, str]] = set()
     out = []
     for row in FLOW_ACCESS:
@@ -443,22 +459,34 @@ def assess_slack(
     )
 
 
-def assess_prefect(kind: str, expected: Sequence[str], present: Iterable[str], env: str) -> Result:
-    """Every object of ``kind`` that ``greenlight setup`` creates for ``env`` exists."""
+def assess_prefect(
+    kind: str, expected: Sequence[tuple[str, str]], present: Iterable[str], env: str
+) -> Result:
+    """Every object of ``kind`` that ``greenlight setup`` creates for ``env`` exists.
+
+    ``expected``: (name, why) as setup lists them; a why saying ``(from $VAR ...)`` is a credential
+    setup makes from the environment, so the fix names the variables to set."""
     have = set(present)
-    missing = [name for name in expected if name not in have]
+    missing = [(name, why) for name, why in expected if name not in have]
     check = f"prefect {kind}"
+    names = [name for name, _ in expected]
     if not expected:
         return skip(check, f"setup creates no {kind} for {env}")
     if missing:
+        needs = sorted({v for _, why in missing for v in re.findall(r"\$([A-Z][A-Z0-9_]*)", why)})
+        fix = (
+            f"run `greenlight setup {env}`"
+            + (f" with {', '.join('$' + v for v in needs)} set" if needs else "")
+            + " (it creates what is missing and leaves the rest)"
+        )
         return fail(
             check,
-            f"missing {', '.join(missing)}",
-            f"run `greenlight setup {env}` (it creates what is missing and leaves the rest)",
-            expected=list(expected),
-            missing=missing,
+            "missing " + "; ".join(f"{name}: {why}" for name, why in missing),
+            fix,
+            expected=names,
+            missing=[name for name, _ in missing],
         )
-    return ok(check, ", ".join(expected), expected=list(expected))
+    return ok(check, ", ".join(names), expected=names)
 
 
 # --- output ----------------------------------------------------------------------------------------

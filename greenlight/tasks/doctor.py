@@ -44,15 +44,22 @@ def _where(profile: Profile) -> str:
 def check_access(profile: Profile) -> list[dr.Result]:
     """``cluster`` (the API server answers these credentials) and ``access`` (a
     SelfSubjectAccessReview of every verb the flows need in the profile's namespace)."""
-    rows = dr.required_access(
-        probe_via_apiserver=profile.gate.probe_via == "apiserver",
-        pre_deploy_job=profile.release.pre_deploy_job is not None,
-        dr=profile.dr is not None,
-    )
     where = _where(profile)
     answers: list[tuple[dr.Access, bool, str]] = []
     try:
         with cluster(profile) as kube:
+            new_namespace = False
+            if profile.dr is not None:  # the drill creates its namespace only when it is missing
+                try:
+                    new_namespace = kube.find("namespaces", profile.namespace) is None
+                except Forbidden:
+                    pass  # not readable: the access check says so (get namespaces)
+            rows = dr.required_access(
+                probe_via_apiserver=profile.gate.probe_via == "apiserver",
+                pre_deploy_job=profile.release.pre_deploy_job is not None,
+                dr=profile.dr is not None,
+                new_namespace=new_namespace,
+            )
             for row in rows:
                 allowed, reason = kube.can_i(
                     row.verb,
@@ -60,6 +67,7 @@ def check_access(profile: Profile) -> list[dr.Result]:
                     profile.namespace if row.namespaced else None,
                     row.group,
                     row.subresource,
+                    profile.namespace if row.by_name else None,
                 )
                 answers.append((row, allowed, reason))
     except GreenlightError as e:
@@ -338,22 +346,28 @@ def check_slack(profile: Profile) -> dr.Result:
 # --- Prefect ---------------------------------------------------------------------------------------
 
 
-def check_prefect(env: str, expected: Mapping[str, Sequence[str]]) -> list[dr.Result]:
-    """One result per kind of object ``greenlight setup`` creates (``expected``: kind -> names;
-    kinds: work pools, concurrency limits, variables, secret blocks)."""
-    readers: dict[str, Callable[[Any, str], bool]] = {
-        "work pools": lambda c, n: _exists(lambda: c.read_work_pool(n)),
-        "concurrency limits": lambda c, n: _exists(lambda: c.read_global_concurrency_limit_by_name(n)),
-        "variables": lambda c, n: c.read_variable_by_name(n) is not None,
-        "secret blocks": lambda c, n: _block_exists(n),
-    }
+#: how each kind of object ``greenlight setup`` manages is read (greenlight.commands.setup *_KIND)
+PREFECT_READERS: dict[str, Callable[[Any, str], Any]] = {
+    "work pool": lambda client, name: client.read_work_pool(name),
+    "global concurrency limit": lambda client, name: client.read_global_concurrency_limit_by_name(name),
+    "variable": lambda client, name: client.read_variable_by_name(name),
+    # the block's document without its value: doctor never reads a secret it does not need
+    "secret block": lambda client, name: client.read_block_document_by_name(
+        name, block_type_slug="secret", include_secrets=False
+    ),
+}
+
+
+def check_prefect(env: str, expected: Mapping[str, Sequence[tuple[str, str]]]) -> list[dr.Result]:
+    """One result per kind of object ``greenlight setup`` creates (``expected``: kind -> (name,
+    why), from its ``expected_objects``): each exists in the Prefect API."""
     results = []
     try:
         with get_client(sync_client=True) as client:
             for kind, names in expected.items():
-                read = readers[kind]
-                present = [n for n in names if read(client, n)]
-                results.append(dr.assess_prefect(kind, list(names), present, env))
+                read = PREFECT_READERS[kind]
+                present = [n for n, _ in names if _exists(read, client, n)]
+                results.append(dr.assess_prefect(kind, names, present, env))
     except Exception as e:  # the Prefect API unreachable or refusing: every kind left unread fails
         done = {r.check for r in results}
         url = os.environ.get("PREFECT_API_URL") or "(PREFECT_API_URL not set)"
@@ -369,17 +383,8 @@ def check_prefect(env: str, expected: Mapping[str, Sequence[str]]) -> list[dr.Re
     return results
 
 
-def _exists(read: Callable[[], Any]) -> bool:
+def _exists(read: Callable[[Any, str], Any], client: Any, name: str) -> bool:
     try:
-        read()
+        return read(client, name) is not None
     except ObjectNotFound:
         return False
-    return True
-
-
-def _block_exists(name: str) -> bool:
-    try:
-        Secret.load(name)
-    except ValueError:
-        return False
-    return True
