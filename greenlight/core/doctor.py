@@ -459,34 +459,44 @@ def assess_slack(
     )
 
 
+def _sources(why: str) -> list[str]:
+    """The environment variables a credential block is made from, as setup's why names them
+    (``... (from $A + $B)``); none for an object setup makes itself."""
+    return re.findall(r"\$([A-Z][A-Z0-9_]*)", why)
+
+
 def assess_prefect(
     kind: str, expected: Sequence[tuple[str, str]], present: Iterable[str], env: str
 ) -> Result:
     """Every object of ``kind`` that ``greenlight setup`` creates for ``env`` exists.
 
-    ``expected``: (name, why) as setup lists them; a why saying ``(from $VAR ...)`` is a credential
-    setup makes from the environment, so the fix names the variables to set."""
+    ``expected``: (name, why) as setup lists them. A why saying ``(from $VAR ...)`` is a credential
+    block setup makes from the environment, and skips when the variable is unset: its absence is
+    said on the line but fails nothing, as setup itself does not (the Slack token has a check of
+    its own)."""
     have = set(present)
     missing = [(name, why) for name, why in expected if name not in have]
+    required = [(name, why) for name, why in missing if not _sources(why)]
+    optional = [(name, why) for name, why in missing if _sources(why)]
     check = f"prefect {kind}"
     names = [name for name, _ in expected]
     if not expected:
         return skip(check, f"setup creates no {kind} for {env}")
-    if missing:
-        needs = sorted({v for _, why in missing for v in re.findall(r"\$([A-Z][A-Z0-9_]*)", why)})
-        fix = (
-            f"run `greenlight setup {env}`"
-            + (f" with {', '.join('$' + v for v in needs)} set" if needs else "")
-            + " (it creates what is missing and leaves the rest)"
-        )
+    values: dict[str, Any] = {"expected": names, "missing": [name for name, _ in missing]}
+    if required:
         return fail(
             check,
-            "missing " + "; ".join(f"{name}: {why}" for name, why in missing),
-            fix,
-            expected=names,
-            missing=[name for name, _ in missing],
+            "missing " + "; ".join(f"{name}: {why}" for name, why in required),
+            f"run `greenlight setup {env}` (it creates what is missing and leaves the rest)",
+            **values,
         )
-    return ok(check, ", ".join(names), expected=names)
+    found = [name for name in names if name in have]
+    text = ", ".join(found) or "none"
+    if optional:
+        text += "; not set up (setup makes them when their variables are set): " + "; ".join(
+            f"{name}: {why}" for name, why in optional
+        )
+    return ok(check, text, **values)
 
 
 # --- output ----------------------------------------------------------------------------------------

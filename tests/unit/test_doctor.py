@@ -296,18 +296,22 @@ def test_slack(
 
 
 @pytest.mark.parametrize(
-    ("expected", "present", "status", "fix_has"),
+    ("expected", "present", "status", "what_has", "fix_has"),
     [
-        ([("a", "x"), ("b", "y")], ["a", "b"], "ok", ""),
-        ([("a", "x"), ("b", "y")], ["a"], "fail", "run `greenlight setup staging` (it"),
-        ([("tok", "the token (from $SLACK_BOT_TOKEN)")], [], "fail", "with $SLACK_BOT_TOKEN set"),
-        ([("reg", "creds (from $U + $P)")], [], "fail", "with $P, $U set"),
-        ([], [], "skip", ""),
+        ([("a", "x"), ("b", "y")], ["a", "b"], "ok", "a, b", ""),
+        ([("a", "x"), ("b", "y")], ["a"], "fail", "missing b: y", "run `greenlight setup staging` (it"),
+        ([("a", "x"), ("tok", "the token (from $SLACK_BOT_TOKEN)")], ["a"], "ok", "not set up (setup makes them when their variables are set): tok", ""),
+        ([("key", "generated"), ("reg", "creds (from $U + $P)")], [], "fail", "missing key: generated", "greenlight setup"),
+        ([], [], "skip", "", ""),
     ],
-)
-def test_prefect(expected: list[tuple[str, str]], present: list[str], status: str, fix_has: str) -> None:
+)  # fmt: skip
+def test_prefect(
+    expected: list[tuple[str, str]], present: list[str], status: str, what_has: str, fix_has: str
+) -> None:
+    """What setup makes itself must exist; a credential block setup would skip is only named."""
     r = dr.assess_prefect("variable", expected, present, "staging")
     assert r.status == status
+    assert what_has in r.what
     assert fix_has in r.fix
 
 
