@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from types import ModuleType
 
+from greenlight.commands import adopt as adopt_commands
 from greenlight.commands import backups as backup_commands
 from greenlight.commands import deployments as deployment_commands
 from greenlight.commands import doctor as doctor_commands
@@ -85,6 +86,7 @@ def build_parser(mounted: dict[str, ModuleType] | None = None) -> argparse.Argum
     deployment_commands.register(sub)
     webhook_commands.register(sub)
     doctor_commands.register(sub)
+    adopt_commands.register(sub)
     # The product's help names the product's commands only; a plugin's commands still parse.
     sub.metavar = "{" + ",".join(sub.choices) + "}"
     product = set(sub.choices)
@@ -104,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_profile(args)
         if args.command in doctor_commands.COMMANDS:
             return doctor_commands.run(args)
+        if args.command in adopt_commands.COMMANDS:
+            return adopt_commands.run(args)
         if args.command in webhook_commands.COMMANDS:
             return webhook_commands.run(args)
         if args.command in deployment_commands.COMMANDS:
