@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 from greenlight.commands import failed
 from greenlight.errors import Conflict, GreenlightError, InputInvalid, NotFound
+from greenlight.settings import Profile, load_profile
 
 COMMANDS = {"adopt"}
 LOCK_WAIT_S = 5.0
@@ -42,12 +43,14 @@ def _progress(line: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Plan (and unless ``--dry-run``, run) the adoption of ``args.app`` in ``args.env``."""
     from greenlight.core.adopt import plan_lines
-    from greenlight.settings import load_profile
     from greenlight.tasks.adopt import read_plan
 
     try:
         profile = load_profile(args.env)
         app = profile.app(args.app)
+        if not args.dry_run:
+            with _release_lock(profile.name, profile.release.lock_lease_s):
+                return _adopt(profile, app.name)
         plan = read_plan(profile, app.name)
         if plan.outcome == "refused":
             return _refuse(plan.reason, plan.refusal_kind)
@@ -56,11 +59,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         for line in plan_lines(plan):
             print(line)
-        if args.dry_run:
-            print("DRY RUN: nothing changed")
-            return 0
-        with _release_lock(profile.name, profile.release.lock_lease_s):
-            return _adopt(profile, app.name)
+        print("DRY RUN: nothing changed")
+        return 0
     except GreenlightError as e:
         return failed(e)
 
@@ -76,19 +76,20 @@ def _refuse(reason: str, kind: str | None) -> int:
     return failed(error)
 
 
-def _adopt(profile: object, app_name: str) -> int:
+def _adopt(profile: Profile, app_name: str) -> int:
+    """Plan under the release lock (what holds now), print the plan, run it, verify the result."""
     from greenlight.core.adopt import plan_lines
     from greenlight.flows.release import traffic_lock
-    from greenlight.settings import Profile
     from greenlight.tasks.adopt import adopt, read_plan
 
-    assert isinstance(profile, Profile)
-    plan = read_plan(profile, app_name)  # again, under the lock: what holds now
+    plan = read_plan(profile, app_name)
     if plan.outcome == "refused":
         return _refuse(plan.reason, plan.refusal_kind)
     if plan.outcome == "in-shape":
         print(f"OK: {plan.reason}")
         return 0
+    for line in plan_lines(plan):
+        print(line, flush=True)
     done = adopt(profile, app_name, plan, _progress, around_switch=lambda: traffic_lock(profile))
     for line in done:
         print(f"step: {line}")

@@ -225,13 +225,16 @@ def _scale_down(
     progress: Progress,
 ) -> str:
     """Scale the plain Deployment to 0 once the propagation allowance has passed since the
-    narrowing (a data plane may still send it new connections until then); keep it, annotated."""
+    narrowing (a data plane may still send it new connections until then); keep it, annotated
+    with what it was adopted into and its replicas before."""
     name = step.target.split("/", 1)[1]
-    if narrowed_at is not None:
-        left = profile.release.propagation_s - (time.monotonic() - narrowed_at)
-        if left > 0:
-            progress(f"waiting: {left:.1f} s more for the data plane to stop sending {name} new connections")
-            time.sleep(left)
+    # narrowed by an earlier, interrupted run: when is not known here, so the whole allowance
+    left = profile.release.propagation_s - (
+        time.monotonic() - narrowed_at if narrowed_at is not None else 0.0
+    )
+    if left > 0:
+        progress(f"waiting: {left:.1f} s more for the data plane to stop sending {name} new connections")
+        time.sleep(left)
     assert step.body is not None
     kube.patch("deployments", name, dict(step.body), profile.namespace)
     kube.scale(name, profile.namespace, 0)
