@@ -90,9 +90,8 @@ def _adopt(profile: Profile, app_name: str) -> int:
         return 0
     for line in plan_lines(plan):
         print(line, flush=True)
-    done = adopt(profile, app_name, plan, _progress, around_switch=lambda: traffic_lock(profile))
-    for line in done:
-        print(f"step: {line}")
+    # each step's line is printed as it is done ("done: ..."), with "waiting: ..." lines between
+    adopt(profile, app_name, plan, _progress, around_switch=lambda: traffic_lock(profile))
     after = read_plan(profile, app_name)
     if after.outcome != "in-shape":  # verify the result as a rerun would see it
         print("\n".join(plan_lines(after)), file=sys.stderr)

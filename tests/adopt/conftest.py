@@ -13,7 +13,7 @@ from greenlight_lab.state import LabState
 
 from .support import write_profile
 
-APPS = ("dry", "hpa", "undo", "web")
+APPS = ("dry", "hpa", "undo", "web", "neg")
 
 
 @pytest.fixture(scope="module")

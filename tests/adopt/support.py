@@ -17,7 +17,7 @@ import yaml
 from greenlight.clients.kube import Kube
 from greenlight_lab import supervisor
 from greenlight_lab.bootstrap import ensure_namespace, wait_served
-from greenlight_lab.proxy import DATA_PLANE_ANNOTATION, KUBE_PROXY
+from greenlight_lab.proxy import DATA_PLANE_ANNOTATION, KUBE_PROXY, NEG, NEG_ANNOTATION
 from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 
 NS = "adopt-lab"
@@ -79,19 +79,25 @@ def plain_deployment(app: str, image: str, replicas: int = 2) -> dict[str, Any]:
     }
 
 
-def plain_service(app: str) -> dict[str, Any]:
+def plain_service(app: str, data_plane: str = KUBE_PROXY) -> dict[str, Any]:
     """Its Service, selecting app=<app>, on the lab's kube-proxy data plane (L4, endpoint changes
-    seen 1-2 s late, kept-alive connections pinned to their pod)."""
+    seen 1-2 s late, kept-alive connections pinned to their pod) or ``neg`` (GKE's container-native
+    load balancing: L7, new endpoints attached 2.5 s late and only once health-checked, removed
+    ones detached first)."""
+    annotations = {DATA_PLANE_ANNOTATION: data_plane}
+    if data_plane == NEG:
+        annotations[NEG_ANNOTATION] = '{"ingress": true}'
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": app, "namespace": NS, "labels": {"app": app},
-                     "annotations": {DATA_PLANE_ANNOTATION: KUBE_PROXY}},
+        "metadata": {"name": app, "namespace": NS, "labels": {"app": app}, "annotations": annotations},
         "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
     }  # fmt: skip
 
 
-def create_plain_app(lab: LabState, kube: Kube, app: str, timeout_s: float = 60) -> str:
+def create_plain_app(
+    lab: LabState, kube: Kube, app: str, timeout_s: float = 60, data_plane: str = KUBE_PROXY
+) -> str:
     """Push ``<repository>:plain``, create the plain Deployment and Service, wait until the Service
     answers through its data plane; returns the image's digest."""
     ref = f"{REPOSITORY.format(app=app)}:plain"
@@ -100,7 +106,7 @@ def create_plain_app(lab: LabState, kube: Kube, app: str, timeout_s: float = 60)
     )
     ensure_namespace(kube, NS)
     kube.create("deployments", plain_deployment(app, ref), NS)
-    kube.create("services", plain_service(app), NS)
+    kube.create("services", plain_service(app, data_plane), NS)
     deadline = time.monotonic() + timeout_s
     wait_available(kube, app, deadline)
     wait_served(lab.env["GREENLIGHT_LAB_CONTROL"], f"lab-primary/{NS}/{app}", deadline)

@@ -166,6 +166,23 @@ def test_adopt_under_load_loses_nothing_then_a_release_works(lab: LabState, envd
     print(f"adopt + release: kept-alive: {report.failed} of {report.sent} failed; {fresh.render()} (adopt)")
 
 
+def test_adopt_behind_a_neg_loses_nothing(lab: LabState, envdir: Path, kube: Kube) -> None:
+    """Behind GKE-style container-native load balancing (endpoints detached before new ones are
+    attached and health-checked), adoption under load fails no request: the copy serves beside the
+    old pods for the propagation allowance before the selector narrows."""
+    create_plain_app(lab, kube, "neg", data_plane="neg")
+    with Load(lab, NS, "neg", rps=100, seconds=120) as load, FreshLoad(lab, "neg") as fresh:
+        out = greenlight_cli("adopt", env_name("neg"), "neg")
+        time.sleep(1)
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    assert kube.get("services", "neg", NS)["spec"]["selector"] == {"app": "neg", "color": "blue"}
+    report = load.report
+    assert report is not None and report.sent > 300
+    assert report.failed == 0, report.render()
+    assert fresh.sent > 100 and fresh.failed == 0, fresh.render()
+    print(f"neg: kept-alive: {report.failed} of {report.sent} failed; {fresh.render()}")
+
+
 def test_naive_selector_patch_drops_requests_on_the_same_data_plane(lab: LabState, kube: Kube) -> None:
     """The control: adding the colour to the Service's selector before any pod carries it (and only
     then creating the coloured copy) leaves the Service with no endpoint for a moment: requests on
