@@ -8,6 +8,7 @@ made by that installation against the lab releases the commit."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 
 from greenlight.settings import REPO_ROOT
 from greenlight.tasks.kube import read_live
-from greenlight_lab.state import LabState
+from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 
 from .support import profile, push_commit
 
@@ -87,6 +88,16 @@ def test_without_configuration_it_says_where_it_looked(installed: Path, tmp_path
     assert proc.returncode == 2, proc
     assert f"no profiles directory {tmp_path}/deployments/environments" in proc.stderr
     assert "GREENLIGHT_CONFIG" in proc.stderr
+
+
+def test_doctor_of_the_installed_wheel_passes_the_lab(lab: LabState, installed: Path, tmp_path: Path) -> None:
+    """`greenlight doctor staging` of the installed wheel against a lab just brought up: every check ok."""
+    env = {**os.environ, "GREENLIGHT_ENVIRONMENTS": str(LAB_ENVIRONMENTS), "PYTHONUNBUFFERED": "1"}
+    proc = _run(installed / "bin" / "greenlight", "doctor", "staging", "--json", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    failed = [c for c in report["checks"] if c["status"] == "fail"]
+    assert report["checks"] and not failed, failed
 
 
 def test_a_staging_promotion_from_the_installed_wheel(
