@@ -11,23 +11,28 @@
           ├── Forbidden            credentials refused (401/403)
           ├── GateFailed           a health gate said fail or inconclusive
           ├── BackupInvalid        a backup is missing, stale, shrunken, corrupt or does not restore
-          └── ReleaseRefused       a release may not proceed (freeze, unapproved digest, approval refused)
+          ├── ReleaseRefused       a release may not proceed (freeze, unapproved digest, approval refused)
+          └── AnswerRefused        an approval answer did not count (unverified, not an approver, the
+                                   author's own): the release still waits for a valid one
 
 Clients in ``greenlight.clients`` translate SDK errors into these, ``raise ... from e``.
 Messages name what is wrong and never carry secret values.
 
 Every command exits with the code of the kind of failure (:func:`exit_code`), after
-``FAILED: <reason>`` on stderr:
+``FAILED: <reason>`` on stderr (:data:`OUTCOMES` says what each code means; docs/cli.md shows it):
 
     0 ok                       5 Forbidden (credentials refused)
     1 anything unexpected      6 Conflict (a write lost a race)
     2 InputInvalid (bad input) 7 ReleaseRefused
     3 NotFound                 8 GateFailed (a gate, a drill's target)
     4 TransientError (retry)   9 BackupInvalid (not verified)
+                              10 AnswerRefused (approval answer not counted)
+                             130 interrupted
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -91,6 +96,11 @@ class ReleaseRefused(PermanentError):
     """A release may not proceed (freeze, digest not proven in staging, approval refused)."""
 
 
+class AnswerRefused(PermanentError):
+    """An answer to a paused release was judged and did not count (not verified by the Slack
+    receiver, not an approver, the author's own): nothing was refused, the run still waits."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when retrying ``exc`` may help; used as the tasks' ``retry_condition_fn``."""
     return isinstance(exc, TransientError)
@@ -105,6 +115,86 @@ _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ReleaseRefused, 7),
     (GateFailed, 8),
     (BackupInvalid, 9),
+    (AnswerRefused, 10),
+)
+#: the exit code of an interrupted command (Ctrl-C, SIGINT: 128 + 2, as shells report it)
+INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one exit code tells: the kind of error behind it and what to do about it."""
+
+    code: int
+    kind: str  # the error class, or a description of what exits with the code
+    meaning: str
+    what_to_do: str
+
+
+#: every exit code a command can end with, in order; a test holds it to :data:`_EXIT_CODES`
+OUTCOMES: tuple[Outcome, ...] = (
+    Outcome(0, "(success)", "done: the outcome and the values behind it are on stdout", "nothing"),
+    Outcome(
+        1,
+        "(anything else)",
+        "an unexpected error, or `render-kubernetes --check` finding the committed file out of date",
+        "read the FAILED line; report a bug if it names a Python exception",
+    ),
+    Outcome(
+        2,
+        "InputInvalid, ProfileInvalid",
+        "bad input: an unknown environment or app, a malformed image reference, an invalid profile",
+        "fix the argument or the profile field the message names",
+    ),
+    Outcome(
+        3,
+        "NotFound",
+        "what was named does not exist: an image tag, a bucket or dump, a flow run, a Kubernetes object",
+        "check the name; push the image or create the object first",
+    ),
+    Outcome(
+        4,
+        "TransientError",
+        "a failure that may pass: 429, 5xx, timeouts, an unreachable API; the clients already retried",
+        "run the command again (later); nothing was left half-done",
+    ),
+    Outcome(
+        5,
+        "Forbidden",
+        "credentials refused (401/403): the identity lacks a role or a token is wrong",
+        "grant the role the message names, or fix the credentials",
+    ),
+    Outcome(
+        6,
+        "Conflict",
+        "a write lost a race (409/412): someone else changed the object, or a lock is held",
+        "read the current state (status) and run again",
+    ),
+    Outcome(
+        7,
+        "ReleaseRefused",
+        "the release may not proceed: a freeze, digests not proven in staging, approval rejected or timed out",
+        "lift the freeze, release in staging first, or ask an approver (--force-reason is on the record)",
+    ),
+    Outcome(
+        8,
+        "GateFailed, DrillFailed",
+        "a health gate failed or was inconclusive (nothing switched, or rolled back); a DR drill failed a step or missed RTO/RPO",
+        "read the checks printed on stdout: the failing value and its limit",
+    ),
+    Outcome(
+        9,
+        "BackupInvalid, BackupNotVerified",
+        "a backup is not verified: missing, stale, shrunken, corrupt, or it did not restore",
+        "read the failing check; take a new backup and verify again",
+    ),
+    Outcome(
+        10,
+        "AnswerRefused",
+        "an approval answer did not count (typed where a verified Slack answer is required, not an approver, the author's own); the release still waits",
+        "answer with the Approve button in Slack, as a declared approver",
+    ),
+    Outcome(INTERRUPTED, "(interrupted)", "Ctrl-C or SIGINT", "run the command again; see `status`"),
 )
 
 

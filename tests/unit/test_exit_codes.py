@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from greenlight.errors import (
+    AnswerRefused,
     BackupInvalid,
     Conflict,
     Forbidden,
@@ -34,6 +35,7 @@ CASES = [
     (DrillFailed("x", {}), 8),
     (BackupInvalid("x"), 9),
     (BackupNotVerified("x", {}), 9),
+    (AnswerRefused("x"), 10),
     (PermanentError("x"), 1),
     (GreenlightError("x"), 1),
     (RuntimeError("x"), 1),
