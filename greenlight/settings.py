@@ -59,14 +59,22 @@ class Cluster(_Model):
 
 
 class App(_Model):
-    name: Name
-    service: Name  # the live Service
-    preview_service: Name | None = None  # defaults to "<service>-preview"
-    container: Name
-    port: int = Field(8080, ge=1, le=65535)
-    health_path: str = Field("/healthz", pattern=r"^/")
-    replicas: int = Field(2, ge=1, le=1000)
-    image_repository: str
+    """One app of the environment: two Deployments (one per colour) behind a live and a preview Service."""
+
+    name: Name = Field(
+        description="the app's name: its Deployments are `<name>-<colour>`, its pods carry `app: <name>`"
+    )
+    service: Name = Field(description="the live Service, whose selector the switch moves between colours")
+    preview_service: Name | None = Field(
+        None, description="the Service that always selects the candidate colour (default `<service>-preview`)"
+    )
+    container: Name = Field(description="the container of the pod template whose image a release replaces")
+    port: int = Field(8080, ge=1, le=65535, description="the port the Services forward to and probes call")
+    health_path: str = Field("/healthz", pattern=r"^/", description="the path of the app's health endpoint")
+    replicas: int = Field(2, ge=1, le=1000, description="replicas of each colour while it serves")
+    image_repository: str = Field(
+        description="the app's image repository, e.g. `ghcr.io/org/backend` (must match `registry.allowed`)"
+    )
 
     @property
     def preview(self) -> str:
@@ -74,8 +82,16 @@ class App(_Model):
 
 
 class Registry(_Model):
-    allowed: list[str] = Field(min_length=1)
-    image_template: str = "{repository}:{commit}"
+    """Which images may be released, and how a commit names them."""
+
+    allowed: list[str] = Field(
+        min_length=1,
+        description="image repository prefixes a release may use (e.g. `ghcr.io/org/`); anything else is refused",
+    )
+    image_template: str = Field(
+        "{repository}:{commit}",
+        description="how `promote --commit SHA` names an app's image: must contain `{repository}` and `{commit}`",
+    )
 
     @field_validator("image_template")
     @classmethod
@@ -88,24 +104,52 @@ class Registry(_Model):
 class Person(_Model):
     """Someone who may answer approvals, declared once by every identity they have."""
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")
-    slack: str | None = Field(None, pattern=r"^[UW][A-Z0-9]{8,20}$")  # Slack user ID (U0123ABCD)
-    github: str | None = Field(None, pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")  # GitHub login
+    name: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^\S(.*\S)?$",
+        description="the name `approvers` lists and release records show; unique (case-insensitive)",
+    )
+    slack: str | None = Field(
+        None,
+        pattern=r"^[UW][A-Z0-9]{8,20}$",
+        description="their Slack user ID (`U0123ABCD`, from the Slack profile's menu): a click from it is verified",
+    )
+    github: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$",
+        description="their GitHub login: a release started by their push counts them as its author",
+    )
 
 
 class Approval(_Model):
-    required: bool = False
-    # names of ``people`` (or, with no people declared, bare names typed by whoever answers)
-    approvers: list[str] = Field(default_factory=list)
-    people: list[Person] = Field(default_factory=list)
-    # only answers attested by Greenlight's Slack receiver count (a Slack user ID of ``people``);
-    # answers from the CLI, the Prefect UI or the Prefect API are refused and the run keeps waiting
-    require_verified: bool = True
-    # the public Ed25519 keys (base64) of the Slack receivers whose attestations count (more than
-    # one while a key is rotated); `greenlight approval-key` makes a pair
-    receiver_keys: list[str] = Field(default_factory=list)
-    timeout_s: Seconds = 3600
-    allow_self_approval: bool = False
+    """Whether a release pauses for a person's approval before it changes anything, and whose answers count."""
+
+    required: bool = Field(False, description="pause every release for an approval (needs `approvers`)")
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="who may approve: names of `people` (or, with no people declared, bare names typed by whoever answers)",
+    )
+    people: list[Person] = Field(
+        default_factory=list, description="everyone who may answer, declared once by every identity they have"
+    )
+    require_verified: bool = Field(
+        True,
+        description="only answers attested by Greenlight's Slack receiver count (a Slack user ID of `people`); "
+        "answers from the CLI, the Prefect UI or the Prefect API are refused and the run keeps waiting "
+        "(needs `people` with Slack IDs, `receiver_keys` and a `slack` section)",
+    )
+    receiver_keys: list[str] = Field(
+        default_factory=list,
+        description="the public Ed25519 keys (base64) of the Slack receivers whose attestations count (more than "
+        "one while a key is rotated); `greenlight approval-key` makes a pair",
+    )
+    timeout_s: Seconds = Field(
+        3600, description="how long a release waits for an answer; then it is refused, nothing changed"
+    )
+    allow_self_approval: bool = Field(
+        False, description="let the release's author approve it (off: the four-eyes rule)"
+    )
 
     @model_validator(mode="after")
     def _approvers(self) -> Approval:
@@ -152,33 +196,66 @@ class Approval(_Model):
 
 
 class Release(_Model):
-    colours: tuple[Name, Name] = ("blue", "green")
-    colour_label: str = "color"
-    progress_deadline_s: Seconds = 600
-    bake_s: float = Field(600, ge=0)
-    scale_down_delay_s: float = Field(3600, ge=0)
-    requires: str | None = None  # production: digests must have passed this environment
-    approval: Approval = Approval()
-    on_bake_data_loss: Literal["keep-and-alert", "rollback"] = "keep-and-alert"
-    pre_deploy_job: str | None = None  # a Job manifest: absolute, or under $GREENLIGHT_CONFIG/manifests
-    # the environment's release lock is a lease renewed while the release runs: after a crash the
-    # server frees it within this (plus its sweep, 15 s by default), so a rerun does not wait for
-    # ever; Prefect's server accepts no lease under 60 s
-    lock_lease_s: float = Field(60, ge=60)
-    # how traffic moves: "direct" (one selector patch), "overlap" (select both colours, wait until
-    # the new one serves, then narrow to it) or "auto": overlap for a Service behind GKE's
-    # container-native load balancing (annotation cloud.google.com/neg, which detaches old
-    # endpoints before attaching new ones), direct otherwise
-    switch_mode: Literal["auto", "direct", "overlap"] = "auto"
-    # how long the data plane may take to act on an endpoint change (kube-proxy on every node,
-    # a NEG attaching after its health checks): a switch waits for it unless requests are seen
-    # arriving sooner, and a colour out of the live Service is not scaled down before it has passed
-    propagation_s: float = Field(10, ge=0)
-    # the longest cleanup waits for a colour out of the live Service to serve a whole quiet
-    # window (kept-alive connections can hold it for ever); then it is scaled down, and says so
-    max_drain_s: float = Field(300, ge=0)
-    # how long the switch waits for the live Endpoints to show the new colour before giving up
-    settle_timeout_s: Seconds = 60
+    """How a release moves an environment from one colour to the other."""
+
+    colours: tuple[Name, Name] = Field(("blue", "green"), description="the two colours' names (distinct)")
+    colour_label: str = Field(
+        "color", description="the pod label that tells the colours apart (the Services select on it)"
+    )
+    progress_deadline_s: Seconds = Field(
+        600, description="how long the candidate colour's rollout may take to become ready"
+    )
+    bake_s: float = Field(
+        600, ge=0, description="how long the live colour is watched after a switch, rolled back on breach"
+    )
+    scale_down_delay_s: float = Field(
+        3600, ge=0, description="how long the previous colour keeps running after a switch (instant rollback)"
+    )
+    requires: str | None = Field(
+        None,
+        description="an environment whose releases the digests must have passed first (production: `staging`)",
+    )
+    approval: Approval = Field(Approval(), description="who must approve a release (see below)")
+    on_bake_data_loss: Literal["keep-and-alert", "rollback"] = Field(
+        "keep-and-alert",
+        description="what the bake does when the live colour's metrics stop arriving: keep and alert, or roll back",
+    )
+    pre_deploy_job: str | None = Field(
+        None,
+        description="a Job manifest (e.g. migrations) run to completion before the candidate is deployed: "
+        "absolute, or under `$GREENLIGHT_CONFIG/manifests`",
+    )
+    lock_lease_s: float = Field(
+        60,
+        ge=60,
+        description="the environment's release lock is a lease renewed while the release runs: after a crash the "
+        "server frees it within this (plus its sweep, 15 s by default), so a rerun does not wait for ever; "
+        "Prefect's server accepts no lease under 60 s",
+    )
+    switch_mode: Literal["auto", "direct", "overlap"] = Field(
+        "auto",
+        description="how traffic moves: `direct` (one selector patch), `overlap` (select both colours, wait until "
+        "the new one serves, then narrow to it) or `auto`: overlap for a Service behind GKE's container-native "
+        "load balancing (annotation `cloud.google.com/neg`, which detaches old endpoints before attaching new "
+        "ones), direct otherwise",
+    )
+    propagation_s: float = Field(
+        10,
+        ge=0,
+        description="how long the data plane may take to act on an endpoint change (kube-proxy on every node, a NEG "
+        "attaching after its health checks): a switch waits for it unless requests are seen arriving sooner, and "
+        "a colour out of the live Service is not scaled down before it has passed",
+    )
+    max_drain_s: float = Field(
+        300,
+        ge=0,
+        description="the longest cleanup waits for a colour out of the live Service to serve a whole quiet window "
+        "(kept-alive connections can hold it for ever); then it is scaled down, and says so",
+    )
+    settle_timeout_s: Seconds = Field(
+        60,
+        description="how long the switch waits for the live Endpoints to show the new colour before giving up",
+    )
 
     @field_validator("colours")
     @classmethod
@@ -189,94 +266,185 @@ class Release(_Model):
 
 
 class LatencyLimit(_Model):
-    percentile: Literal[50, 95, 99]
-    max_ms: Seconds
+    """An absolute latency limit the candidate must stay under in every interval."""
+
+    percentile: Literal[50, 95, 99] = Field(description="which percentile of the request latency")
+    max_ms: Seconds = Field(description="its limit in milliseconds")
 
 
 class SmokeProbe(_Model):
-    path: str = Field("/", pattern=r"^/")
-    expect_status: int = Field(200, ge=100, le=599)
-    timeout_s: Seconds = 5
+    """One HTTP request the gate (and `greenlight smoke`) sends to each colour through its Service."""
+
+    path: str = Field("/", pattern=r"^/", description="the path to GET")
+    expect_status: int = Field(200, ge=100, le=599, description="the status it must answer")
+    timeout_s: Seconds = Field(5, description="how long to wait for the answer")
 
 
 class Gate(_Model):
-    interval_s: Seconds = 60
-    intervals: int = Field(3, ge=1)
-    min_requests: int = Field(100, ge=1)
-    max_error_rate: float = Field(0.05, ge=0, le=1)
-    latency: list[LatencyLimit] = Field(default_factory=lambda: [LatencyLimit(percentile=95, max_ms=1000)])
-    # relative to the live colour: error rate may exceed the live one by at most this many points,
-    # a latency percentile may be at most this ratio of the live one
-    max_error_rate_increase: float = Field(0.02, ge=0, le=1)
-    max_latency_ratio: float = Field(1.5, ge=1)
-    # the live percentile is taken as at least this (ms), so that 1 ms against 2 ms is no regression
-    latency_ratio_floor_ms: float = Field(10, ge=0)
-    # "off": judge on absolute limits only (the report says so); "on": a candidate is also
-    # judged against the live colour, both under the same synthetic traffic in the same windows
-    relative: bool = True
-    # how sure a relative regression must be before it fails the gate (1 - Fisher's p-value)
-    confidence: float = Field(0.98, ge=0.5, lt=1)
-    synthetic_rps: float = Field(10, ge=0)
-    # how probes reach a Service: through the Kubernetes API server's service proxy (works from
-    # anywhere with cluster credentials) or by cluster DNS (when the flows run inside the cluster)
-    probe_via: Literal["apiserver", "cluster-dns"] = "apiserver"
-    max_extra_intervals: int = Field(2, ge=0)  # inconclusive intervals tolerated before giving up
-    smoke: list[SmokeProbe] = Field(default_factory=lambda: [SmokeProbe()])
+    """The health gate a candidate colour must pass before traffic moves to it."""
+
+    interval_s: Seconds = Field(60, description="the length of one measured interval (production: minutes)")
+    intervals: int = Field(3, ge=1, description="how many passing intervals the gate needs")
+    min_requests: int = Field(
+        100, ge=1, description="requests an interval needs to count; fewer make it inconclusive"
+    )
+    max_error_rate: float = Field(
+        0.05, ge=0, le=1, description="the highest 5xx rate (0.05 = 5%) in an interval"
+    )
+    latency: list[LatencyLimit] = Field(
+        default_factory=lambda: [LatencyLimit(percentile=95, max_ms=1000)],
+        description="absolute latency limits, each checked in every interval",
+    )
+    max_error_rate_increase: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="relative to the live colour: the candidate's error rate may exceed the live one by at most "
+        "this much (0.02 = 2 points)",
+    )
+    max_latency_ratio: float = Field(
+        1.5,
+        ge=1,
+        description="relative to the live colour: a latency percentile may be at most this ratio of the live one",
+    )
+    latency_ratio_floor_ms: float = Field(
+        10,
+        ge=0,
+        description="the live percentile is taken as at least this (ms), so that 1 ms against 2 ms is no regression",
+    )
+    relative: bool = Field(
+        True,
+        description="also judge the candidate against the live colour, both under the same synthetic traffic in the "
+        "same windows (false: absolute limits only, and the report says so)",
+    )
+    confidence: float = Field(
+        0.98,
+        ge=0.5,
+        lt=1,
+        description="how sure a relative regression must be before it fails the gate (1 - Fisher's p-value)",
+    )
+    synthetic_rps: float = Field(
+        10, ge=0, description="synthetic requests per second the gate sends to each colour while it measures"
+    )
+    probe_via: Literal["apiserver", "cluster-dns"] = Field(
+        "apiserver",
+        description="how probes reach a Service: through the Kubernetes API server's service proxy (works from "
+        "anywhere with cluster credentials) or by cluster DNS (when the flows run inside the cluster)",
+    )
+    max_extra_intervals: int = Field(2, ge=0, description="inconclusive intervals tolerated before giving up")
+    smoke: list[SmokeProbe] = Field(
+        default_factory=lambda: [SmokeProbe()],
+        description="HTTP probes every colour must answer before it is measured",
+    )
 
 
 class Monitoring(_Model):
-    project: str
-    requests_metric: str = "prometheus.googleapis.com/http_requests_total/counter"
-    latency_metric: str = "prometheus.googleapis.com/http_request_duration_seconds/histogram"
-    status_label: str = "code"
-    colour_label: str = "color"
-    namespace_label: str = "namespace"  # a resource label of prometheus_target
-    app_label: str = "job"  # the resource label that names the app (GMP: the scrape job)
-    custom_prefix: str = "custom.googleapis.com/greenlight"
-    # seconds a new point takes to become readable; a gate waits this long after each interval
-    ingestion_delay_s: float = Field(5, ge=0)
+    """Where the gate reads the apps' request metrics (Cloud Monitoring, as Managed Prometheus writes them)."""
+
+    project: str = Field(description="the Google Cloud project whose Cloud Monitoring holds the metrics")
+    requests_metric: str = Field(
+        "prometheus.googleapis.com/http_requests_total/counter",
+        description="the request counter's metric type (status code and colour as labels)",
+    )
+    latency_metric: str = Field(
+        "prometheus.googleapis.com/http_request_duration_seconds/histogram",
+        description="the request latency histogram's metric type",
+    )
+    status_label: str = Field(
+        "code", description="the metric label holding the HTTP status (`code` or `status`)"
+    )
+    colour_label: str = Field(
+        "color",
+        description="the metric label holding the pod's colour (PodMonitoring `targetLabels.fromPod`)",
+    )
+    namespace_label: str = Field(
+        "namespace", description="the resource label of `prometheus_target` naming the namespace"
+    )
+    app_label: str = Field("job", description="the resource label that names the app (GMP: the scrape job)")
+    custom_prefix: str = Field(
+        "custom.googleapis.com/greenlight",
+        description="the prefix of the metrics Greenlight writes itself (release and backup outcomes)",
+    )
+    ingestion_delay_s: float = Field(
+        5,
+        ge=0,
+        description="seconds a new point takes to become readable; a gate waits this long after each interval",
+    )
 
 
 class Slack(_Model):
-    channel: str
-    token_secret_block: str | None = None  # Prefect Secret block holding the bot token
+    """Where releases are announced and approvals asked for."""
+
+    channel: str = Field(description="the channel releases post to, e.g. `#releases`")
+    token_secret_block: str | None = Field(
+        None,
+        description="the Prefect Secret block holding the bot token (`greenlight setup` fills it from `$SLACK_BOT_TOKEN`)",
+    )
 
 
 class GitHub(_Model):
     """Which GitHub workflow runs start a release of this environment (the webhook receiver's filter)."""
 
-    repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")  # OWNER/NAME
-    workflow: str  # the workflow's name, as in workflow_run.name
-    branch: str  # a successful run on this branch releases to this environment
+    repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="`OWNER/NAME`")
+    workflow: str = Field(description="the workflow's name, as in `workflow_run.name`")
+    branch: str = Field(description="a successful run on this branch releases to this environment")
 
 
 class Probe(_Model):
-    table: str = Field(pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
-    min_rows: int = Field(0, ge=0)
-    timestamp_column: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]*$")
+    """A table the restored database must hold."""
+
+    table: str = Field(
+        pattern=r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$", description="`table` or `schema.table`"
+    )
+    min_rows: int = Field(0, ge=0, description="the fewest rows it may have")
+    timestamp_column: str | None = Field(
+        None,
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="a column whose newest value measures the achieved RPO (how old the newest row is)",
+    )
 
 
 class SqlProbe(_Model):
-    name: str
-    sql: str
-    expect_true: bool = True
+    """A query the restored database must answer with true."""
+
+    name: str = Field(description="what the check is called in the report")
+    sql: str = Field(description="a query returning one boolean (run read-only on the scratch database)")
+    expect_true: bool = Field(True, description="the answer it must give")
 
 
 class Backups(_Model):
-    bucket: str
-    replica_bucket: str | None = None
-    prefix: str = ""
-    name_pattern: str = r"(?P<date>\d{4}-\d{2}-\d{2}T\d{4}Z)\.sql\.gz$"
-    format: Literal["plain", "plain-gzip", "custom", "directory", "tar"] = "plain-gzip"
-    database: str
-    rpo_target_s: Seconds = 86400
-    size_drop_tolerance: float = Field(0.2, ge=0, le=1)
-    probes: list[Probe] = Field(default_factory=list)
-    sql_probes: list[SqlProbe] = Field(default_factory=list)
-    config_bucket: str | None = None
-    config_prefix: str = "config/"
-    config_retention: int = Field(30, ge=1)
-    restore_jobs: int = Field(2, ge=1)
+    """Where the database dumps and the configuration bundles are, and what makes a dump trusted."""
+
+    bucket: str = Field(description="the GCS bucket of the database dumps")
+    replica_bucket: str | None = Field(
+        None, description="a copy of the bucket (another region): the newest dump must be there too"
+    )
+    prefix: str = Field("", description="the dumps' object prefix in the bucket")
+    name_pattern: str = Field(
+        r"(?P<date>\d{4}-\d{2}-\d{2}T\d{4}Z)\.sql\.gz$",
+        description="a regular expression a dump's object name matches, with a named group `(?P<date>...)`",
+    )
+    format: Literal["plain", "plain-gzip", "custom", "directory", "tar"] = Field(
+        "plain-gzip", description="the dumps' format (pg_dump `-F`; plain-gzip: a gzipped SQL file)"
+    )
+    database: str = Field(description="the database the dumps are of")
+    rpo_target_s: Seconds = Field(86400, description="the newest dump may be at most this old")
+    size_drop_tolerance: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="the newest dump may be at most this much smaller than the one before (0.2 = 20%)",
+    )
+    probes: list[Probe] = Field(default_factory=list, description="tables the restored database must hold")
+    sql_probes: list[SqlProbe] = Field(
+        default_factory=list, description="queries the restored database must answer"
+    )
+    config_bucket: str | None = Field(
+        None, description="the GCS bucket `backup-config` exports the namespace's manifests to"
+    )
+    config_prefix: str = Field("config/", description="the configuration bundles' prefix in that bucket")
+    config_retention: int = Field(30, ge=1, description="how many configuration bundles to keep")
+    restore_jobs: int = Field(2, ge=1, description="parallel jobs of the verifying restore (pg_restore `-j`)")
 
     @field_validator("name_pattern")
     @classmethod
@@ -291,24 +459,34 @@ class Backups(_Model):
 
 
 class DisasterRecovery(_Model):
-    source: str  # the environment whose backups and digests the drill restores
-    rto_target_s: Seconds = 3600
-    rpo_target_s: Seconds = 86400
+    """A DR environment: what `greenlight drill` restores into it and the targets it must meet."""
+
+    source: str = Field(description="the environment whose backups and digests the drill restores")
+    rto_target_s: Seconds = Field(
+        3600, description="recovery time objective: the drill must be serving within this"
+    )
+    rpo_target_s: Seconds = Field(
+        86400, description="recovery point objective: the restored data may be at most this old"
+    )
 
 
 class Profile(_Model):
-    name: str
-    cluster: Cluster
-    namespace: Name
-    apps: list[App] = Field(min_length=1)
-    registry: Registry
-    release: Release = Release()
-    gate: Gate = Gate()
-    monitoring: Monitoring
-    slack: Slack | None = None
-    github: GitHub | None = None
-    backups: Backups | None = None
-    dr: DisasterRecovery | None = None
+    """One environment: where its apps run, how they are released, gated, backed up and recovered."""
+
+    name: str = Field(description="the environment's name; must match the file name (default: the file name)")
+    cluster: Cluster = Field(description="the Kubernetes cluster of the environment")
+    namespace: Name = Field(description="the namespace of the apps")
+    apps: list[App] = Field(min_length=1, description="the apps released together (names unique)")
+    registry: Registry = Field(description="which images may be released")
+    release: Release = Field(Release(), description="how a release proceeds")
+    gate: Gate = Field(Gate(), description="the health gate")
+    monitoring: Monitoring = Field(description="where the gate reads metrics")
+    slack: Slack | None = Field(None, description="release announcements and approvals (none: no Slack)")
+    github: GitHub | None = Field(None, description="which GitHub workflow runs release this environment")
+    backups: Backups | None = Field(None, description="database dumps and configuration bundles to verify")
+    dr: DisasterRecovery | None = Field(
+        None, description="makes this a DR environment, the target of a drill"
+    )
 
     @model_validator(mode="after")
     def _unique_apps(self) -> Profile:
