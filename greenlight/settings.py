@@ -45,11 +45,19 @@ class _Model(BaseModel):
 class Cluster(_Model):
     """Where the apps run: a kubeconfig context, or the pod's own service account."""
 
-    context: str | None = None
-    kubeconfig: str | None = None
-    in_cluster: bool = False
-    # each API call's client-side timeout: a call that hangs longer is retried as transient
-    request_timeout_s: Seconds = 10
+    context: str | None = Field(
+        None, description="the kubeconfig context of the cluster (or set `in_cluster`)"
+    )
+    kubeconfig: str | None = Field(
+        None, description="the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    in_cluster: bool = Field(
+        False, description="use the pod's service account (the flows run in the cluster)"
+    )
+    request_timeout_s: Seconds = Field(
+        10,
+        description="each API call's client-side timeout: a call that hangs longer is retried as transient",
+    )
 
     @model_validator(mode="after")
     def _one_way(self) -> Cluster:
