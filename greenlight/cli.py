@@ -1,7 +1,11 @@
-"""``greenlight``: the command line. Each command prints its outcome and the values behind it on
-stdout and exits 0 on success; on failure it says ``FAILED: <reason>`` on stderr and exits with
-the code of the kind of failure (see :mod:`greenlight.errors`: 2 bad input, 3 not found, 4
-transient, 5 forbidden, 6 conflict, 7 release refused, 8 gate failed, 9 backup invalid, 1 other)."""
+"""greenlight: blue-green releases, health gates, rollbacks, backup verification and DR drills.
+
+Each command prints its outcome and the values behind it on stdout (--json where a command
+reports: status, gate, smoke, verify-backups, drill) and exits 0 on success; on failure it says
+'FAILED: <reason>' on stderr and exits with the code of the kind of failure (see
+greenlight.errors): 1 other, 2 bad input, 3 not found, 4 transient (retry), 5 forbidden,
+6 conflict, 7 release refused, 8 gate or drill failed, 9 backup not verified, 10 approval answer
+not counted, 130 interrupted. Long operations show their progress on stderr."""
 
 from __future__ import annotations
 
@@ -20,22 +24,30 @@ from greenlight.commands import drill as drill_commands
 from greenlight.commands import failed
 from greenlight.commands import release as release_commands
 from greenlight.commands import webhook as webhook_commands
-from greenlight.errors import GreenlightError, InputInvalid
+from greenlight.errors import INTERRUPTED, GreenlightError, InputInvalid, ProfileInvalid
 from greenlight.settings import available_environments, environments_dir, load_profile
 
 
 def _profile_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("profile", help="environment profiles: validate, show")
+    p = sub.add_parser("profile", help="environment profiles: validate, show, reference")
     cmds = p.add_subparsers(dest="profile_command", required=True)
-    v = cmds.add_parser("validate", help="validate profiles (all when none named)")
-    v.add_argument("envs", nargs="*")
-    s = cmds.add_parser("show", help="print a validated profile")
-    s.add_argument("env")
+    v = cmds.add_parser("validate", help="validate profiles (all when none named); exit 2 if one is invalid")
+    v.add_argument("envs", nargs="*", metavar="ENV", help="environments to validate (default: every profile)")
+    s = cmds.add_parser("show", help="print a validated profile with every default filled in, as JSON")
+    s.add_argument("env", help="the environment (a profile's file name without .yaml)")
+    cmds.add_parser(
+        "reference", help="print every profile field (path, type, default, limits, description) as Markdown"
+    )
 
 
 def _run_profile(args: argparse.Namespace) -> int:
     if args.profile_command == "show":
         print(load_profile(args.env).model_dump_json(indent=2))
+        return 0
+    if args.profile_command == "reference":
+        from greenlight.commands.reference import profile_reference
+
+        print(profile_reference(), end="")
         return 0
     names = args.envs or available_environments()
     if not names:
@@ -52,7 +64,9 @@ def _run_profile(args: argparse.Namespace) -> int:
             failed += 1
             print(f"INVALID {name}:\n  " + str(e).replace("\n", "\n  "))
     print(f"{len(names) - failed}/{len(names)} profiles valid in {environments_dir()}")
-    return 1 if failed else 0
+    if failed:
+        raise ProfileInvalid(f"{failed} of {len(names)} profiles invalid (see above)")
+    return 0
 
 
 PLUGIN_GROUP = "greenlight.plugins"
@@ -76,8 +90,17 @@ def plugins() -> dict[str, ModuleType]:
 
 
 def build_parser(mounted: dict[str, ModuleType] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="greenlight", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"greenlight {version()}")
+    from greenlight.commands.reference import exit_codes_text
+
+    parser = argparse.ArgumentParser(
+        prog="greenlight",
+        description=__doc__,
+        epilog=exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"greenlight {version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _profile_commands(sub)
     release_commands.register(sub)
@@ -123,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GreenlightError as e:
         return failed(e)
     except KeyboardInterrupt:
-        return failed("interrupted", 130)
+        return failed("interrupted", INTERRUPTED)
     except Exception as e:  # the lab's own errors and anything unexpected: say what, exit non-zero
         return failed(f"{type(e).__name__}: {e}", 1)
     parser.error(f"unknown command {args.command}")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from greenlight.commands import failed
+from greenlight.commands import JSON_HELP, failed, print_json, stdout_for_json
+from greenlight.commands.progress import progress
 from greenlight.core.backups import Check, bundles_to_delete, check_line
 from greenlight.errors import GreenlightError
 
@@ -21,16 +22,17 @@ COMMANDS = {"verify-backups", "backup-config"}
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``verify-backups`` and ``backup-config`` subcommands (each sets ``handler``)."""
     p = sub.add_parser("verify-backups", help="verify the newest database dump by restoring it")
-    p.add_argument("env")
+    p.add_argument("env", help="the environment whose backups (the profile's 'backups' section) to verify")
     p.add_argument(
         "--random-within-days",
         type=int,
         metavar="N",
         help="also verify one dump picked at random among those of the last N days",
     )
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(handler=cmd_verify_backups)
     p = sub.add_parser("backup-config", help="export the namespace's manifests (no secret values) to GCS")
-    p.add_argument("env")
+    p.add_argument("env", help="the environment whose namespace to export (backups.config_bucket)")
     p.add_argument(
         "--dry-run", action="store_true", help="print what would be exported where, change nothing"
     )
@@ -47,13 +49,21 @@ def cmd_verify_backups(args: argparse.Namespace) -> int:
     """Run backup-verification for ``args.env``; print every check and value; 0 when verified."""
     from greenlight.flows.backup_verification import BackupNotVerified, verify_backups
 
+    as_json = bool(getattr(args, "json", False))
     try:
-        result = verify_backups(args.env, random_within_days=getattr(args, "random_within_days", None))
+        with stdout_for_json(as_json), progress(f"verify-backups {args.env}"):
+            result = verify_backups(args.env, random_within_days=getattr(args, "random_within_days", None))
     except BackupNotVerified as e:
-        _print_verification(e.result)
+        if as_json:
+            print_json(e.result)
+        else:
+            _print_verification(e.result)
         return failed(e)
     except GreenlightError as e:
         return failed(e)
+    if as_json:
+        print_json(result)
+        return 0
     _print_verification(result)
     print(f"OK: backup of {result['database']} in {result['environment']} verified ({result.get('dump')})")
     return 0
@@ -87,7 +97,8 @@ def cmd_backup_config(args: argparse.Namespace) -> int:
             return _dry_run(args.env)
         from greenlight.flows.config_backup import backup_config
 
-        result = backup_config(args.env)
+        with progress(f"backup-config {args.env}"):
+            result = backup_config(args.env)
     except GreenlightError as e:
         return failed(e)
     for f in result["files"]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from greenlight.commands import failed
 from greenlight.settings import REPO_ROOT
 
 K8S_POOL = "greenlight-k8s"
@@ -61,7 +62,11 @@ COMMANDS = {"render-kubernetes"}
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("render-kubernetes", help="write prefect.kubernetes.yaml from prefect.yaml")
-    p.add_argument("--check", action="store_true", help="exit 1 if the committed file differs")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if the committed file differs from the rendering",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         same = target.is_file() and target.read_text() == text
         print(f"{target.name} {'is up to date' if same else 'differs from what prefect.yaml renders'}")
-        return 0 if same else 1
+        if not same:
+            return failed(f"{target} is out of date: run `greenlight render-kubernetes` and commit it", 1)
+        return 0
     target.write_text(text)
     print(f"wrote {target} ({text.count('- name:')} deployments on pool {K8S_POOL})")
     return 0

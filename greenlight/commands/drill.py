@@ -12,7 +12,8 @@ import argparse
 from datetime import datetime
 from typing import Any
 
-from greenlight.commands import failed
+from greenlight.commands import JSON_HELP, failed, print_json, stdout_for_json
+from greenlight.commands.progress import progress
 from greenlight.core.drill import DrillStep, step_line
 from greenlight.errors import GreenlightError
 
@@ -29,28 +30,42 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--keep", action="store_true", help="leave the DR workloads and database running afterwards"
     )
     p.add_argument("--dry-run", action="store_true", help="print what the drill would do, change nothing")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run (or with ``--dry-run`` plan) the drill of ``args.env``; 0 when it passed."""
+    as_json = bool(getattr(args, "json", False))
     try:
         if getattr(args, "dry_run", False):
             from greenlight.flows.dr_drill import plan_drill
 
-            for line in plan_drill(args.env):
+            with stdout_for_json(as_json):
+                plan = list(plan_drill(args.env))
+            if as_json:
+                print_json({"environment": args.env, "dry_run": True, "plan": plan})
+                return 0
+            for line in plan:
                 print(line)
             print("DRY RUN: nothing restored, applied or deleted")
             return 0
         from greenlight.flows.dr_drill import DrillFailed, dr_drill
 
         try:
-            result = dr_drill(args.env, keep=bool(getattr(args, "keep", False)))
+            with stdout_for_json(as_json), progress(f"drill {args.env}"):
+                result = dr_drill(args.env, keep=bool(getattr(args, "keep", False)))
         except DrillFailed as e:
-            print_result(e.result)
+            if as_json:
+                print_json(e.result)
+            else:
+                print_result(e.result)
             return failed(e)
     except GreenlightError as e:
         return failed(e)
+    if as_json:
+        print_json(result)
+        return 0
     print_result(result)
     print(
         f"OK: DR drill {result['drill_id']} of {result['environment']} passed: {result['rto']}; {result['rpo']}"

@@ -10,60 +10,86 @@ import time
 from typing import Any
 from uuid import UUID
 
-from greenlight.errors import InputInvalid, NotFound
+from greenlight.commands import JSON_HELP, print_json, stdout_for_json
+from greenlight.commands.progress import progress
+from greenlight.errors import GateFailed, InputInvalid, NotFound, ReleaseRefused
 from greenlight.settings import load_profile
+
+ENV_HELP = "the environment: a profile's name (greenlight profile validate lists them)"
+APP_HELP = "only this app (default: every app of the profile)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     def cmd(name: str, help: str, changes: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+        p = sub.add_parser(name, help=help, description=help)
         if changes:
             p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
         return p
 
     p = cmd("deploy", "blue-green deploy of the given images (tags resolved to digests first)")
-    p.add_argument("env")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--actor")
-    p.add_argument("--force-reason")
-    p.add_argument("--bake-s", type=float)
+    p.add_argument("env", help=ENV_HELP)
+    p.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="REPOSITORY:TAG or REPOSITORY@sha256:..., one per app"
+    )
+    p.add_argument("--actor", help="who releases, on the record (default: the login name)")
+    p.add_argument(
+        "--force-reason",
+        help="release despite a freeze or a failing live colour (the reason is on the record)",
+    )
+    p.add_argument(
+        "--bake-s", type=float, metavar="S", help="watch the new colour this long (default: release.bake_s)"
+    )
     p = cmd("promote", "release the images of a commit (production: after approval)")
-    p.add_argument("env")
-    p.add_argument("--commit", required=True)
+    p.add_argument("env", help=ENV_HELP)
+    p.add_argument(
+        "--commit",
+        required=True,
+        help="the commit whose images to release (registry.image_template names them)",
+    )
     p.add_argument(
         "--actor", help="who asks (default: the login name); the author cannot approve their own release"
     )
     p.add_argument("--force-reason", help="release despite a freeze or a failing live colour (on the record)")
-    p.add_argument("--bake-s", type=float)
+    p.add_argument(
+        "--bake-s", type=float, metavar="S", help="watch the new colour this long (default: release.bake_s)"
+    )
     p = cmd("rollback", "point traffic back at the previous colour")
-    p.add_argument("env")
-    p.add_argument("--app")
-    p.add_argument("--reason", default="manual rollback")
+    p.add_argument("env", help=ENV_HELP)
+    p.add_argument("--app", help=APP_HELP)
+    p.add_argument(
+        "--reason", default="manual rollback", help="why, on the record (default: manual rollback)"
+    )
     p = cmd("monitor", "watch the live colour; roll back on breach")
-    p.add_argument("env")
-    p.add_argument("seconds", type=float)
+    p.add_argument("env", help=ENV_HELP)
+    p.add_argument("seconds", type=float, help="how long to watch")
     p = cmd("smoke", "the smoke probes alone", changes=False)
-    p.add_argument("env")
-    p.add_argument("--colour", choices=["live", "preview"], default="live")
-    p.add_argument("--app")
+    p.add_argument("env", help=ENV_HELP)
+    p.add_argument(
+        "--colour",
+        choices=["live", "preview"],
+        default="live",
+        help="probe the live (default) or the preview Service",
+    )
+    p.add_argument("--app", help=APP_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p = cmd(
         "gate",
         "the whole health gate: per interval the candidate's and the baseline's figures",
         changes=False,
     )
-    p.add_argument("env")
-    p.add_argument("--app")
+    p.add_argument("env", help=ENV_HELP)
+    p.add_argument("--app", help=APP_HELP)
     p.add_argument("--colour", default="preview", help="preview (default), live, or a colour name")
     p.add_argument("--json", action="store_true", help="the verdicts, intervals and checks as JSON")
     p = cmd("switch", "point the live Services at a colour")
-    p.add_argument("env")
-    p.add_argument("colour")
-    p.add_argument("--app")
+    p.add_argument("env", help=ENV_HELP)
+    p.add_argument("colour", help="the colour to serve (one of release.colours)")
+    p.add_argument("--app", help=APP_HELP)
     for verb in ("approve", "reject"):
         p = sub.add_parser(verb, help=f"{verb} a paused production promotion")
-        p.add_argument("run_id")
+        p.add_argument("run_id", help="the paused flow run's id (the promotion prints it while it waits)")
         p.add_argument("--approver", required=True, help="who answers: typed, so unverified")
-        p.add_argument("--reason", default="")
+        p.add_argument("--reason", default="", help="why, on the record")
         p.add_argument(
             "--wait-s", type=float, default=20, help="how long to wait for the run's judgement (default 20)"
         )
@@ -73,13 +99,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--out", required=True, help="file for the private key (created 0600; never overwritten)")
     p = cmd("cleanup", "scale down colours idle past the scale-down delay, once drained")
-    p.add_argument("env")
+    p.add_argument("env", help=ENV_HELP)
     p.add_argument("--now", action="store_true", help="skip the scale-down delay (never the drain)")
     p = cmd("setup", "create what the flows need in the Prefect API (idempotent)")
-    p.add_argument("envs", nargs="*")
+    p.add_argument("envs", nargs="*", metavar="ENV", help="environments to set up (default: every profile)")
     p = cmd("status", "per app: live and previous colour, digests, release, replicas", changes=False)
-    p.add_argument("env")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("env", help=ENV_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 COMMANDS = {
@@ -140,7 +166,9 @@ def _plan(env: str, refs: dict[str, Any], commit: str | None) -> int:
         print(
             f"  requires: digests released in {profile.release.requires}; approval by {profile.release.approval.approvers}"
         )
-    return 1 if plan.blocked else 0
+    if plan.blocked:
+        raise ReleaseRefused(f"dry run: the release is blocked: {plan.reason}")
+    return 0
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -148,15 +176,16 @@ def _deploy(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         return _plan(args.env, images_by_app(load_profile(args.env), args.images), None)
-    result = deploy(
-        DeployRequest(
-            environment=args.env,
-            images=args.images,
-            actor=args.actor,
-            force_reason=args.force_reason,
-            bake_s=args.bake_s,
+    with progress(f"deploy {args.env}"):
+        result = deploy(
+            DeployRequest(
+                environment=args.env,
+                images=args.images,
+                actor=args.actor,
+                force_reason=args.force_reason,
+                bake_s=args.bake_s,
+            )
         )
-    )
     _print_result(result)
     return 0
 
@@ -167,15 +196,16 @@ def _promote(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _plan(args.env, images_for_commit(load_profile(args.env), args.commit), args.commit)
     actor = args.actor or getpass.getuser()
-    result = build_promote(
-        PromoteRequest(
-            environment=args.env,
-            commit=args.commit,
-            actor=actor,
-            force_reason=args.force_reason,
-            bake_s=args.bake_s,
+    with progress(f"promote {args.env} {args.commit}"):
+        result = build_promote(
+            PromoteRequest(
+                environment=args.env,
+                commit=args.commit,
+                actor=actor,
+                force_reason=args.force_reason,
+                bake_s=args.bake_s,
+            )
         )
-    )
     _print_result(result)
     return 0
 
@@ -208,7 +238,8 @@ def _monitor(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"dry run: would watch {args.env} for {args.seconds:g} s and roll back on breach")
         return 0
-    result = monitor(args.env, args.seconds)
+    with progress(f"monitor {args.env} for {args.seconds:g} s"):
+        result = monitor(args.env, args.seconds)
     print(f"{args.env}: {result['status']}: {result['detail']} (colours {result['colours']})")
     return 0
 
@@ -218,21 +249,49 @@ def _smoke(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.env)
     apps = [profile.app(args.app).name] if args.app else [a.name for a in profile.apps]
-    failed = 0
+    probes: list[dict[str, Any]] = []
     for app in apps:
         for r in smoke.fn(profile, app, args.colour):
-            failed += not r.ok
-            print(f"{'ok  ' if r.ok else 'FAIL'} {app} ({args.colour}) {r.reason}")
-    print(f"{'all smoke probes passed' if not failed else f'{failed} smoke probe(s) failed'}")
-    return 1 if failed else 0
+            probes.append(
+                {
+                    "app": app,
+                    "colour": args.colour,
+                    "probe": r.name,
+                    "ok": r.ok,
+                    "status": r.status,
+                    "expect_status": r.expect_status,
+                    "elapsed_ms": r.elapsed_ms,
+                    "error": r.error,
+                    "reason": r.reason,
+                }
+            )
+    bad = [p for p in probes if not p["ok"]]
+    summary = "all smoke probes passed" if not bad else f"{len(bad)} of {len(probes)} smoke probe(s) failed"
+    if args.json:
+        print_json(
+            {
+                "environment": args.env,
+                "colour": args.colour,
+                "passed": not bad,
+                "summary": summary,
+                "probes": probes,
+            }
+        )
+    else:
+        for p in probes:
+            print(f"{'ok  ' if p['ok'] else 'FAIL'} {p['app']} ({p['colour']}) {p['reason']}")
+        print(summary)
+    if bad:
+        raise GateFailed(f"{summary}: " + "; ".join(f"{p['app']} {p['reason']}" for p in bad))
+    return 0
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from greenlight.errors import GateFailed
     from greenlight.flows.health_gate import health_gate
 
     try:
-        result = health_gate(args.env, app=args.app, colour=args.colour)
+        with stdout_for_json(args.json), progress(f"gate {args.env} ({args.colour})"):
+            result = health_gate(args.env, app=args.app, colour=args.colour)
     except GateFailed as e:
         if e.verdicts is not None:
             _print_gate(args, e.verdicts)
@@ -243,7 +302,7 @@ def _gate(args: argparse.Namespace) -> int:
 
 def _print_gate(args: argparse.Namespace, result: dict[str, Any]) -> None:
     if args.json:
-        print(json.dumps({"environment": args.env, "apps": result}, indent=2, sort_keys=True, default=str))
+        print_json({"environment": args.env, "apps": result})
         return
     for app, v in sorted(result.items()):
         for line in gate_lines(app, v):
@@ -327,7 +386,7 @@ def _answer(args: argparse.Namespace, approve: bool) -> int:
     from prefect.flow_runs import resume_flow_run
     from prefect.input import read_flow_run_input
 
-    from greenlight.errors import ReleaseRefused
+    from greenlight.errors import AnswerRefused
     from greenlight.tasks.approval import ANSWER_KEY
 
     try:
@@ -353,16 +412,17 @@ def _answer(args: argparse.Namespace, approve: bool) -> int:
     )
     deadline = time.monotonic() + args.wait_s
     judged: dict[str, Any] | None = None
-    while pause and judged is None and time.monotonic() < deadline:
-        judged = read_flow_run_input(ANSWER_KEY.format(pause=pause), flow_run_id=run_id)  # type: ignore[assignment]  # sync context
-        if judged is None:
-            time.sleep(0.5)
+    with progress(f"waiting up to {args.wait_s:g} s for run {run_id} to judge the answer"):
+        while pause and judged is None and time.monotonic() < deadline:
+            judged = read_flow_run_input(ANSWER_KEY.format(pause=pause), flow_run_id=run_id)  # type: ignore[assignment]  # sync context
+            if judged is None:
+                time.sleep(0.5)
     if judged is None:
         print(f"the run has not judged the answer within {args.wait_s:g} s; see its log for the decision")
         return 0
     print(f"the run judged it: {judged['text']}")
     if not judged["final"]:
-        raise ReleaseRefused(f"answer refused, the run still waits: {judged['text']}")
+        raise AnswerRefused(f"answer refused, the run still waits: {judged['text']}")
     return 0
 
 
@@ -431,13 +491,7 @@ def _status(args: argparse.Namespace) -> int:
         live_dep = s["colours"].get(s["live_colour"] or "", {})
         apps.append({**s, "replicas_ready": f"{live_dep.get('ready', 0)}/{live_dep.get('replicas', 0)}"})
     if args.json:
-        print(
-            json.dumps(
-                {"environment": args.env, "namespace": profile.namespace, "apps": apps, "at": time.time()},
-                indent=2,
-                sort_keys=True,
-            )
-        )
+        print_json({"environment": args.env, "namespace": profile.namespace, "apps": apps, "at": time.time()})
         return 0
     print(f"{args.env} ({profile.namespace})")
     for a in apps:

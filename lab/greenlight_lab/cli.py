@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     cmds.add_parser("down", help="stop everything the lab started")
     st = cmds.add_parser("status", help="processes, ports and objects")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
     cmds.add_parser("env", help='print export lines: eval "$(greenlight lab env)"')
     url = cmds.add_parser("url", help="the local URL of a Service's proxy")
     url.add_argument("service", help="NAMESPACE/SERVICE (primary cluster) or CONTEXT/NAMESPACE/SERVICE")
@@ -69,23 +69,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     push = img.add_parser("push", help="add an image with a behaviour")
     push.add_argument("ref", help="REPO:TAG, e.g. ghcr.io/sma-platform/backend:abc123")
     push.add_argument("--version", dest="image_version", help="what '/' answers (default: the tag)")
-    push.add_argument("--error-rate", type=float, default=0.0)
-    push.add_argument("--latency-ms", type=float, default=0.0)
+    push.add_argument(
+        "--error-rate", type=float, default=0.0, help="share of requests answered 500 (0 to 1; default 0)"
+    )
+    push.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer (default 0)")
     push.add_argument(
         "--latency-sigma",
         type=float,
         default=0.0,
         help="> 0: lognormal latency, median --latency-ms, this shape (0.5: p95 about 2.3 x the median)",
     )
-    push.add_argument("--startup-s", type=float, default=0.0)
-    push.add_argument("--crash", action="store_true")
+    push.add_argument(
+        "--startup-s", type=float, default=0.0, help="how long a pod takes to become ready (default 0)"
+    )
+    push.add_argument("--crash", action="store_true", help="pods of this image crash at start (never ready)")
     push.add_argument(
         "--degrade-after-s",
         type=float,
         default=0.0,
         help="after this long a pod's error rate becomes --degraded-error-rate",
     )
-    push.add_argument("--degraded-error-rate", type=float, default=0.0)
+    push.add_argument(
+        "--degraded-error-rate", type=float, default=0.0, help="the error rate after --degrade-after-s"
+    )
     push.add_argument(
         "--shutdown",
         choices=["graceful", "abrupt"],
@@ -103,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "Slack's signed block_actions interaction goes to the Request URL",
     )
     click.add_argument("--user", required=True, help="the clicking Slack user ID, e.g. U0LABALICE")
-    click.add_argument("--action", required=True, choices=["approve", "reject"])
+    click.add_argument("--action", required=True, choices=["approve", "reject"], help="which button")
     click.add_argument("--reason", default="", help="typed in the message's reason input")
     click.add_argument("--run", help="the flow run ID whose approval message to click (default: the newest)")
     click.add_argument(
@@ -113,30 +119,43 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="sign the request as if sent S seconds ago (over 300: a stale request Slack's verifier refuses)",
     )
     load = cmds.add_parser("load", help="load generator: sent, succeeded, failed, latency percentiles")
-    load.add_argument("url")
-    load.add_argument("--rps", type=float, default=100)
-    load.add_argument("--seconds", type=float, default=10)
+    load.add_argument("url", help="the URL to send GET requests to (greenlight lab url NS/SERVICE)")
+    load.add_argument("--rps", type=float, default=100, help="requests per second (default 100)")
+    load.add_argument("--seconds", type=float, default=10, help="how long (default 10)")
     load.add_argument(
         "--connections",
         type=int,
         default=8,
         help="keep-alive connections in the pool (extras open when all are busy)",
     )
-    load.add_argument("--json", action="store_true")
+    load.add_argument("--json", action="store_true", help="print the report as JSON")
     fault = cmds.add_parser("fault", help="inject faults").add_subparsers(dest="fault_command", required=True)
     add = fault.add_parser("add", help="fail or stall the next N matching calls")
-    add.add_argument("target", choices=["kube-primary", "kube-dr", "gcs", "monitoring", "slack", "registry"])
-    add.add_argument("--verb")
-    add.add_argument("--resource")
-    add.add_argument("--mode", choices=["error", "stall"], default="error")
-    add.add_argument("--status", type=int, default=503)
-    add.add_argument("--stall-s", type=float, default=30.0)
+    add.add_argument(
+        "target",
+        choices=["kube-primary", "kube-dr", "gcs", "monitoring", "slack", "registry"],
+        help="the stand-in whose calls to fail",
+    )
+    add.add_argument(
+        "--verb", help="only this verb: a Kubernetes verb, a lower-case HTTP method or an RPC name"
+    )
+    add.add_argument(
+        "--resource",
+        help="only this resource: a plural Kubernetes resource (deployments), a Slack API method (chat.postMessage), free-form otherwise",
+    )
+    add.add_argument(
+        "--mode", choices=["error", "stall"], default="error", help="answer --status, or stall --stall-s"
+    )
+    add.add_argument("--status", type=int, default=503, help="the status an error answers (default 503)")
+    add.add_argument(
+        "--stall-s", type=float, default=30.0, help="how long a stall holds the call (default 30)"
+    )
     add.add_argument("--count", type=int, default=1, help="-1: until cleared")
-    add.add_argument("--retry-after", type=float)
+    add.add_argument("--retry-after", type=float, help="send Retry-After: S with the error")
     add.add_argument("--skip", type=int, default=0, help="matching calls to let through first")
     clear = fault.add_parser("clear", help="remove fault rules")
-    clear.add_argument("target", nargs="?")
-    fault.add_parser("list")
+    clear.add_argument("target", nargs="?", help="only this target's rules (default: all)")
+    fault.add_parser("list", help="the fault rules in force")
 
 
 def _print_json(value: Any) -> None:
