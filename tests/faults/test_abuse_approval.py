@@ -101,7 +101,7 @@ def test_forged_stale_replayed_unallowed_and_typed_answers_do_not_approve(
     typed = greenlight_cli("approve", str(run), "--approver", "alice", "--reason", "typed")
     fault.injected_by_hand(label="approval: `greenlight approve --approver alice` under require_verified")
     said = typed.stdout + typed.stderr
-    assert typed.returncode != 0, said
+    assert typed.returncode == 10, said  # AnswerRefused: the answer did not count, the run still waits
     assert (
         "FAILED: answer refused, the run still waits" in said
         and "unverified approval (typed as 'alice'" in said

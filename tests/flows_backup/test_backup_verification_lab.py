@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,6 +76,24 @@ def test_seeded_newest_dump_is_verified_published_and_its_scratch_db_dropped(
     assert latest_metric("lab-project", "achieved_rpo_seconds", "production") is not None
     assert scratch_databases(scratch_server) == []
     assert any("verified" in (m["text"] or "") and result["dump"] in m["text"] for m in slack_messages(lab))
+
+
+def test_cli_json_is_one_document_with_every_check(
+    lab: LabState, production: Profile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`verify-backups production --json` exits 0 and stdout is one JSON document: verified, the dump,
+    every check with its value and limit; progress goes to stderr."""
+    code = cmd_verify_backups(argparse.Namespace(env="production", random_within_days=None, json=True))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    doc = json.loads(captured.out)
+    assert (
+        doc["verified"] is True and doc["environment"] == "production" and doc["dump"].startswith("sma-db/")
+    )
+    assert {c["name"] for c in doc["checks"]} >= {"found", "freshness", "size", "integrity", "restore"}
+    assert all(c["ok"] and "value" in c and "limit" in c for c in doc["checks"])
+    assert doc["restore_seconds"] > 0
+    assert "progress: verify-backups production: started" in captured.err
 
 
 def test_truncated_gzip_fails_restore_and_still_drops_the_scratch_db(
@@ -196,7 +215,8 @@ def test_cli_fails_naming_a_missing_bucket(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`verify-backups ENV` on a profile whose bucket does not exist exits 1 with a reason naming the bucket."""
+    """`verify-backups ENV` on a profile whose bucket does not exist exits 9 with a reason naming the bucket,
+    in text and with --json."""
     assert production.backups is not None
     profile = production.model_copy(
         update={
@@ -213,3 +233,14 @@ def test_cli_fails_naming_a_missing_bucket(
     assert "FAILED:" in captured.err and "bt-no-such-bucket" in captured.err
     assert any(line.startswith("found") and line.rstrip().endswith("FAIL") for line in out.splitlines())
     assert latest_metric("lab-project", "verified", "bt-nobucket") == 0.0
+
+    code = cmd_verify_backups(argparse.Namespace(env="bt-nobucket", random_within_days=None, json=True))
+    captured = capsys.readouterr()
+    assert code == 9
+    doc = json.loads(captured.out)  # the same verdict as one JSON document; FAILED still on stderr
+    assert doc["verified"] is False
+    found = next(c for c in doc["checks"] if c["name"] == "found")
+    assert found["ok"] is False and "bt-no-such-bucket" in found["reason"]
+    assert any(
+        line.startswith("FAILED:") and "bt-no-such-bucket" in line for line in captured.err.splitlines()
+    )

@@ -225,3 +225,44 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     assert "targets: RTO 300 s, RPO 86400 s" in out and "DRY RUN" in out
     nothing_of_the_drill_left(dr_kube)
     assert not database_exists(server)
+
+
+def test_cli_json_of_a_failed_drill_is_one_document_with_the_timeline(
+    strict_envdir: Path,
+    dr_kube: Kube,
+    server: Postgres,
+    secrets_ready: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`greenlight drill dr --json` that misses its RTO prints one JSON document on stdout (passed
+    false, the reason, every step, RTO and RPO), FAILED on stderr, exits 8, and still tears down."""
+    args = argparse.Namespace(command="drill", env="dr", keep=False, dry_run=False, json=True)
+    code = run_drill_command(args)
+    captured = capsys.readouterr()
+    assert code == 8, captured.err[-3000:]
+    doc = json.loads(captured.out)
+    assert doc["environment"] == "dr" and doc["passed"] is False
+    assert "missed target 1 s" in doc["rto"] and doc["rto_target_s"] == 1
+    assert "missed target 1 s" in next(
+        line for line in captured.err.splitlines() if line.startswith("FAILED:")
+    )
+    steps = {s["name"]: s for s in doc["steps"]}
+    for step in ("restore-database", "apply-config", "wait-healthy", "smoke", "teardown"):
+        assert steps[step]["outcome"] == "ok", steps[step]
+    assert "progress: drill dr: started" in captured.err
+    nothing_of_the_drill_left(dr_kube)
+    assert not database_exists(server)
+
+
+def test_dry_run_json_lists_the_plan(
+    lab: LabState, dr_kube: Kube, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`greenlight drill dr --dry-run --json` prints the plan's lines as a JSON list, changing nothing."""
+    code = run_drill_command(
+        argparse.Namespace(command="drill", env="dr", keep=False, dry_run=True, json=True)
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["dry_run"] is True and doc["environment"] == "dr"
+    assert any(line.startswith("would restore gs://sma-db-backups-dr/sma-db/") for line in doc["plan"])
+    assert any("targets: RTO 300 s, RPO 86400 s" in line for line in doc["plan"])
+    nothing_of_the_drill_left(dr_kube)

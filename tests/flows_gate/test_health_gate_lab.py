@@ -304,9 +304,16 @@ def test_gate_command_prints_candidate_and_baseline_side_by_side(lab: Any, good_
 
 
 def test_gate_command_of_a_slower_image_fails_naming_both_values(lab: Any, greens: Any) -> None:
-    """A slower candidate makes `greenlight gate` exit non-zero with FAILED naming the p95 comparison and both values, and still print the intervals."""
+    """A slower candidate makes `greenlight gate` exit 8 with FAILED naming the p95 comparison and both values, and still print the intervals (with --json: as one document)."""
     greens.deploy("frontend", latency_ms=300)
     proc = _gate_cli(lab, "staging", "--app", "frontend")
     assert proc.returncode == 8, proc.stdout + proc.stderr  # a gate failed
     assert re.search(r"FAILED: .*p95 \d+ ms > 1\.5 × live \d+ ms", proc.stderr), proc.stderr
     assert "    baseline:  " in proc.stdout and "    candidate: " in proc.stdout
+
+    proc = _gate_cli(lab, "staging", "--app", "frontend", "--json")
+    assert proc.returncode == 8, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)  # what it measured, as one document; FAILED still on stderr
+    assert doc["apps"]["frontend"]["verdict"] == "fail"
+    assert re.search(r"p95 \d+ ms > 1\.5 × live \d+ ms", doc["apps"]["frontend"]["reason"]), doc
+    assert any(line.startswith("FAILED:") for line in proc.stderr.splitlines())

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from greenlight.clients.kube import Kube
 from greenlight.core.release import release_id
@@ -94,6 +95,36 @@ def test_status_json_lists_every_app_with_its_release_fields(promoted: dict[str,
         assert a["digests"] == {name: promoted["digests"][name]}
         assert a["release_id"] == release_id("staging", promoted["digests"], promoted["sha"])
         assert a["replicas_ready"] == "2/2"
+
+
+def test_smoke_json_lists_every_probe_of_every_app(promoted: dict[str, Any], envdir: Path) -> None:
+    """`greenlight smoke staging --json` exits 0 with one JSON document: a passing probe per app of the live colour."""
+    proc = greenlight(envdir, "smoke", "staging", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    doc = json.loads(proc.stdout)
+    assert doc["environment"] == "staging" and doc["colour"] == "live" and doc["passed"] is True
+    assert {p["app"] for p in doc["probes"]} == {"backend", "frontend"}
+    assert all(p["ok"] and p["status"] == p["expect_status"] == 200 for p in doc["probes"]), doc
+
+
+def test_a_failing_smoke_probe_exits_8_with_the_probe_in_json_and_on_stderr(
+    promoted: dict[str, Any], envdir: Path
+) -> None:
+    """A probe that expects 418 fails: `smoke --json` still prints the document (passed false, the
+    status it got), FAILED on stderr names the probe, and the exit code is a failed gate's (8)."""
+    doc = yaml.safe_load((envdir / "staging.yaml").read_text())
+    doc["name"] = "staging-teapot"
+    doc["gate"]["smoke"] = [{"path": "/", "expect_status": 418}]
+    (envdir / "staging-teapot.yaml").write_text(yaml.safe_dump(doc))
+    try:
+        proc = greenlight(envdir, "smoke", "staging-teapot", "--app", "backend", "--json")
+    finally:
+        (envdir / "staging-teapot.yaml").unlink()
+    assert proc.returncode == 8, proc.stdout + proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["passed"] is False and [p["status"] for p in out["probes"]] == [200]
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("FAILED:")]
+    assert failed and "backend GET /: expected 418, got 200" in failed[0], proc.stderr
 
 
 @pytest.mark.parametrize(
