@@ -35,9 +35,16 @@ def mode(stream: TextIO) -> str:
     return "rich" if tty and os.environ.get("TERM") != "dumb" else "plain"
 
 
-def describe(record: logging.LogRecord) -> str:
-    """A run's log record as one short line: ``task-name: message`` for a task run's."""
+#: what Prefect's engine logs about every run: not a step of the command, so not shown as one
+ENGINE_CHATTER = ("Finished in state", "Beginning flow run", "Beginning subflow run", "Created task run")
+
+
+def describe(record: logging.LogRecord) -> str | None:
+    """A run's log record as one short line (``task-name: message`` for a task run's); None for the
+    engine's own bookkeeping (:data:`ENGINE_CHATTER`)."""
     message = record.getMessage().splitlines()[0] if record.getMessage() else ""
+    if not message or message.startswith(ENGINE_CHATTER):
+        return None
     task = getattr(record, "task_run_name", None)
     return f"{task}: {message}" if task else message
 
@@ -147,7 +154,9 @@ class _Listener(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):  # progress never breaks the command
-            self.sink.update(describe(record))
+            text = describe(record)
+            if text is not None:
+                self.sink.update(text)
 
 
 class Progress:

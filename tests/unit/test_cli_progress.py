@@ -78,9 +78,12 @@ def _record(message: str, **extra: object) -> logging.LogRecord:
 
 
 def test_describe_names_the_task_and_keeps_the_first_line() -> None:
-    """A task run's record reads `task: message`; a flow run's is its message; only the first line."""
+    """A task run's record reads `task: message`; a flow run's is its message; only the first line;
+    the engine's bookkeeping is no step."""
     assert describe(_record("gate: pass", task_run_name="health-gate-1")) == "health-gate-1: gate: pass"
     assert describe(_record("plan: ok\nsecond line")) == "plan: ok"
+    assert describe(_record("Finished in state Completed()", task_run_name="x-1")) is None
+    assert describe(_record("Beginning flow run 'brisk-fox' for flow 'promote'")) is None
 
 
 def test_plain_lines_frame_the_run_on_stderr_only(
