@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "adopt",
         help="turn a plain Deployment behind its Service into the blue-green shape, losing no request",
     )
-    p.add_argument("env")
+    p.add_argument("env", help="the environment: a profile's name (greenlight profile validate lists them)")
     p.add_argument("app", help="the app's name in the profile")
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 

@@ -37,7 +37,7 @@ DEFAULT_METRICS_TIMEOUT_S = 150.0  # a GMP scrape is 60 s by default, plus inges
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("doctor", help="check an environment before its first release; say what to fix")
-    p.add_argument("env")
+    p.add_argument("env", help="the environment: a profile's name (greenlight profile validate lists them)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout instead of lines")
     p.add_argument(
         "--metrics-timeout-s",
