@@ -96,8 +96,9 @@ HOP_HEADERS = frozenset(
 )
 WATCH_DEFAULT_TIMEOUT_S = 1800.0
 USER_KEY = web.RequestKey("user", rbac.UserInfo)  # who the request acts as, once authenticated
-# Kinds whose DELETE answers the deleted object (as the real API server does); others a Status.
-DELETE_RETURNS_OBJECT = frozenset({"pods", "services", "serviceaccounts"})
+# Kinds whose DELETE answers the deleted object (as the real API server does: a PVC there has
+# the pvc-protection finalizer, so its DELETE answers it terminating); others a Status.
+DELETE_RETURNS_OBJECT = frozenset({"pods", "services", "serviceaccounts", "persistentvolumeclaims"})
 
 
 @dataclass(frozen=True)
