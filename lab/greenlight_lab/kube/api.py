@@ -14,6 +14,18 @@ current endpoints, bypassing the Service's data plane (a real API server does no
 kube-proxy or a load balancer). So it sees a selector change at once, while clients of the
 Service still wait for their data plane. No ready endpoint: 503 "no endpoints available".
 
+Identities and RBAC (see ``tokens`` and ``rbac``): every request is first authenticated (no
+token, or the lab kubeconfig's ``Bearer lab``: the admin, in system:masters; a token from
+``serviceaccounts/<name>/token``: that ServiceAccount; anything else: 401 Unauthorized), then
+authorized from the URL's attributes, discovery included, as the kube-apiserver does, over the
+stored Roles, ClusterRoles and bindings: a denied request gets the real 403 Status before
+routing (so a ServiceAccount asking for an unserved resource gets 403, the admin 404). Reviews
+(selfsubjectaccessreviews, subjectaccessreviews, localsubjectaccessreviews,
+selfsubjectrulesreviews, selfsubjectreviews) are answered from the same rules and never
+stored. kubectl sends no token over plain http (client-go reads credentials for https servers
+only) and sends reviews as protobuf, so ``kubectl auth can-i`` does not work against the lab;
+the official Python client does all of it.
+
 Faults: before each resource call, ``faults.take(target, verb, resource)`` may answer an
 error or stall the call. The resource is the plural name (``deployments``), also for the
 status and scale subresources; the proxy and log subresources are ``services/proxy`` and
