@@ -25,7 +25,9 @@ refusal then says that the credentials were withheld from it.
 Environment:
 - ``GREENLIGHT_REGISTRY_MIRRORS``: ``ghcr.io=http://127.0.0.1:5000,docker.io=...``; a mirrored
   registry is reached at its mirror, while image references keep their real names.
-- ``GREENLIGHT_REGISTRY_USERNAME`` / ``GREENLIGHT_REGISTRY_PASSWORD``: credentials for every registry.
+- ``GREENLIGHT_REGISTRY_USERNAME`` / ``GREENLIGHT_REGISTRY_PASSWORD``: credentials for every registry
+  (greenlight.tasks.registry falls back to the Prefect Secret block
+  ``greenlight-registry-credentials`` when they are not both set).
 - ``GREENLIGHT_REGISTRY_TOKEN_REALMS``: ``registry.example=auth.example,...``: a host that may
   receive a registry's credentials as its token realm besides the registry's own (repeat the
   registry for several hosts).
@@ -215,6 +217,12 @@ def _error_code(response: httpx.Response) -> str | None:
     return str(code) if code else None
 
 
+def credentials_from_env() -> tuple[str, str] | None:
+    """(GREENLIGHT_REGISTRY_USERNAME, GREENLIGHT_REGISTRY_PASSWORD) when both are set, else None."""
+    username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
+    return (username, password) if username and password else None
+
+
 class RegistryClient:
     """Tag -> digest resolution over the OCI distribution API (httpx, synchronous, thread-safe)."""
 
@@ -225,9 +233,11 @@ class RegistryClient:
         timeout_s: float = 10.0,
         transport: httpx.BaseTransport | None = None,
         token_realms: Mapping[str, Iterable[str]] | None = None,
+        default_credentials: tuple[str, str] | None = None,
     ) -> None:
-        """``mirrors`` None reads GREENLIGHT_REGISTRY_MIRRORS; ``credentials`` None reads
-        GREENLIGHT_REGISTRY_USERNAME/PASSWORD and applies them to every registry; ``token_realms``
+        """``mirrors`` None reads GREENLIGHT_REGISTRY_MIRRORS; ``credentials`` None applies
+        ``default_credentials`` to every registry, or when that is None too reads
+        GREENLIGHT_REGISTRY_USERNAME/PASSWORD (:func:`credentials_from_env`); ``token_realms``
         None reads GREENLIGHT_REGISTRY_TOKEN_REALMS (registry -> hosts its realm may be on)."""
         self._mirrors = (
             parse_mirrors(os.environ.get(MIRRORS_ENV, ""))
@@ -242,9 +252,7 @@ class RegistryClient:
         self._credentials: dict[str, tuple[str, str]] = {}
         self._default_credentials: tuple[str, str] | None = None
         if credentials is None:
-            username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
-            if username and password:
-                self._default_credentials = (username, password)
+            self._default_credentials = default_credentials or credentials_from_env()
         else:
             self._credentials = {host.lower(): pair for host, pair in credentials.items()}
         self._http = httpx.Client(timeout=timeout_s, transport=transport, follow_redirects=True)

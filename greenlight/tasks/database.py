@@ -1,7 +1,8 @@
 """PostgreSQL as tasks: scratch databases, full restores, probes of the restored data.
 
 A scratch database lives on the server ``GREENLIGHT_SCRATCH_DATABASE_URL`` names (a maintenance
-URL, e.g. ``postgresql://user:pass@host:5432/postgres``), is called ``<prefix>_<random>`` and is
+URL, e.g. ``postgresql://user:pass@host:5432/postgres``; else the Prefect Secret block
+``greenlight-scratch-database-url`` holds it), is called ``<prefix>_<random>`` and is
 dropped by :func:`drop_scratch_database` (``DROP DATABASE ... WITH (FORCE)``; dropping one that
 is gone is fine). The caller drops it in a ``finally``.
 """
@@ -12,6 +13,7 @@ import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from prefect import task
 
@@ -19,6 +21,7 @@ from greenlight.clients.postgres import Postgres, RestoreResult, restore
 from greenlight.core.backups import TableProbe, quote_column, quote_table
 from greenlight.errors import InputInvalid, PermanentError
 from greenlight.settings import Probe, SqlProbe
+from greenlight.tasks.blocks import read_secret_block
 from greenlight.tasks.policy import FRESH, RETRIES
 
 SCRATCH_URL_ENV = "GREENLIGHT_SCRATCH_DATABASE_URL"
@@ -27,14 +30,28 @@ RESTORE_TIMEOUT_S = 3600.0
 
 
 def scratch_server_url() -> str:
-    """The maintenance URL of the server scratch databases are created on; InputInvalid when unset."""
-    url = os.environ.get(SCRATCH_URL_ENV)
+    """The maintenance URL of the server scratch databases are created on: ``$GREENLIGHT_SCRATCH_DATABASE_URL``,
+    else the Prefect Secret block ``greenlight-scratch-database-url``; InputInvalid when neither is set."""
+    url = os.environ.get(SCRATCH_URL_ENV) or read_secret_block(SCRATCH_URL_BLOCK)
     if not url:
         raise InputInvalid(
-            f"{SCRATCH_URL_ENV} is not set: point it at a PostgreSQL server where scratch databases "
-            "may be created (e.g. postgresql://user@host:5432/postgres)"
+            f"{SCRATCH_URL_ENV} is not set and Prefect Secret block {SCRATCH_URL_BLOCK!r} does not exist: "
+            "point either at a PostgreSQL server where scratch databases may be created "
+            "(e.g. postgresql://user@host:5432/postgres); run `greenlight setup` with "
+            f"{SCRATCH_URL_ENV} set to create the block"
         )
+    if not isinstance(url, str):
+        raise InputInvalid(f"Prefect Secret block {SCRATCH_URL_BLOCK!r} must hold a URL string")
     return url
+
+
+def scratch_url_password() -> str | None:
+    """The password in the scratch server's URL (for redaction only), None when there is none."""
+    try:
+        url = os.environ.get(SCRATCH_URL_ENV) or read_secret_block(SCRATCH_URL_BLOCK)
+        return urlsplit(url).password if isinstance(url, str) else None
+    except ValueError:
+        return None
 
 
 @task(name="create-scratch-database", **FRESH, **RETRIES)

@@ -21,7 +21,6 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 from prefect import task
-from prefect.blocks.system import Secret
 
 from greenlight.clients.kube import Kube
 from greenlight.clients.registry import PASSWORD_ENV as REGISTRY_PASSWORD_ENV
@@ -45,8 +44,11 @@ from greenlight.core.switch import (
 from greenlight.core.traffic import ArrivalPhase, decide_arrival, decide_drain, shutdown_findings
 from greenlight.errors import Conflict, GateFailed, GreenlightError, InputInvalid, TransientError
 from greenlight.settings import APP_TEMPLATE, App, Profile, manifest_path
+from greenlight.tasks.database import scratch_url_password
 from greenlight.tasks.metrics import request_count
+from greenlight.tasks.notify import slack_token_from_block
 from greenlight.tasks.policy import FRESH, RETRIES, logger
+from greenlight.tasks.registry import registry_credentials
 
 SWITCHED_AT = ANNOTATION_PREFIX + "switched-at"
 RELEASE_OF = ANNOTATION_PREFIX + "release-id"
@@ -790,7 +792,9 @@ SECRET_URL_ENVS = ("GREENLIGHT_SCRATCH_DATABASE_URL",)
 
 def _known_secrets(profile: Profile) -> list[str]:
     """The secret values this process knows (never shown: only handed to :func:`redact`): those of
-    ``SECRET_ENVS``, the passwords in ``SECRET_URL_ENVS`` and the profile's Slack token block."""
+    ``SECRET_ENVS``, the passwords in ``SECRET_URL_ENVS``, and those the flows read from Prefect
+    Secret blocks when the environment does not give them (the profile's Slack token, the registry
+    credentials, the scratch database URL: greenlight.tasks.notify, .registry, .database)."""
     values = [os.environ.get(name) or "" for name in SECRET_ENVS]
     for name in SECRET_URL_ENVS:
         try:
@@ -799,12 +803,12 @@ def _known_secrets(profile: Profile) -> list[str]:
             password = None
         if password:
             values += [password, unquote(password)]
-    block = profile.slack.token_secret_block if profile.slack is not None else None
-    if block and not os.environ.get(SLACK_TOKEN_ENV):
-        try:
-            values.append(str(Secret.load(block).get()))  # type: ignore[union-attr]  # sync context
-        except Exception as e:  # masking by shape still applies; the failure is what matters here
-            logger().warning(
-                "pre-deploy job: secret block %s not readable for masking (%s)", block, type(e).__name__
-            )
+    try:
+        values.append(slack_token_from_block(profile) or "")
+        credentials = registry_credentials()
+        values.append(credentials[1] if credentials else "")
+        password = scratch_url_password()
+        values += [password, unquote(password)] if password else []
+    except Exception as e:  # masking by shape still applies; the failure is what matters here
+        logger().warning("pre-deploy job: secret blocks not readable for masking (%s)", type(e).__name__)
     return [v for v in values if v]

@@ -5,22 +5,37 @@ from __future__ import annotations
 import os
 
 from prefect import task
-from prefect.blocks.system import Secret
 
+from greenlight.clients.slack import TOKEN_ENV as SLACK_TOKEN_ENV
 from greenlight.clients.slack import Notifier
 from greenlight.settings import Profile
+from greenlight.tasks.blocks import read_secret_block
 from greenlight.tasks.policy import FRESH, logger
 
 
 def _token(block: str | None) -> str | None:
     """``SLACK_BOT_TOKEN`` when set, else the profile's Prefect Secret block (None when neither)."""
-    if os.environ.get("SLACK_BOT_TOKEN") or not block:
+    if os.environ.get(SLACK_TOKEN_ENV) or not block:
         return None  # the notifier reads the environment itself
     try:
-        return str(Secret.load(block).get())  # type: ignore[union-attr]  # sync context: not a coroutine
-    except (ValueError, OSError) as e:  # a missing block means no Slack, not a failed release
+        value = read_secret_block(block)
+    except Exception as e:  # an unreachable API means no Slack, not a failed release
         logger().warning("slack: no token: secret block %s not readable (%s)", block, type(e).__name__)
         return None
+    if value is None:
+        logger().warning(
+            "slack: no token: %s is not set and secret block %s does not exist "
+            "(run `greenlight setup` with %s set)",
+            SLACK_TOKEN_ENV, block, SLACK_TOKEN_ENV,
+        )  # fmt: skip
+        return None
+    return str(value)
+
+
+def slack_token_from_block(profile: Profile) -> str | None:
+    """The token the profile's Slack block holds when ``SLACK_BOT_TOKEN`` does not give one (for
+    redaction: never shown); None otherwise."""
+    return _token(profile.slack.token_secret_block if profile.slack is not None else None)
 
 
 def notifier(profile: Profile) -> Notifier | None:
