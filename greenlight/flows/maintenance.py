@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
-from prefect.concurrency.sync import concurrency
 
 from greenlight.flows.release import lock_name, traffic_lock
 from greenlight.settings import Environment, load_profile
 from greenlight.tasks.kube import drain_colour, read_live, scale_colour
+from greenlight.tasks.locks import hold
 from greenlight.tasks.policy import logger
 
 RELEASE_LOCK_WAIT_S = 2.0  # a release holding the lock is running (or waits for approval): skip
@@ -62,10 +62,11 @@ def cleanup(environment: Environment, dry_run: bool = False, now: bool = False) 
             environment, True, live, todo, [f"{r}: would drain, then scale to 0" for *_, r in todo]
         )
     try:
-        with concurrency(
-            lock_name(environment), occupy=1, strict=True, timeout_seconds=RELEASE_LOCK_WAIT_S,
+        with hold(
+            lock_name(environment),
+            timeout_seconds=RELEASE_LOCK_WAIT_S,
             lease_duration=profile.release.lock_lease_s,
-        ):  # fmt: skip
+        ):
             live = read_live(profile)
             todo = idle_colours(live, delay, datetime.now(UTC))
             done = []

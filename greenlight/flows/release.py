@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from prefect import flow, pause_flow_run
-from prefect.concurrency.sync import concurrency
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
@@ -67,6 +66,7 @@ from greenlight.tasks.kube import (
     switch_service,
     wait_rollout,
 )
+from greenlight.tasks.locks import hold
 from greenlight.tasks.metrics import gate_config, read_sample, sample_colour
 from greenlight.tasks.notify import notify
 from greenlight.tasks.policy import logger
@@ -94,9 +94,7 @@ def traffic_lock_name(environment: str) -> str:
 @contextmanager
 def traffic_lock(profile: Profile) -> Iterator[None]:
     """Hold the environment's traffic lock (waits for it; the holders keep it for seconds)."""
-    with concurrency(
-        traffic_lock_name(profile.name), occupy=1, strict=True, lease_duration=profile.release.lock_lease_s
-    ):
+    with hold(traffic_lock_name(profile.name), lease_duration=profile.release.lock_lease_s):
         yield
 
 
@@ -810,9 +808,7 @@ def promote(
     try:
         # the lease is renewed while the release runs; if the process dies, the server frees the
         # lock once the lease expires, so a rerun after a crash waits at most about that long
-        with concurrency(
-            lock_name(profile.name), occupy=1, strict=True, lease_duration=profile.release.lock_lease_s
-        ):
+        with hold(lock_name(profile.name), lease_duration=profile.release.lock_lease_s):
             rel.step("lock", "ok", f"holding {lock_name(profile.name)}")
             if required:
                 rel.step("preflight", "ok", preflight(profile, force_reason))
