@@ -41,7 +41,7 @@ from greenlight_lab.metrics import RequestRecorder
 from greenlight_lab.monitoring import MonitoringServer
 from greenlight_lab.pods import PodRuntime
 from greenlight_lab.proxy import DATA_PLANES, DEFAULT_DATA_PLANE, DEFAULT_ENDPOINT_DELAY_S, ServiceProxies
-from greenlight_lab.registry import RegistryStandIn
+from greenlight_lab.registry import REGISTRY_PASSWORD_ENV, REGISTRY_USERNAME_ENV, RegistryStandIn
 from greenlight_lab.slack import SIGNING_SECRET_ENV, SlackStandIn
 from greenlight_lab.state import DEFAULT_INGESTION_DELAY_S, DEFAULT_SCRAPE_INTERVAL_S
 
@@ -61,6 +61,7 @@ class Daemon:
         ingestion_delay_s: float = DEFAULT_INGESTION_DELAY_S,
         slack_request_url: str | None = None,
         slack_signing_secret: str | None = None,
+        registry_users: dict[str, str] | None = None,
     ) -> None:
         self.dir = directory
         self.faults = FaultRegistry()
@@ -70,7 +71,7 @@ class Daemon:
         self.pods = PodRuntime(self.catalogue, self.recorder)
         self.proxies = ServiceProxies(default_mode=data_plane, endpoint_delay_s=endpoint_delay_s)
         self.clusters = {name: KubeCluster(name, self.faults, self.pods, self.proxies) for name in CLUSTERS}
-        self.registry = RegistryStandIn(self.catalogue, self.faults)
+        self.registry = RegistryStandIn(self.catalogue, self.faults, users=registry_users)
         self.slack = SlackStandIn(
             self.faults, request_url=slack_request_url, signing_secret=slack_signing_secret
         )
@@ -246,6 +247,7 @@ async def _main(
     ingestion_delay_s: float = DEFAULT_INGESTION_DELAY_S,
     slack_request_url: str | None = None,
     slack_signing_secret: str | None = None,
+    registry_users: dict[str, str] | None = None,
 ) -> None:
     daemon = Daemon(
         directory,
@@ -257,6 +259,7 @@ async def _main(
         ingestion_delay_s,
         slack_request_url=slack_request_url,
         slack_signing_secret=slack_signing_secret,
+        registry_users=registry_users,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -308,6 +311,9 @@ def main() -> None:
     ):
         parser.error("--slack-request-url must be an http(s) URL")
     signing_secret = os.environ.get(SIGNING_SECRET_ENV) or None
+    # the registry's one user (a Basic login with another password is refused; anonymous pulls pass)
+    user, password = os.environ.get(REGISTRY_USERNAME_ENV), os.environ.get(REGISTRY_PASSWORD_ENV)
+    registry_users = {user: password} if user and password else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     asyncio.run(
         _main(
@@ -320,6 +326,7 @@ def main() -> None:
             args.ingestion_delay_s,
             args.slack_request_url,
             signing_secret,
+            registry_users,
         )
     )
 

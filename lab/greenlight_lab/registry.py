@@ -58,6 +58,11 @@ def _errors(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"errors": [{"code": code, "message": message, "detail": detail or {}}]}
 
 
+# the daemon's registry user (greenlight lab up makes the password per lab)
+REGISTRY_USERNAME_ENV = "GREENLIGHT_LAB_REGISTRY_USERNAME"
+REGISTRY_PASSWORD_ENV = "GREENLIGHT_LAB_REGISTRY_PASSWORD"
+
+
 class RegistryStandIn:
     """The registry HTTP server. Start and stop it on the caller's event loop."""
 

@@ -24,6 +24,7 @@ import yaml
 from greenlight_lab import postgres as labpg
 from greenlight_lab.gcs import ensure_buckets, start_fake_gcs
 from greenlight_lab.proxy import DATA_PLANES, DEFAULT_DATA_PLANE, DEFAULT_ENDPOINT_DELAY_S
+from greenlight_lab.registry import REGISTRY_PASSWORD_ENV, REGISTRY_USERNAME_ENV
 from greenlight_lab.state import (
     APP_DATABASE,
     BUCKETS,
@@ -378,10 +379,13 @@ def up(
         # secret with which the lab's Slack signs a click to the receiver (greenlight setup puts
         # both in Prefect Secret blocks, where the receiver reads them); and the receiver's key,
         # whose public half the lab's production profile names
+        # and the registry's login (its one user; greenlight setup puts it in a Secret block too)
         lab_secrets = {
             "GREENLIGHT_GITHUB_WEBHOOK_SECRET": secrets.token_hex(20),
             "GREENLIGHT_SLACK_SIGNING_SECRET": secrets.token_hex(16),
             "GREENLIGHT_APPROVAL_SIGNING_KEY": LAB_APPROVAL_SIGNING_KEY,
+            "GREENLIGHT_REGISTRY_USERNAME": "greenlight-lab",
+            "GREENLIGHT_REGISTRY_PASSWORD": secrets.token_hex(16),
         }
         prefect_home = directory / "prefect"
         prefect_home.mkdir(exist_ok=True)
@@ -416,7 +420,11 @@ def up(
              "--scrape-interval-s", repr(scrape_interval_s), "--ingestion-delay-s", repr(ingestion_delay_s),
              "--slack-request-url", f"http://127.0.0.1:{state.ports['webhook']}/slack/interactions"],
             logs / "daemon.log",
-            env={"GREENLIGHT_LAB_SLACK_SIGNING_SECRET": lab_secrets["GREENLIGHT_SLACK_SIGNING_SECRET"]},
+            env={
+                "GREENLIGHT_LAB_SLACK_SIGNING_SECRET": lab_secrets["GREENLIGHT_SLACK_SIGNING_SECRET"],
+                REGISTRY_USERNAME_ENV: lab_secrets["GREENLIGHT_REGISTRY_USERNAME"],
+                REGISTRY_PASSWORD_ENV: lab_secrets["GREENLIGHT_REGISTRY_PASSWORD"],
+            },
         )  # fmt: skip
         state.pids["daemon"] = daemon.pid
         state.save()
@@ -466,7 +474,10 @@ def up(
 def _start_receiver(state: LabState, logs: Path) -> None:
     """The receiver of GitHub's webhooks and Slack's clicks (``greenlight webhook serve``), and
     ``greenlight setup`` meanwhile: the Prefect objects and the Secret blocks that the flows and the
-    receiver read (the receiver reads its secrets there, as on a real platform, at its first request)."""
+    receiver read (the receiver reads its secrets there, as on a real platform, at its first request).
+    The lab is a fresh place: setup must create every object it manages, its Secret blocks filled with
+    the lab's values (the scratch database URL, the registry login, the Slack token, ...); one it
+    skips fails the start."""
     receiver = _spawn(
         "webhook",
         [sys.executable, "-m", "greenlight.cli", "webhook", "serve", "--port", str(state.ports["webhook"])],
@@ -487,6 +498,9 @@ def _start_receiver(state: LabState, logs: Path) -> None:
     (logs / "setup.log").write_text(setup.stdout + setup.stderr)
     if setup.returncode != 0:
         raise LabError(f"greenlight setup failed: {(setup.stdout + setup.stderr)[-800:]}")
+    skipped = [line for line in setup.stdout.splitlines() if not line.startswith(("created", "exists"))]
+    if skipped:
+        raise LabError("greenlight setup left objects out: " + "; ".join(skipped))
     url = state.env["GREENLIGHT_LAB_WEBHOOK_URL"] + "/healthz"
     _wait("webhook receiver", lambda: receiver.poll() is None and _http_ok(url), 60, logs / "webhook.log")
 
