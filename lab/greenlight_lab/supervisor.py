@@ -368,7 +368,8 @@ def up(
     # a lab always starts fresh: nothing of a previous run's cluster, database or catalogue survives
     for stale in ("daemon.json", "images.json", "kubeconfig"):
         (directory / stale).unlink(missing_ok=True)
-    for stale_dir in ("pgdata", "prefect", "dumps"):
+    labpg.remove(directory / "pgdata")  # a link to the lab's run directory when root
+    for stale_dir in ("prefect", "dumps"):
         shutil.rmtree(directory / stale_dir, ignore_errors=True)
     try:
         state.ports["gcs"] = free_port()
