@@ -1,5 +1,8 @@
 """``make demo``: the main job in the lab, start to finish, with a summary.
 
+The lab lives in ``.lab/demo`` of this checkout (or $GREENLIGHT_LAB_DIR); when a lab still runs
+there (a demo kept with KEEP=1) the demo says so and how to stop it, and starts nothing.
+
 1. starts the lab (its own Prefect server on SQLite, and the receiver of GitHub's webhooks and
    Slack's clicks), runs ``greenlight setup``, deploys prefect.yaml, and starts a worker;
 2. sends a signed GitHub ``workflow_run`` webhook for a good commit on develop: the receiver
@@ -18,12 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,11 +180,41 @@ def ui_problem(ui: str) -> str:
         return f"NOT WORKING: {ui}/ui-settings or the API it names cannot be read ({type(e).__name__})"
 
 
+def demo_dir() -> Path:
+    """The demo's lab directory: $GREENLIGHT_LAB_DIR, else ``.lab/demo`` in this checkout (one per
+    checkout: a demo kept running elsewhere, or by another checkout, is not in this one's way)."""
+    return lab_dir(os.environ.get("GREENLIGHT_LAB_DIR") or REPO_ROOT / ".lab" / "demo")
+
+
+def lab_in_the_way(directory: Path) -> str:
+    """Why the demo cannot start its lab in ``directory`` ("" when it can): a lab whose processes
+    still run there (a demo kept with KEEP=1, or one still running). The demo does not take it
+    over (its runs, releases and load would mix into this story) nor stop it (someone kept it)."""
+    state = LabState.load(directory)
+    if state is None:
+        return ""
+    alive = sorted(name for name, up in state.alive().items() if up)
+    if not alive:
+        return ""
+    started = datetime.fromtimestamp(state.started_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    ui = state.env.get("PREFECT_UI_URL", "")
+    return (
+        f"a lab is already running in {directory} (started {started}{', Prefect UI ' + ui if ui else ''}; "
+        f"its {', '.join(alive)} still run: a demo kept with KEEP=1?). Stop it with: "
+        f"uv run greenlight lab --dir {shlex.quote(str(directory))} down, then run make demo again "
+        "(or give this one another directory: GREENLIGHT_LAB_DIR=...)"
+    )
+
+
 def main() -> int:
     keep = os.environ.get("KEEP") == "1"
-    directory = lab_dir(
-        os.environ.get("GREENLIGHT_LAB_DIR") or Path(tempfile.gettempdir()) / "greenlight-demo"
-    )
+    directory = demo_dir()
+    in_the_way = lab_in_the_way(directory)
+    if in_the_way:
+        print(f"FAILED: {in_the_way}", file=sys.stderr)
+        print("demo: FAILED: the lab directory is in use")
+        return 1
+    print(f"demo lab: {directory}", flush=True)
     t_start = time.monotonic()
     state: LabState = step("start the lab", lambda: supervisor.up(directory, echo=lambda _: None))
     if not isinstance(state, LabState):
@@ -281,7 +315,9 @@ def _summary(
     if state and directory and not keep:
         supervisor.down(directory, echo=print)
     elif state:
-        print(f"KEEP=1: the lab keeps running; stop it with: greenlight lab --dir {directory} down")
+        print(
+            f"KEEP=1: the lab keeps running; stop it with: uv run greenlight lab --dir {shlex.quote(str(directory))} down"
+        )
     print("demo: " + ("FAILED: " + ", ".join(s[0] for s in bad) if bad else "every step as expected"))
     return 1 if bad else 0
 
