@@ -57,6 +57,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "profiles' monitoring.ingestion_delay_s (env GREENLIGHT_LAB_INGESTION_DELAY_S, lab.yaml "
         "ingestion_delay_s; default 1.0)",
     )
+    lab_up.add_argument(
+        "--prefect-db",
+        choices=supervisor.PREFECT_DBS,
+        help="where the Prefect server keeps its database: sqlite in the lab directory, or postgres "
+        "(a database of its own on the lab's PostgreSQL, as a server shared by several workers "
+        "runs) (env GREENLIGHT_LAB_PREFECT_DB, lab.yaml prefect_db; default sqlite)",
+    )
+    lab_up.add_argument(
+        "--workers",
+        type=_count,
+        default=0,
+        help="start N Prefect process workers (worker-1 ...) on the pool greenlight-local, running "
+        "the deployments of this checkout's prefect.yaml; stopped by `lab down` (default 0)",
+    )
+    lab_up.add_argument(
+        "--worker-limit",
+        type=_count,
+        help="at most N flow runs at once on each worker (prefect worker start --limit; default none)",
+    )
     cmds.add_parser("down", help="stop everything the lab started")
     st = cmds.add_parser("status", help="processes, ports and objects")
     st.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -158,6 +177,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     fault.add_parser("list", help="the fault rules in force")
 
 
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number >= 0")
+    return value
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, sort_keys=True))
 
@@ -172,14 +201,18 @@ def run(args: argparse.Namespace) -> int:
             endpoint_delay_s=args.endpoint_delay_s,
             scrape_interval_s=args.scrape_interval_s,
             ingestion_delay_s=args.ingestion_delay_s,
+            prefect_db=args.prefect_db,
+            workers=args.workers,
+            worker_limit=args.worker_limit or None,
         )
         print(f"data plane:    {supervisor.describe_data_plane(state)}")
         print(f"monitoring:    {supervisor.describe_monitoring(state)}")
         print(f"kube contexts: lab-primary, lab-dr  (KUBECONFIG={state.env['KUBECONFIG']})")
         print(f"Prefect UI:    {state.env['PREFECT_API_URL'].removesuffix('/api')}")
+        print(f"Prefect:       {supervisor.describe_prefect(state)}")
         print(f"timings (s from start): {json.dumps(state.timings)}")
         print(
-            f'next: eval "$(greenlight lab env{" --dir " + shlex.quote(str(directory)) if args.dir else ""})"'
+            f'next: eval "$(greenlight lab{" --dir " + shlex.quote(str(directory)) if args.dir else ""} env)"'
         )
         return 0
     if cmd == "down":
@@ -195,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  data plane {info['data_plane_text']}")
             if info.get("monitoring_text"):
                 print(f"  monitoring {info['monitoring_text']}")
+            if info.get("prefect_text"):
+                print(f"  Prefect on {info['prefect_text']}")
             for name, p in (info.get("processes") or {}).items():
                 print(f"  {name:<9} pid {p['pid']:<8} {'alive' if p['alive'] else 'DEAD'}")
             for name, port in sorted((info.get("ports") or {}).items()):

@@ -94,6 +94,11 @@ class LabState:
     # before they were selectable (such a lab ran 1 s scrapes, readable at once)
     scrape_interval_s: float | None = None
     ingestion_delay_s: float | None = None
+    # where the Prefect server keeps its database: "sqlite" or "postgres" (None in a state file
+    # from before it was selectable: SQLite); the lab's workers are the pids named worker-N, each
+    # running at most worker_limit flow runs at once (None: no limit)
+    prefect_db: str | None = None
+    worker_limit: int | None = None
 
     @property
     def path(self) -> Path:

@@ -33,6 +33,7 @@ from greenlight_lab.state import (
     LAB_APPROVAL_SIGNING_KEY,
     LAB_ENVIRONMENTS,
     PROJECT,
+    REPO_ROOT,
     LabState,
     free_port,
     pid_alive,
@@ -48,6 +49,16 @@ SCRAPE_INTERVAL_ENV = "GREENLIGHT_LAB_SCRAPE_INTERVAL_S"
 INGESTION_DELAY_ENV = "GREENLIGHT_LAB_INGESTION_DELAY_S"
 # in the lab directory: keys data_plane, endpoint_delay_s, scrape_interval_s, ingestion_delay_s
 LAB_CONFIG = "lab.yaml"
+#: where the Prefect server keeps its database (``greenlight lab up --prefect-db``, env
+#: GREENLIGHT_LAB_PREFECT_DB, lab.yaml prefect_db): SQLite in the lab directory (the default: its
+#: migrated empty database is cached, so it starts fastest), or a database of its own on the lab's
+#: PostgreSQL, as a server that several workers share runs
+PREFECT_DB_ENV = "GREENLIGHT_LAB_PREFECT_DB"
+PREFECT_DBS = ("sqlite", "postgres")
+DEFAULT_PREFECT_DB = "sqlite"
+PREFECT_DATABASE = "prefect"
+#: the work pool of prefect.yaml's deployments (made by ``greenlight setup``); the lab's workers poll it
+WORK_POOL = "greenlight-local"
 
 
 class LabError(RuntimeError):
@@ -292,6 +303,18 @@ def monitoring_settings(
     return interval, _seconds(raw, "ingestion delay", source)
 
 
+def prefect_db_setting(directory: Path, prefect_db: str | None = None) -> str:
+    """Where the lab's Prefect server keeps its database: "sqlite" or "postgres", from the first that
+    sets it: the argument (``--prefect-db``), GREENLIGHT_LAB_PREFECT_DB, ``DIR/lab.yaml``
+    (``prefect_db``), the default (sqlite)."""
+    value, source = _setting(directory, prefect_db, PREFECT_DB_ENV, "prefect_db", DEFAULT_PREFECT_DB)
+    if value not in PREFECT_DBS:
+        raise LabError(
+            f"unknown Prefect database {value!r} from {source}: use one of {', '.join(PREFECT_DBS)}"
+        )
+    return str(value)
+
+
 def profile_ingestion_delays() -> dict[str, float]:
     """The lab profiles' ``monitoring.ingestion_delay_s`` by environment (unreadable ones left out)."""
     out: dict[str, float] = {}
@@ -323,14 +346,23 @@ def up(
     endpoint_delay_s: float | None = None,
     scrape_interval_s: float | None = None,
     ingestion_delay_s: float | None = None,
+    prefect_db: str | None = None,
+    workers: int = 0,
+    worker_limit: int | None = None,
 ) -> LabState:
     """Start the lab (or report the one running there) and return its state.
 
     ``data_plane`` and ``endpoint_delay_s`` override the environment and ``DIR/lab.yaml``
     (see ``data_plane_settings``), as ``scrape_interval_s`` and ``ingestion_delay_s`` do for
-    the Monitoring stand-in (see ``monitoring_settings``).
+    the Monitoring stand-in (see ``monitoring_settings``) and ``prefect_db`` for the Prefect
+    server's database (see ``prefect_db_setting``). ``workers`` Prefect process workers poll the
+    pool greenlight-local once the lab is up (each running at most ``worker_limit`` flow runs at
+    once, when given); they run the deployments of prefect.yaml from this checkout.
     """
+    if workers < 0 or (worker_limit is not None and worker_limit < 1):
+        raise LabError(f"workers must be >= 0 (got {workers}) and a worker limit >= 1 (got {worker_limit})")
     directory.mkdir(parents=True, exist_ok=True)
+    prefect_db = prefect_db_setting(directory, prefect_db)
     data_plane, endpoint_delay_s = data_plane_settings(directory, data_plane, endpoint_delay_s)
     scrape_interval_s, ingestion_delay_s = monitoring_settings(
         directory, scrape_interval_s, ingestion_delay_s
@@ -349,6 +381,17 @@ def up(
                 f"{scrape_interval_s:g} s, ingestion delay {ingestion_delay_s:g} s stop it first "
                 "(greenlight lab down)"
             )
+        if (existing.prefect_db or DEFAULT_PREFECT_DB) != prefect_db:
+            echo(
+                f"note: its Prefect server keeps its database in {describe_prefect(existing)}; for "
+                f"{prefect_db} stop it first (greenlight lab down)"
+            )
+        running_workers = len(worker_names(existing))
+        if workers and (running_workers, existing.worker_limit) != (workers, worker_limit):
+            echo(
+                f"note: it runs {running_workers} worker(s) (limit {existing.worker_limit or 'none'}); for "
+                f"{workers} (limit {worker_limit or 'none'}) stop it first (greenlight lab down)"
+            )
         return existing
     if existing:
         down(directory, echo=lambda _: None)
@@ -362,6 +405,8 @@ def up(
         endpoint_delay_s=endpoint_delay_s,
         scrape_interval_s=scrape_interval_s,
         ingestion_delay_s=ingestion_delay_s,
+        prefect_db=prefect_db,
+        worker_limit=worker_limit,
     )
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
@@ -388,31 +433,8 @@ def up(
             "GREENLIGHT_REGISTRY_USERNAME": "greenlight-lab",
             "GREENLIGHT_REGISTRY_PASSWORD": secrets.token_hex(16),
         }
-        prefect_home = directory / "prefect"
-        prefect_home.mkdir(exist_ok=True)
-        template = _prefect_db_template()
-        if template.is_file():  # a migrated empty database: saves the server ~10 s of migrations
-            shutil.copyfile(template, prefect_home / "prefect.db")
-        prefect = _spawn(
-            "prefect",
-            [
-                sys.executable, "-m", "prefect", "server", "start",
-                "--host", "127.0.0.1", "--port", str(state.ports["prefect"]), "--analytics-off",
-            ],
-            logs / "prefect.log",
-            env={
-                "PREFECT_HOME": str(prefect_home),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                # sweep expired concurrency leases every 2 s (default 15): a release lock left by
-                # a killed run frees soon after its lease ends
-                "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
-                # the address the UI's pages call (served as /ui-settings' api_url): this server's,
-                # else they call 127.0.0.1:4200 (or an inherited PREFECT_API_URL) and show
-                # "Can't connect to Server API"
-                "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{state.ports['prefect']}/api",
-            },
-        )  # fmt: skip
-        state.pids["prefect"] = prefect.pid
+        if prefect_db == "sqlite":  # started first: it is the slowest to be ready
+            prefect = _start_prefect(state, directory, logs, database_url=None)
         daemon = _spawn(
             "daemon",
             [sys.executable, "-m", "greenlight_lab.daemon", str(directory),
@@ -432,6 +454,13 @@ def up(
         pg = labpg.init_and_start(directory / "pgdata", state.ports["postgres"], logs / "postgres.log")
         state.pids["postgres"] = _postmaster_pid(directory / "pgdata")
         state.timings["postgres"] = time.monotonic() - t0
+        if prefect_db == "postgres":  # its own database on the lab's server, made before it starts
+            from greenlight.clients.postgres import Postgres
+
+            url = Postgres(pg.url("postgres")).create_database(PREFECT_DATABASE)
+            prefect = _start_prefect(
+                state, directory, logs, database_url=url.replace("postgresql://", "postgresql+asyncpg://", 1)
+            )
         daemon_json = directory / "daemon.json"
         _wait("lab daemon", lambda: daemon.poll() is None and daemon_json.is_file(), 30, logs / "daemon.log")
         state.ports.update(json.loads(daemon_json.read_text())["ports"])
@@ -450,15 +479,19 @@ def up(
             state.timings["apps"] = time.monotonic() - t0
         _wait(
             "Prefect server",
-            lambda: _http_ok(state.env["PREFECT_API_URL"] + "/health"),
-            90,
+            lambda: prefect.poll() is None and _http_ok(state.env["PREFECT_API_URL"] + "/health"),
+            90 if prefect_db == "sqlite" else 180,  # migrations on a new PostgreSQL database
             logs / "prefect.log",
         )
         state.timings["prefect"] = time.monotonic() - t0
-        if not template.is_file():
-            _save_prefect_template(prefect_home / "prefect.db", template)
+        template = _prefect_db_template()
+        if prefect_db == "sqlite" and not template.is_file():
+            _save_prefect_template(directory / "prefect" / "prefect.db", template)
         _start_receiver(state, logs)
         state.timings["receiver"] = time.monotonic() - t0
+        if workers:
+            _start_workers(state, logs, workers, worker_limit)
+            state.timings["workers"] = time.monotonic() - t0
     except BaseException:
         state.save()
         down(directory, echo=lambda _: None)
@@ -467,9 +500,108 @@ def up(
     state.save()
     echo(
         f"lab up in {state.ready_s:.1f} s ({directory}); data plane {describe_data_plane(state)}; "
-        f"monitoring {describe_monitoring(state)}"
+        f"monitoring {describe_monitoring(state)}; Prefect on {describe_prefect(state)}"
     )
     return state
+
+
+def _start_prefect(
+    state: LabState, directory: Path, logs: Path, database_url: str | None
+) -> subprocess.Popen[bytes]:
+    """``prefect server start`` on the lab's port: on SQLite in ``DIR/prefect`` (from the cached
+    migrated empty database when there is one), or on ``database_url`` (postgresql+asyncpg://...,
+    handed to the server only: it carries the password)."""
+    prefect_home = directory / "prefect"
+    prefect_home.mkdir(exist_ok=True)
+    env = {
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # sweep expired concurrency leases every 2 s (default 15): a release lock left by
+        # a killed run frees soon after its lease ends
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
+        # the address the UI's pages call (served as /ui-settings' api_url): this server's,
+        # else they call 127.0.0.1:4200 (or an inherited PREFECT_API_URL) and show
+        # "Can't connect to Server API"
+        "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{state.ports['prefect']}/api",
+    }
+    if database_url is None:
+        template = _prefect_db_template()
+        if template.is_file():  # a migrated empty database: saves the server ~10 s of migrations
+            shutil.copyfile(template, prefect_home / "prefect.db")
+    else:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    prefect = _spawn(
+        "prefect",
+        [
+            sys.executable, "-m", "prefect", "server", "start",
+            "--host", "127.0.0.1", "--port", str(state.ports["prefect"]), "--analytics-off",
+        ],
+        logs / "prefect.log",
+        env=env,
+    )  # fmt: skip
+    state.pids["prefect"] = prefect.pid
+    state.save()
+    return prefect
+
+
+def worker_names(state: LabState) -> list[str]:
+    """The lab's Prefect workers (``worker-1``, ...), as named in its state and on the server."""
+    return sorted((n for n in state.pids if n.startswith("worker-")), key=lambda n: int(n.split("-")[1]))
+
+
+def _start_workers(state: LabState, logs: Path, count: int, limit: int | None) -> None:
+    """``count`` Prefect process workers on the pool greenlight-local, named ``worker-1`` ...; they
+    run flow runs from this checkout (GREENLIGHT_HOME, prefect.yaml's pull step) with the lab's
+    environment. Returns when the server lists every one of them online."""
+    env = {**state.env, "GREENLIGHT_HOME": str(REPO_ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    for i in range(1, count + 1):
+        name = f"worker-{i}"
+        argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--name", name]
+        if limit is not None:
+            argv += ["--limit", str(limit)]
+        with open(logs / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen(
+                argv, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, env={**os.environ, **env},
+            )  # fmt: skip
+        state.pids[name] = proc.pid
+    state.save()
+    wanted = set(worker_names(state))
+
+    def online() -> bool:
+        dead = [n for n in wanted if not pid_alive(state.pids[n])]
+        if dead:
+            raise LabError(f"Prefect worker {', '.join(dead)} exited:\n{_log_tail(logs / f'{dead[0]}.log')}")
+        return wanted <= {w["name"] for w in pool_workers(state) if w.get("status") == "ONLINE"}
+
+    deadline = time.monotonic() + 120
+    while not online():
+        if time.monotonic() > deadline:
+            raise LabError(f"Prefect workers not online within 120 s\n{_log_tail(logs / 'worker-1.log')}")
+        time.sleep(0.5)
+
+
+def pool_workers(state: LabState) -> list[dict[str, Any]]:
+    """The workers the Prefect server knows on greenlight-local (name, status, last heartbeat)."""
+    req = urllib.request.Request(
+        f"{state.env['PREFECT_API_URL']}/work_pools/{WORK_POOL}/workers/filter",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return list(json.loads(r.read()))
+
+
+def describe_prefect(state: LabState) -> str:
+    """Where the Prefect server keeps its database and who works its pool, in words."""
+    db = state.prefect_db or DEFAULT_PREFECT_DB
+    where = f"PostgreSQL (database {PREFECT_DATABASE} on the lab's server)" if db == "postgres" else "SQLite"
+    names = worker_names(state)
+    if not names:
+        return where
+    limit = f", at most {state.worker_limit} flow runs each" if state.worker_limit else ""
+    return f"{where}; {len(names)} worker(s) on {WORK_POOL} ({', '.join(names)}{limit})"
 
 
 def _start_receiver(state: LabState, logs: Path) -> None:
@@ -537,7 +669,7 @@ def down(directory: Path, echo: Callable[[str], None] = print) -> dict[str, bool
             labpg.stop(directory / "pgdata")
         except Exception as e:
             echo(f"postgres: pg_ctl stop failed ({e}); killing by PID")
-    for name in ("webhook", "daemon", "gcs", "prefect", "postgres"):
+    for name in (*worker_names(state), "webhook", "daemon", "gcs", "prefect", "postgres"):
         pid = state.pids.get(name)
         if pid:
             result[name] = stop_pid(pid)
@@ -567,6 +699,10 @@ def status(directory: Path) -> dict[str, Any]:
         "scrape_interval_s": state.scrape_interval_s,
         "ingestion_delay_s": state.ingestion_delay_s,
         "monitoring_text": describe_monitoring(state),
+        "prefect_db": state.prefect_db or DEFAULT_PREFECT_DB,
+        "workers": worker_names(state),
+        "worker_limit": state.worker_limit,
+        "prefect_text": describe_prefect(state),
     }
     if alive.get("daemon"):
         try:
