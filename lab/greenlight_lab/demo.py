@@ -56,9 +56,14 @@ def step(name: str, fn: Any, expect_ok: bool = True) -> Any:
     try:
         out = fn()
         ok = (out.returncode == 0) if isinstance(out, subprocess.CompletedProcess) else True
-        detail = (
-            _last_lines(out.stdout + out.stderr) if isinstance(out, subprocess.CompletedProcess) else str(out)
-        )
+        if isinstance(out, subprocess.CompletedProcess):
+            detail = _last_lines(out.stdout + out.stderr)
+        elif isinstance(out, LabState):  # never its repr: its env holds the lab's secrets
+            detail = (
+                f"lab up in {out.ready_s:.1f} s ({out.dir}); Prefect on {supervisor.describe_prefect(out)}"
+            )
+        else:
+            detail = str(out)
     except Exception as e:
         ok, detail, out = False, f"{type(e).__name__}: {e}", None
     as_expected = ok == expect_ok
