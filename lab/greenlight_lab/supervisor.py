@@ -664,18 +664,21 @@ def down(directory: Path, echo: Callable[[str], None] = print) -> dict[str, bool
         echo(f"no lab in {directory}")
         return {}
     result: dict[str, bool] = {}
-    if (directory / "pgdata" / "postmaster.pid").exists():
-        try:
-            labpg.stop(directory / "pgdata")
-        except Exception as e:
-            echo(f"postgres: pg_ctl stop failed ({e}); killing by PID")
+    # PostgreSQL last: the Prefect server may keep its database there, and its workers' runs use it
     for name in (*worker_names(state), "webhook", "daemon", "gcs", "prefect", "postgres"):
+        if name == "postgres" and (directory / "pgdata" / "postmaster.pid").exists():
+            try:
+                labpg.stop(directory / "pgdata")
+            except Exception as e:
+                echo(f"postgres: pg_ctl stop failed ({e}); killing by PID")
         pid = state.pids.get(name)
         if pid:
             result[name] = stop_pid(pid)
     still = [n for n, ok in result.items() if not ok]
     if still:
         raise LabError(f"could not stop: {', '.join(still)} (PIDs {[state.pids[n] for n in still]})")
+    # the next up starts afresh anyway; as root the data lives outside the lab directory
+    labpg.remove(directory / "pgdata")
     state.path.unlink(missing_ok=True)
     (directory / "daemon.json").unlink(missing_ok=True)
     echo(f"lab down: stopped {', '.join(result) or 'nothing'}")

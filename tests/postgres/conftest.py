@@ -47,6 +47,7 @@ def pg() -> Iterator[labpg.PgInstance]:
         finally:
             labpg.stop(inst)
     finally:
+        labpg.remove(directory / "data")  # as root: the link and the lab's run directory
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -51,6 +51,8 @@ def private_dir() -> Iterator[Path]:
     """A root-owned (when root) mkdtemp directory, mode 0700, removed afterwards."""
     directory = Path(tempfile.mkdtemp(prefix="gl-pg-"))
     yield directory
+    for link in [p for p in directory.rglob("*") if p.is_symlink()]:
+        labpg.remove(link)  # as root, a data dir is a link to the lab's run directory
     shutil.rmtree(directory, ignore_errors=True)
 
 
