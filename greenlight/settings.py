@@ -43,16 +43,24 @@ class _Model(BaseModel):
 
 
 class Cluster(_Model):
-    """Where the apps run: a kubeconfig context, or the pod's own service account."""
+    """Where the apps run: a kubeconfig (file and/or context), or the pod's own service account.
+
+    ``in_cluster`` left out means: the kubeconfig when ``context`` or ``kubeconfig`` is named, else
+    the pod's service account when running in a pod (``KUBERNETES_SERVICE_HOST`` set), else an error
+    (greenlight.clients.kube.choose_config). ``true`` always uses the pod's service account;
+    ``false`` always a kubeconfig (its current context when no ``context`` is named).
+    """
 
     context: str | None = Field(
-        None, description="the kubeconfig context of the cluster (or set `in_cluster`)"
+        None, description="the kubeconfig context of the cluster (with `kubeconfig`, or $KUBECONFIG)"
     )
     kubeconfig: str | None = Field(
-        None, description="the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+        None, description="the kubeconfig file (default: $KUBECONFIG, ~/.kube/config), e.g. a mounted Secret"
     )
-    in_cluster: bool = Field(
-        False, description="use the pod's service account (the flows run in the cluster)"
+    in_cluster: bool | None = Field(
+        None,
+        description="use the pod's service account; unset: the default inside a pod when neither "
+        "`context` nor `kubeconfig` is named",
     )
     request_timeout_s: Seconds = Field(
         10,
@@ -61,8 +69,11 @@ class Cluster(_Model):
 
     @model_validator(mode="after")
     def _one_way(self) -> Cluster:
-        if self.in_cluster == (self.context is not None):
-            raise ValueError("set exactly one of 'context' (a kubeconfig context) or 'in_cluster: true'")
+        if self.in_cluster and (self.context is not None or self.kubeconfig is not None):
+            raise ValueError(
+                "set exactly one of 'context'/'kubeconfig' (a kubeconfig) or 'in_cluster: true' "
+                "(the pod's service account)"
+            )
         return self
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,21 +104,83 @@ def translate(e: BaseException, what: str) -> GreenlightError:
     return PermanentError(f"{what}: {type(e).__name__}: {e}")
 
 
+IN_POD_ENV = "KUBERNETES_SERVICE_HOST"  # the kubelet sets it in every container of a pod
+
+
+@dataclass(frozen=True)
+class ConfigChoice:
+    """How to reach a cluster: the pod's service account, or a kubeconfig file and context."""
+
+    in_cluster: bool
+    kubeconfig: str | None  # the file to read; None: the client's default (~/.kube/config)
+    context: str | None  # None: the kubeconfig's current context
+    reason: str
+
+    def describe(self) -> str:
+        if self.in_cluster:
+            return "in-cluster service account"
+        return f"kube context '{self.context or '(current)'}' of {self.kubeconfig or '~/.kube/config'}"
+
+
+def choose_config(
+    context: str | None, kubeconfig: str | None, in_cluster: bool | None, environ: Mapping[str, str]
+) -> ConfigChoice:
+    """Which configuration a profile's ``cluster`` (context, kubeconfig, in_cluster) means here.
+
+    ``in_cluster`` True: the pod's service account. False: a kubeconfig (``kubeconfig``, else
+    ``$KUBECONFIG``, else ~/.kube/config; ``context``, else its current context). None: a kubeconfig
+    when ``context`` or ``kubeconfig`` is named, else the service account inside a pod
+    (``KUBERNETES_SERVICE_HOST`` set); outside a pod with nothing named, :class:`InputInvalid`:
+    a release tool does not guess a cluster from whatever context happens to be current.
+    """
+    if in_cluster and (context or kubeconfig):
+        raise InputInvalid(
+            "cluster: in_cluster: true uses the pod's service account: name no context or kubeconfig"
+        )
+    named = bool(context or kubeconfig)
+    if in_cluster:
+        return ConfigChoice(True, None, None, "the profile says in_cluster: true")
+    if in_cluster is None and not named:
+        if environ.get(IN_POD_ENV):
+            return ConfigChoice(
+                True, None, None, f"in a pod (${IN_POD_ENV} set) and the profile names no kubeconfig"
+            )
+        raise InputInvalid(
+            f"cluster: the profile names no context or kubeconfig and this is not a pod (${IN_POD_ENV} "
+            "unset): name cluster.context (and cluster.kubeconfig), or set cluster.in_cluster: false for "
+            "the current context of $KUBECONFIG"
+        )
+    # the client reads $KUBECONFIG once, at import; read it now so a changed environment counts
+    file = kubeconfig or environ.get("KUBECONFIG") or None
+    if kubeconfig:
+        why = "the profile names cluster.kubeconfig"
+    elif in_cluster is False:
+        why = "the profile says in_cluster: false"
+    else:
+        why = "the profile names cluster.context"
+    return ConfigChoice(False, file, context or None, why)
+
+
 def load_api_client(
-    context: str | None = None, kubeconfig: str | None = None, in_cluster: bool = False
+    context: str | None = None, kubeconfig: str | None = None, in_cluster: bool | None = None
 ) -> client.ApiClient:
-    """An ApiClient for a kubeconfig context, or the pod's service account when ``in_cluster``."""
+    """An ApiClient for what :func:`choose_config` picks from the profile's ``cluster`` and this process."""
+    choice = choose_config(context, kubeconfig, in_cluster, os.environ)
     cfg = client.Configuration()
     try:
-        if in_cluster:
+        if choice.in_cluster:
             config.load_incluster_config(client_configuration=cfg)
         else:
-            # the client reads $KUBECONFIG once, at import; read it now so a changed environment counts
-            config_file = kubeconfig or os.environ.get("KUBECONFIG") or None
-            config.load_kube_config(config_file=config_file, context=context, client_configuration=cfg)
+            if kubeconfig and not os.path.isfile(os.path.expanduser(kubeconfig)):
+                raise InputInvalid(
+                    f"cannot load {choice.describe()}: kubeconfig file {kubeconfig} does not exist "
+                    f"({choice.reason})"
+                )
+            config.load_kube_config(
+                config_file=choice.kubeconfig, context=choice.context, client_configuration=cfg
+            )
     except (ConfigException, FileNotFoundError, OSError) as e:
-        where = "in-cluster service account" if in_cluster else f"kube context '{context}'"
-        raise InputInvalid(f"cannot load {where}: {e}") from e
+        raise InputInvalid(f"cannot load {choice.describe()} ({choice.reason}): {e}") from e
     return client.ApiClient(cfg)
 
 
@@ -135,7 +197,7 @@ class Kube:
         cls,
         context: str | None = None,
         kubeconfig: str | None = None,
-        in_cluster: bool = False,
+        in_cluster: bool | None = None,
         timeout_s: float = 10.0,
     ) -> Kube:
         return cls(load_api_client(context, kubeconfig, in_cluster), timeout_s)
