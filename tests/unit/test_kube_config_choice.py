@@ -135,7 +135,9 @@ def test_missing_kubeconfig_names_the_file(tmp_path: Path) -> None:
         load_api_client("sma-dr", str(missing))
 
 
-def test_in_cluster_without_a_service_account_token_is_an_input_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_cluster_without_a_service_account_token_is_an_input_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """In a pod whose service account token is not mounted, the error says in-cluster, not a traceback."""
     monkeypatch.setenv(IN_POD_ENV, "10.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
