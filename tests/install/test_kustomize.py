@@ -4,6 +4,7 @@ applied (`kubectl apply -k`) to its lab cluster: primary to lab-primary, DR to l
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import pytest
 import yaml
 from prefect.utilities.templating import apply_values
 
+from greenlight.clients.kube import Kube
 from greenlight.commands.deployments import WORK_POOL_TEMPLATE
 from greenlight.settings import REPO_ROOT, load_profile
 from greenlight_lab.state import LabState
@@ -298,3 +300,64 @@ def test_dr_cluster_binds_the_drill_to_its_service_account_in_its_namespace_only
     token = _get(ctx, "-n", "greenlight", "secret", "greenlight-dr-drill-token")
     assert token["type"] == "kubernetes.io/service-account-token"
     assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == "greenlight-dr-drill"
+
+
+def _doc_block(starting: str) -> str:
+    """The ```bash block of docs/install.md whose first line starts with ``starting``."""
+    for block in re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.S):
+        if block.startswith(starting):
+            return str(block)
+    raise AssertionError(f"{DOC.name} has no bash block starting {starting!r}")
+
+
+@pytest.mark.lab
+def test_documented_dr_kubeconfig_lets_the_dr_profile_reach_the_dr_cluster_from_a_pod(
+    applied: dict[str, tuple[str, str]], lab: LabState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The docs' commands, run as written against the lab (the lab has no token controller: the test fills the
+    token Secret as one would), make Secret greenlight-dr-kubeconfig in the primary; mounted where dr.yaml
+    reads it, it reaches the DR cluster from a pod as the drill's ServiceAccount token, with dr.yaml's context."""
+    dr, primary = CLUSTERS["dr"], CLUSTERS["primary"]
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nTUlJQg==\n-----END CERTIFICATE-----\n")  # the lab serves http
+    filled = {"token": "bGFiLWRyLWRyaWxsLXRva2Vu", "ca.crt": base64.b64encode(ca.read_bytes()).decode()}
+    kubectl("-n", "greenlight", "patch", "secret", "greenlight-dr-drill-token", "--type", "merge",
+            "-p", json.dumps({"data": filled}), context=dr)  # fmt: skip
+    script = _doc_block("SERVER=$(kubectl config view")
+    env = {
+        **os.environ,
+        "DR": dr,
+        "PRIMARY": primary,
+        "PATH": f"{Path(str(KUBECTL)).parent}:{os.environ['PATH']}",
+    }
+    try:
+        done = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env, check=False
+        )
+        secret = _get(primary, "-n", "greenlight", "secret", "greenlight-dr-kubeconfig")
+        assert set(secret.get("data") or {}) == {"kubeconfig"}, done.stderr
+        mounted = tmp_path / "dr-cluster" / "kubeconfig"  # what the kubelet makes of the Secret volume
+        mounted.parent.mkdir()
+        mounted.write_bytes(base64.b64decode(secret["data"]["kubeconfig"]))
+        config = yaml.safe_load(mounted.read_text())
+        assert [u["user"] for u in config["users"]] == [{"token": "lab-dr-drill-token"}]
+
+        real = load_profile("dr", REPO_ROOT / "deployments" / "environments").cluster
+        assert PurePosixPath(real.kubeconfig or "").name == mounted.name
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # a flow-run pod of the primary
+        kube = Kube.connect(context=real.context, kubeconfig=str(mounted), in_cluster=real.in_cluster)
+        try:
+            assert kube.get("namespaces", "sma-production")["metadata"]["name"] == "sma-production"
+            assert kube.api_client.configuration.host == _server_of(dr)
+        finally:
+            kube.close()
+    finally:
+        kubectl("-n", "greenlight", "delete", "secret", "greenlight-dr-kubeconfig", "--ignore-not-found",
+                context=primary, check=False)  # fmt: skip
+
+
+def _server_of(context: str) -> str:
+    out = kubectl(
+        "config", "view", "--minify", "--context", context, "-o", "jsonpath={.clusters[0].cluster.server}"
+    )
+    return out.stdout.strip()
