@@ -21,7 +21,9 @@ from prefect.utilities.templating import apply_values
 
 from greenlight.clients.kube import Kube
 from greenlight.commands.deployments import WORK_POOL_TEMPLATE
+from greenlight.errors import Forbidden, NotFound
 from greenlight.settings import REPO_ROOT, load_profile
+from greenlight_lab.kube.tokens import service_account_kubeconfig
 from greenlight_lab.state import LabState
 
 OVERLAYS = REPO_ROOT / "deployments" / "kubernetes" / "overlays"
@@ -282,6 +284,61 @@ def test_primary_cluster_holds_the_install_and_nothing_of_the_dr_cluster(
     assert not {n for n in cluster_roles if n.startswith("greenlight")}, cluster_roles
 
 
+# (ServiceAccount in `greenlight`, verb, resource, namespace, allowed) as docs/install.md "least privilege" says
+PRIMARY_GRANTS = [
+    ("greenlight-flows", "list", "deployments", "sma-staging", True),
+    ("greenlight-flows", "list", "deployments", "sma-production", True),
+    ("greenlight-flows", "delete", "deployments", "sma-production", False),
+    ("greenlight-flows", "get", "secrets", "sma-staging", False),
+    ("greenlight-flows", "list", "ingresses", "sma-staging", False),
+    # TEMPORARY: RoleBinding greenlight-flows-config-export (the drill exports production itself)
+    ("greenlight-flows", "list", "secrets", "sma-production", True),
+    ("greenlight-flows", "list", "deployments", "kube-system", False),
+    ("greenlight-config-backup", "list", "secrets", "sma-production", True),
+    ("greenlight-config-backup", "get", "secrets", "sma-production", False),
+    ("greenlight-config-backup", "list", "configmaps", "sma-staging", False),
+    ("greenlight-worker", "list", "jobs", "greenlight", True),
+    ("greenlight-worker", "list", "deployments", "sma-production", False),
+]
+
+
+def _may(kube: Kube, verb: str, plural: str, namespace: str) -> bool:
+    """Whether the API server lets ``kube`` do it (on a name that does not exist, for get and delete:
+    authorization comes before the lookup, so a 404 means allowed)."""
+    try:
+        if verb == "list":
+            kube.list(plural, namespace)
+        elif verb == "get":
+            kube.get(plural, "greenlight-probe", namespace)
+        else:
+            kube.delete(plural, "greenlight-probe", namespace, missing_ok=False)
+    except Forbidden:
+        return False
+    except NotFound:
+        return True
+    return True
+
+
+@pytest.mark.lab
+def test_applied_roles_hold_each_service_account_to_what_the_docs_say(
+    applied: dict[str, tuple[str, str]], tmp_path: Path
+) -> None:
+    """Acting as each ServiceAccount of the primary overlay (a token the lab issues), the lab's RBAC over the
+    applied Roles allows what the flows do and forbids the rest."""
+    server = _server_of(CLUSTERS["primary"])
+    seen = []
+    for account in sorted({g[0] for g in PRIMARY_GRANTS}):
+        path = tmp_path / f"{account}.kubeconfig"
+        path.write_text(yaml.safe_dump(service_account_kubeconfig(server, "greenlight", account)))
+        kube = Kube.connect(context="lab-primary", kubeconfig=str(path))
+        try:
+            seen += [(sa, verb, plural, ns, _may(kube, verb, plural, ns))
+                     for sa, verb, plural, ns, _ in PRIMARY_GRANTS if sa == account]  # fmt: skip
+        finally:
+            kube.close()
+    assert sorted(seen) == sorted(PRIMARY_GRANTS)
+
+
 @pytest.mark.lab
 def test_dr_cluster_binds_the_drill_to_its_service_account_in_its_namespace_only(
     applied: dict[str, tuple[str, str]],
@@ -302,6 +359,33 @@ def test_dr_cluster_binds_the_drill_to_its_service_account_in_its_namespace_only
     assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == "greenlight-dr-drill"
 
 
+# what the drill's ServiceAccount may not read in the DR cluster: another namespace, its own token, kube-system
+NOT_THE_DRILLS = [
+    ("namespaces", "default", None),
+    ("secrets", "greenlight-dr-drill-token", "greenlight"),
+    ("configmaps", "kube-root-ca.crt", "kube-system"),
+]
+
+
+# What the docs' commands need to run against the lab, which a real cluster does not: the lab serves no OpenAPI
+# (apply needs --validate=false) and takes JSON bodies only (kubectl sends SelfSubjectAccessReviews as protobuf,
+# so `auth can-i` is asked as the same review in JSON). Everything else runs as the docs write it.
+LAB_KUBECTL = r"""
+kubectl() {
+  if [ "$1 $3 $4" = "--context auth can-i" ]; then
+    printf '{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview","spec":{"resourceAttributes":
+      {"verb":"%s","group":"apps","resource":"%s","namespace":"%s"}}}' "$5" "$6" "$8" |
+      command kubectl "$1" "$2" create --raw /apis/authorization.k8s.io/v1/selfsubjectaccessreviews -f - |
+      grep -q '"allowed":true' && echo yes || echo no
+  elif [ "$1 $3" = "--context apply" ]; then
+    command kubectl "$@" --validate=false
+  else
+    command kubectl "$@"
+  fi
+}
+"""
+
+
 def _doc_block(starting: str) -> str:
     """The ```bash block of docs/install.md whose first line starts with ``starting``."""
     for block in re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.S):
@@ -314,16 +398,23 @@ def _doc_block(starting: str) -> str:
 def test_documented_dr_kubeconfig_lets_the_dr_profile_reach_the_dr_cluster_from_a_pod(
     applied: dict[str, tuple[str, str]], lab: LabState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The docs' commands, run as written against the lab (the lab has no token controller: the test fills the
-    token Secret as one would), make Secret greenlight-dr-kubeconfig in the primary; mounted where dr.yaml
-    reads it, it reaches the DR cluster from a pod as the drill's ServiceAccount token, with dr.yaml's context."""
+    """The docs' commands, run as written against the lab, make Secret greenlight-dr-kubeconfig in the primary;
+    mounted where dr.yaml reads it, it reaches the DR cluster from a pod with dr.yaml's context, as the drill's
+    ServiceAccount: what the drill needs is allowed, the rest is forbidden. (The lab has no token controller:
+    the test fills the token Secret with a token the lab issued for that ServiceAccount, as the controller would.)"""
     dr, primary = CLUSTERS["dr"], CLUSTERS["primary"]
-    ca = tmp_path / "ca.crt"
-    ca.write_text("-----BEGIN CERTIFICATE-----\nTUlJQg==\n-----END CERTIFICATE-----\n")  # the lab serves http
-    filled = {"token": "bGFiLWRyLWRyaWxsLXRva2Vu", "ca.crt": base64.b64encode(ca.read_bytes()).decode()}
+    request = tmp_path / "token-request.json"
+    request.write_text(
+        json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})
+    )
+    issued = kubectl("create", "--raw", "/api/v1/namespaces/greenlight/serviceaccounts/greenlight-dr-drill/token",
+                     "-f", str(request), context=dr)  # fmt: skip
+    token = json.loads(issued.stdout)["status"]["token"]
+    ca = b"-----BEGIN CERTIFICATE-----\nTUlJQg==\n-----END CERTIFICATE-----\n"  # never read: the lab serves http
+    filled = {"token": base64.b64encode(token.encode()).decode(), "ca.crt": base64.b64encode(ca).decode()}
     kubectl("-n", "greenlight", "patch", "secret", "greenlight-dr-drill-token", "--type", "merge",
             "-p", json.dumps({"data": filled}), context=dr)  # fmt: skip
-    script = _doc_block("SERVER=$(kubectl config view")
+    script = LAB_KUBECTL + _doc_block("SERVER=$(kubectl config view")
     env = {
         **os.environ,
         "DR": dr,
@@ -334,21 +425,29 @@ def test_documented_dr_kubeconfig_lets_the_dr_profile_reach_the_dr_cluster_from_
         done = subprocess.run(
             ["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env, check=False
         )
-        secret = _get(primary, "-n", "greenlight", "secret", "greenlight-dr-kubeconfig")
+        made = kubectl("-n", "greenlight", "get", "secret", "greenlight-dr-kubeconfig", "-o", "json", context=primary,
+                       check=False)  # fmt: skip
+        assert made.returncode == 0, f"the docs' commands made no Secret:\n{done.stdout}\n{done.stderr}"
+        secret = json.loads(made.stdout)
         assert set(secret.get("data") or {}) == {"kubeconfig"}, done.stderr
         mounted = tmp_path / "dr-cluster" / "kubeconfig"  # what the kubelet makes of the Secret volume
         mounted.parent.mkdir()
         mounted.write_bytes(base64.b64decode(secret["data"]["kubeconfig"]))
         config = yaml.safe_load(mounted.read_text())
-        assert [u["user"] for u in config["users"]] == [{"token": "lab-dr-drill-token"}]
+        assert [u["user"] for u in config["users"]] == [{"token": token}]
+        assert "\nyes" in f"\n{done.stdout}", f"the docs' `auth can-i` check: {done.stdout} {done.stderr}"
 
         real = load_profile("dr", REPO_ROOT / "deployments" / "environments").cluster
         assert PurePosixPath(real.kubeconfig or "").name == mounted.name
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # a flow-run pod of the primary
         kube = Kube.connect(context=real.context, kubeconfig=str(mounted), in_cluster=real.in_cluster)
         try:
-            assert kube.get("namespaces", "sma-production")["metadata"]["name"] == "sma-production"
             assert kube.api_client.configuration.host == _server_of(dr)
+            assert kube.get("namespaces", "sma-production")["metadata"]["name"] == "sma-production"
+            assert kube.list("deployments", "sma-production") is not None
+            for plural, name, namespace in NOT_THE_DRILLS:
+                with pytest.raises(Forbidden):
+                    kube.get(plural, name, namespace)
         finally:
             kube.close()
     finally:
