@@ -202,20 +202,27 @@ def test_every_referenced_secret_is_made_by_a_documented_command() -> None:
 # --- applied to the lab's clusters -------------------------------------------------------------------------
 
 
-def _apply(overlay: str, tmp_path: Path) -> tuple[str, str, list[str]]:
+def _existing(context: str, manifest: Path) -> set[tuple[str, str | None, str]]:
+    """(kind, namespace, name) of the manifest's objects that the cluster holds."""
+    out = kubectl("get", "-f", str(manifest), "-o", "json", "--ignore-not-found", context=context).stdout
+    doc = json.loads(out) if out.strip() else {"items": []}
+    return {_key(i) for i in doc.get("items", [doc])}
+
+
+def _key(obj: Obj) -> tuple[str, str | None, str]:
+    return obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"]
+
+
+def _apply(overlay: str, tmp_path: Path) -> tuple[str, str, list[Obj]]:
     """Apply the overlay to its lab cluster as the docs say; (first output, second output, objects new to it)."""
     context = CLUSTERS[overlay]
+    objects = rendered(overlay)
     manifest = tmp_path / f"{overlay}.yaml"
-    manifest.write_text(yaml.safe_dump_all(rendered(overlay)))
-    before = set(
-        kubectl(
-            "get", "-f", str(manifest), "-o", "name", "--ignore-not-found", context=context
-        ).stdout.split()
-    )
+    manifest.write_text(yaml.safe_dump_all(objects))
+    before = _existing(context, manifest)
     first = kubectl("apply", "-k", str(OVERLAYS / overlay), "--validate=false", context=context).stdout
     second = kubectl("apply", "-k", str(OVERLAYS / overlay), "--validate=false", context=context).stdout
-    after = kubectl("get", "-f", str(manifest), "-o", "name", context=context).stdout.split()
-    return first, second, [n for n in after if n not in before]
+    return first, second, [o for o in objects if _key(o) not in before]
 
 
 def _get(context: str, *args: str) -> Obj:
@@ -227,26 +234,22 @@ def applied(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """Both overlays applied to the lab; afterwards the objects that were not there before are deleted
     (not the namespaces the lab had already, such as lab-dr's sma-production)."""
     tmp_path = tmp_path_factory.mktemp("kustomize")
-    outputs, created = {}, {}
+    outputs: dict[str, tuple[str, str]] = {}
+    created: dict[str, list[Obj]] = {}
     try:
         for overlay in CLUSTERS:
             first, second, new = _apply(overlay, tmp_path)
             outputs[overlay], created[overlay] = (first, second), new
         yield outputs
     finally:
-        for overlay, names in created.items():
-            namespaces = [n for n in names if n.startswith("namespace/")]
-            others = [n for n in names if not n.startswith("namespace/")]
-            for group in (others, namespaces):
+        for overlay, objects in created.items():
+            for last in (False, True):  # namespaces after what lives in them
+                group = [o for o in objects if (o["kind"] == "Namespace") == last]
                 if group:
-                    kubectl(
-                        "delete",
-                        "--ignore-not-found",
-                        "--wait=false",
-                        *group,
-                        context=CLUSTERS[overlay],
-                        check=False,
-                    )
+                    leftover = tmp_path / f"{overlay}-new-{last}.yaml"
+                    leftover.write_text(yaml.safe_dump_all(group))
+                    kubectl("delete", "-f", str(leftover), "--ignore-not-found", "--wait=false",
+                            context=CLUSTERS[overlay], check=False)  # fmt: skip
 
 
 @pytest.mark.lab
