@@ -1,7 +1,7 @@
 """greenlight: blue-green releases, health gates, rollbacks, backup verification and DR drills.
 
 Each command prints its outcome and the values behind it on stdout (--json where a command
-reports: status, gate, smoke, verify-backups, drill) and exits 0 on success; on failure it says
+reports: status, gate, smoke, verify-backups, drill, doctor) and exits 0 on success; on failure it says
 'FAILED: <reason>' on stderr and exits with the code of the kind of failure (see
 greenlight.errors): 1 other, 2 bad input, 3 not found, 4 transient (retry), 5 forbidden,
 6 conflict, 7 release refused, 8 gate or drill failed, 9 backup not verified, 10 approval answer
@@ -51,7 +51,10 @@ def _run_profile(args: argparse.Namespace) -> int:
         return 0
     names = args.envs or available_environments()
     if not names:
-        raise InputInvalid(f"no profiles in {environments_dir()}")
+        raise InputInvalid(
+            f"no profiles in {environments_dir()} (set GREENLIGHT_CONFIG to the directory holding "
+            "environments/ and manifests/, or run from one that has deployments/)"
+        )
     failed = 0
     for name in names:
         try:
@@ -70,6 +73,11 @@ def _run_profile(args: argparse.Namespace) -> int:
 
 
 PLUGIN_GROUP = "greenlight.plugins"
+#: the product's command groups: each has register(sub), run(args) and COMMANDS
+GROUPS: tuple[ModuleType, ...] = (
+    release_commands, backup_commands, drill_commands, deployment_commands, webhook_commands,
+    doctor_commands, adopt_commands,
+)  # fmt: skip
 
 
 def version() -> str:
@@ -103,13 +111,8 @@ def build_parser(mounted: dict[str, ModuleType] | None = None) -> argparse.Argum
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _profile_commands(sub)
-    release_commands.register(sub)
-    backup_commands.register(sub)
-    drill_commands.register(sub)
-    deployment_commands.register(sub)
-    webhook_commands.register(sub)
-    doctor_commands.register(sub)
-    adopt_commands.register(sub)
+    for group in GROUPS:
+        group.register(sub)
     # The product's help names the product's commands only; a plugin's commands still parse.
     sub.metavar = "{" + ",".join(sub.choices) + "}"
     product = set(sub.choices)
@@ -127,20 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "profile":
             return _run_profile(args)
-        if args.command in doctor_commands.COMMANDS:
-            return doctor_commands.run(args)
-        if args.command in adopt_commands.COMMANDS:
-            return adopt_commands.run(args)
-        if args.command in webhook_commands.COMMANDS:
-            return webhook_commands.run(args)
-        if args.command in deployment_commands.COMMANDS:
-            return deployment_commands.run(args)
-        if args.command in drill_commands.COMMANDS:
-            return drill_commands.run(args)
-        if args.command in backup_commands.COMMANDS:
-            return backup_commands.run(args)
-        if args.command in release_commands.COMMANDS:
-            return release_commands.run(args)
+        for group in GROUPS:
+            if args.command in group.COMMANDS:
+                return int(group.run(args))
         if args.command in mounted:
             return int(mounted[args.command].run(args))
     except GreenlightError as e:
