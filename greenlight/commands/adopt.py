@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 
 from greenlight.commands import failed
+from greenlight.core.adopt import AdoptPlan
 from greenlight.errors import Conflict, GreenlightError, InputInvalid, NotFound
 from greenlight.settings import Profile, load_profile
 
@@ -42,7 +43,6 @@ def _progress(line: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Plan (and unless ``--dry-run``, run) the adoption of ``args.app`` in ``args.env``."""
-    from greenlight.core.adopt import plan_lines
     from greenlight.tasks.adopt import read_plan
 
     try:
@@ -52,17 +52,27 @@ def run(args: argparse.Namespace) -> int:
             with _release_lock(profile.name, profile.release.lock_lease_s):
                 return _adopt(profile, app.name)
         plan = read_plan(profile, app.name)
-        if plan.outcome == "refused":
-            return _refuse(plan.reason, plan.refusal_kind)
-        if plan.outcome == "in-shape":
-            print(f"OK: {plan.reason}")
-            return 0
-        for line in plan_lines(plan):
-            print(line)
+        done = _report_plan(plan)
+        if done is not None:
+            return done
         print("DRY RUN: nothing changed")
         return 0
     except GreenlightError as e:
         return failed(e)
+
+
+def _report_plan(plan: AdoptPlan) -> int | None:
+    """Print the plan; the exit code when there is nothing to run (refused, or already in shape)."""
+    from greenlight.core.adopt import plan_lines
+
+    if plan.outcome == "refused":
+        return _refuse(plan.reason, plan.refusal_kind)
+    if plan.outcome == "in-shape":
+        print(f"OK: {plan.reason}")
+        return 0
+    for line in plan_lines(plan):
+        print(line, flush=True)
+    return None
 
 
 def _refuse(reason: str, kind: str | None) -> int:
@@ -83,13 +93,9 @@ def _adopt(profile: Profile, app_name: str) -> int:
     from greenlight.tasks.adopt import adopt, read_plan
 
     plan = read_plan(profile, app_name)
-    if plan.outcome == "refused":
-        return _refuse(plan.reason, plan.refusal_kind)
-    if plan.outcome == "in-shape":
-        print(f"OK: {plan.reason}")
-        return 0
-    for line in plan_lines(plan):
-        print(line, flush=True)
+    done = _report_plan(plan)
+    if done is not None:
+        return done
     # each step's line is printed as it is done ("done: ..."), with "waiting: ..." lines between
     adopt(profile, app_name, plan, _progress, around_switch=lambda: traffic_lock(profile))
     after = read_plan(profile, app_name)
@@ -109,29 +115,15 @@ def _adopt(profile: Profile, app_name: str) -> int:
 
 @contextlib.contextmanager
 def _release_lock(environment: str, lease_s: float) -> Iterator[None]:
-    """Hold the environment's release lock, so no release runs while the app changes shape."""
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-    from prefect.concurrency.sync import concurrency
-
+    """Hold the environment's release lock, so no release runs while the app changes shape (a
+    missing lock: NotFound naming it, with "run `greenlight setup`")."""
     from greenlight.flows.release import lock_name
+    from greenlight.tasks.locks import hold
 
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(
-                concurrency(
-                    lock_name(environment),
-                    occupy=1,
-                    strict=True,
-                    timeout_seconds=LOCK_WAIT_S,
-                    lease_duration=lease_s,
-                )
-            )
-        except TimeoutError as e:
-            raise Conflict(
-                f"a release of {environment} is running (it holds {lock_name(environment)}): adopt when it is done"
-            ) from e
-        except ConcurrencySlotAcquisitionError as e:
-            raise InputInvalid(
-                f"cannot take {lock_name(environment)} ({e}): run `greenlight setup {environment}` first"
-            ) from e
-        yield
+    try:
+        with hold(lock_name(environment), lease_duration=lease_s, timeout_seconds=LOCK_WAIT_S):
+            yield
+    except TimeoutError as e:
+        raise Conflict(
+            f"a release of {environment} is running (it holds {lock_name(environment)}): adopt when it is done"
+        ) from e

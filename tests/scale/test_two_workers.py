@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ import pytest
 
 from greenlight.clients.postgres import Postgres
 from greenlight.settings import REPO_ROOT
-from greenlight_lab import supervisor
+from greenlight_lab.session import lab_session
 from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 from tests.flows_release.support import push_commit, release_environments
 
@@ -49,38 +48,10 @@ PRODUCTION = {"release.approval.required": False, "release.requires": None}
 def scale_lab() -> Iterator[LabState]:
     """A lab whose Prefect server keeps its database on the lab's PostgreSQL, with two workers;
     the environment points every client at it for the module."""
-    import prefect.context
-
-    directory = Path(tempfile.mkdtemp(prefix="greenlight-scale-"))
-    state = supervisor.up(
-        directory, echo=lambda _: None, prefect_db="postgres", workers=WORKERS, worker_limit=WORKER_LIMIT
-    )
-    saved = {k: os.environ.get(k) for k in state.env}
-    os.environ.update(state.env)
-    prefect.context.refresh_global_settings_context()
-    try:
+    with lab_session(
+        "greenlight-scale-", prefect_db="postgres", workers=WORKERS, worker_limit=WORKER_LIMIT
+    ) as state:
         yield state
-    finally:
-        _drain_prefect_workers()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        prefect.context.refresh_global_settings_context()
-        supervisor.down(directory, echo=lambda _: None)
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _drain_prefect_workers() -> None:
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        try:
-            worker.drain_all(timeout=10, at_exit=False)
-        except RuntimeError:  # never started
-            pass
 
 
 @pytest.fixture(scope="module")
