@@ -25,19 +25,16 @@ def lab_session(prefix: str = "greenlight-lab-", **up: Any) -> Iterator[LabState
 
     # not under pytest's basetemp: concurrent pytest runs rotate those directories away
     directory = Path(tempfile.mkdtemp(prefix=prefix))
+    saved = dict(os.environ)  # before up: all of it comes back on the way out
     state = supervisor.up(directory, echo=lambda _: None, **up)
-    saved = {k: os.environ.get(k) for k in state.env}
     os.environ.update(state.env)
     prefect.context.refresh_global_settings_context()  # Prefect read its settings at import
     try:
         yield state
     finally:
         drain_prefect_workers()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        os.environ.clear()
+        os.environ.update(saved)
         prefect.context.refresh_global_settings_context()
         supervisor.down(directory, echo=lambda _: None)
         shutil.rmtree(directory, ignore_errors=True)

@@ -191,7 +191,6 @@ def _seed_database_and_dumps(directory: Path, pg: labpg.PgInstance, env: dict[st
     from greenlight.clients.postgres import Postgres
     from greenlight_lab.seed import make_nightly_dumps, seed_app_database, upload_dumps
 
-    os.environ["STORAGE_EMULATOR_HOST"] = env["STORAGE_EMULATOR_HOST"]
     ensure_buckets(env["STORAGE_EMULATOR_HOST"], PROJECT, BUCKETS)
     Postgres(pg.url("postgres")).create_database(APP_DATABASE)
     now = datetime.now(UTC)
@@ -199,8 +198,18 @@ def _seed_database_and_dumps(directory: Path, pg: labpg.PgInstance, env: dict[st
     dumps = make_nightly_dumps(
         pg, APP_DATABASE, directory / "dumps", now=now, cache_dir=cache_dir() / "dumps"
     )
-    client = storage.Client(project=PROJECT, credentials=AnonymousCredentials())
-    upload_dumps(dumps, BUCKETS[0], BUCKETS[1], client)
+    # the storage client finds the emulator in the environment: this lab's, for this upload only
+    # (a process may hold another lab, as the test session does: its clients must keep theirs)
+    before = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = env["STORAGE_EMULATOR_HOST"]
+    try:
+        client = storage.Client(project=PROJECT, credentials=AnonymousCredentials())
+        upload_dumps(dumps, BUCKETS[0], BUCKETS[1], client)
+    finally:
+        if before is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = before
     return {"rows": counts, "dumps": [name for _, name, _ in dumps]}
 
 

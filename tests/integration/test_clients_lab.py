@@ -85,7 +85,13 @@ def test_slack_messages_reach_the_stand_in_in_threads(lab: LabState) -> None:
 def test_monitoring_sees_the_requests_the_proxy_served(lab: LabState) -> None:
     """Requests served through the live Service show up in Cloud Monitoring as GMP counters by colour."""
     url = supervisor.control(lab, "GET", "/urls")["lab-primary/sma-staging/frontend"]
-    start = datetime.now(UTC) - timedelta(seconds=1)
+    # a series' first scrape is its reset point (GMP, and the lab's Monitoring): what a pod served
+    # before it is never counted. Make sure the pods' series exist before the requests counted here
+    # (a fresh lab's, or a pod an earlier test restarted, may not have one yet): a few requests, then
+    # a scrape interval and the ingestion delay
+    assert asyncio.run(run_load(url + "/", rps=50, seconds=1)).failed == 0
+    time.sleep(lab.scrape_interval_s + lab.ingestion_delay_s + 0.5)
+    start = datetime.now(UTC)
     report = asyncio.run(run_load(url + "/", rps=100, seconds=2))
     assert report.failed == 0
     mon = MonitoringClient("lab-project", make_metric_client())
