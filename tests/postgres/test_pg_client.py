@@ -188,7 +188,7 @@ def _tar_bytes() -> bytes:
     ("content", "expected"),
     [
         (b"PGDMP\x01\x10\x00\x04\x08\x01rest", "custom"),
-        (gzip.compress(b"--\n-- PostgreSQL database dump\n"), "plain-gzip"),
+        (gzip.compress(b"--\n-- PostgreSQL database dump\n", mtime=0), "plain-gzip"),
         (b"--\n-- PostgreSQL database dump\n--\nSET statement_timeout = 0;\n", "plain"),
         ("-- données\n".encode(), "plain"),
         (_tar_bytes(), "tar"),
@@ -206,7 +206,7 @@ def test_detect_dump_format_by_magic_bytes(tmp_path: Path, content: bytes, expec
     [
         (b"", "is empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00", "not a PostgreSQL dump"),
-        (gzip.compress(b"PGDMP\x01\x10rest"), "gzip-compressed custom-format"),
+        (gzip.compress(b"PGDMP\x01\x10rest", mtime=0), "gzip-compressed custom-format"),
     ],
 )
 def test_detect_dump_format_refuses_what_is_not_a_dump(tmp_path: Path, content: bytes, reason: str) -> None:
