@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from greenlight.clients.kube import Kube
 from greenlight_lab.session import lab_session
 from greenlight_lab.state import LabState
 
@@ -17,6 +18,14 @@ def lab() -> Iterator[LabState]:
     registry, Prefect server) in a temporary directory; the environment points every client at it."""
     with lab_session() as state:
         yield state
+
+
+@pytest.fixture
+def kube(lab: LabState) -> Iterator[Kube]:
+    """A client of the lab's primary cluster (modules that need one for longer define their own)."""
+    k = Kube.connect(context="lab-primary")
+    yield k
+    k.close()
 
 
 # --- the fault-injection suite's report (tests/faults): one line per fault, at the end -----------

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from greenlight.clients.kube import Kube
 from greenlight_lab.state import LabState
 
 from .support import write_profile
@@ -26,10 +25,3 @@ def envdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         mp.setenv("GREENLIGHT_ENVIRONMENTS", str(directory))
         ensure_setup(names)
         yield directory
-
-
-@pytest.fixture
-def kube(lab: LabState) -> Iterator[Kube]:
-    k = Kube.connect(context="lab-primary")
-    yield k
-    k.close()

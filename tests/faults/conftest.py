@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from greenlight.clients.kube import Kube
 from greenlight_lab import supervisor
 from greenlight_lab.state import LabState
 
@@ -123,11 +122,3 @@ def fault(request: pytest.FixtureRequest) -> Iterator[Fault]:
         if passed:
             silent = [label for label, n in counts.items() if n == 0]
             assert not silent, f"{silent}: the fault never fired, so this case proves nothing"
-
-
-@pytest.fixture
-def kube(lab: LabState) -> Iterator[Kube]:
-    """A client of the lab's primary cluster."""
-    k = Kube.connect(context="lab-primary")
-    yield k
-    k.close()

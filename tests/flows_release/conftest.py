@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from greenlight.clients.kube import Kube
 from greenlight_lab.state import LabState
 
 from .support import release_environments
@@ -19,10 +18,3 @@ def envdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """The release profiles (rel-staging / rel-production), selected for the module."""
     with release_environments(lab, tmp_path_factory.mktemp("release-envs")) as directory:
         yield directory
-
-
-@pytest.fixture
-def kube(lab: LabState) -> Iterator[Kube]:
-    k = Kube.connect(context="lab-primary")
-    yield k
-    k.close()
