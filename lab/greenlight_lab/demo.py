@@ -231,9 +231,7 @@ def main() -> int:
     report = None
     try:
         step("greenlight setup", lambda: gl(env, "setup"))
-        step("deploy prefect.yaml", lambda: subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT,
-            capture_output=True, text=True, env=env, timeout=300))  # fmt: skip
+        step("deploy prefect.yaml", lambda: supervisor.deploy_prefect_yaml(env, timeout_s=300))
         with open(directory / "logs" / "demo-worker.log", "ab") as out:
             background.append(
                 subprocess.Popen(

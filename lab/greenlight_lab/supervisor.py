@@ -558,6 +558,15 @@ def worker_names(state: LabState) -> list[str]:
     return sorted((n for n in state.pids if n.startswith("worker-")), key=lambda n: int(n.split("-")[1]))
 
 
+def deploy_prefect_yaml(env: dict[str, str], timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
+    """``prefect --no-prompt deploy --all`` of the checkout's prefect.yaml, with ``env`` (the lab's,
+    and the profiles the forms should offer), GREENLIGHT_HOME the checkout; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT,
+        env={**env, "GREENLIGHT_HOME": str(REPO_ROOT)}, capture_output=True, text=True, timeout=timeout_s,
+    )  # fmt: skip
+
+
 def _start_workers(state: LabState, logs: Path, count: int, limit: int | None) -> None:
     """``count`` Prefect process workers on the pool greenlight-local, named ``worker-1`` ...; they
     run flow runs from this checkout (GREENLIGHT_HOME, prefect.yaml's pull step) with the lab's

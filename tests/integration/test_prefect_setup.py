@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 from prefect.client.orchestration import get_client
 
 from greenlight.commands.setup import WORK_POOL, ensure_setup
-from greenlight.settings import REPO_ROOT
+from greenlight_lab import supervisor
 from greenlight_lab.state import LabState
 
 pytestmark = pytest.mark.lab
@@ -31,11 +30,7 @@ def test_prefect_yaml_deploys_every_flow_with_schedules_and_triggers(lab: LabSta
     """`prefect --no-prompt deploy --all` succeeds against a fresh server after setup; schedules keep their
     time zones and the GitHub and dead-man's-switch automations exist."""
     ensure_setup()
-    out = subprocess.run(
-        ["prefect", "--no-prompt", "deploy", "--all"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
-        env={**os.environ, "GREENLIGHT_HOME": str(REPO_ROOT)},
-    )  # fmt: skip
+    out = supervisor.deploy_prefect_yaml(dict(os.environ), timeout_s=180)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with get_client(sync_client=True) as client:
         deployments = {f"{d.entrypoint.rsplit('.', 1)[1]}/{d.name}": d for d in client.read_deployments()}

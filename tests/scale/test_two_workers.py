@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ from uuid import UUID
 import pytest
 
 from greenlight.clients.postgres import Postgres
-from greenlight.settings import REPO_ROOT
+from greenlight_lab import supervisor
 from greenlight_lab.session import lab_session
 from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 from tests.flows_release.support import push_commit, release_environments
@@ -67,11 +65,7 @@ def envdir(scale_lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="module")
 def deployed(scale_lab: LabState, envdir: Path) -> None:
     """``prefect --no-prompt deploy --all`` from the checkout, onto the PostgreSQL-backed server."""
-    env = {**os.environ, "GREENLIGHT_HOME": str(REPO_ROOT), "GREENLIGHT_ENVIRONMENTS": str(envdir)}
-    out = subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+    out = supervisor.deploy_prefect_yaml({**os.environ, "GREENLIGHT_ENVIRONMENTS": str(envdir)})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
 

@@ -29,6 +29,7 @@ import yaml
 from playwright.sync_api import Locator, Page
 
 from greenlight.settings import REPO_ROOT, load_profile
+from greenlight_lab import supervisor
 from greenlight_lab.state import LAB_ENVIRONMENTS, LabState, stop_pid
 from tests.flows_release.support import SLACK_IDS, click, push_commit, release_environments
 
@@ -110,10 +111,7 @@ def stack(lab: LabState, envdir: Path, tmp_path_factory: pytest.TempPathFactory)
         **os.environ, "GREENLIGHT_HOME": str(REPO_ROOT), "GREENLIGHT_ENVIRONMENTS": str(envdir),
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }  # fmt: skip
-    out = subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+    out = supervisor.deploy_prefect_yaml(env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with open(logs / "worker.log", "wb") as log:
         worker = subprocess.Popen(
