@@ -135,11 +135,11 @@ def _push(lab: LabState, repository: str, tag: str, behaviour: dict[str, float])
 def _colours(profile: Any) -> tuple[str, str]:
     """(live, other): the colour the live Service selects and the other one."""
     from greenlight.core.switch import snapshot_service
-    from greenlight.tasks.kube import cluster
+    from greenlight.tasks.cluster import cluster
 
     with cluster(profile) as kube:
         svc = kube.get("services", profile.app(APP).service, profile.namespace)
-    live = snapshot_service(svc).colour(profile.release.colour_label)
+    live = snapshot_service(svc, profile.release.colour_label).colour()
     if live is None:
         raise RuntimeError(f"the live Service of {APP} in {profile.namespace} selects no colour")
     other = next(c for c in profile.release.colours if c != live)
@@ -148,7 +148,8 @@ def _colours(profile: Any) -> tuple[str, str]:
 
 def _digest_of(profile: Any, colour: str) -> str | None:
     """The image digest ``colour``'s Deployment runs now."""
-    from greenlight.tasks.kube import cluster, container_digest
+    from greenlight.tasks.cluster import cluster
+    from greenlight.tasks.kube import container_digest
 
     with cluster(profile) as kube:
         dep = kube.get("deployments", f"{APP}-{colour}", profile.namespace)

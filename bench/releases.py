@@ -20,6 +20,7 @@ from greenlight.clients.kube import Kube
 from greenlight.core.release import release_id
 from greenlight_lab import supervisor
 from greenlight_lab.load import BackgroundLoad
+from greenlight_lab.runs import paused_run
 from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 
 Echo = Callable[[str], None]
@@ -134,7 +135,8 @@ def rollback_on_breach(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any
     failed request: through kube-proxy the load's kept-alive connections stay on the old colour
     after the switch, so it may see the new colour's errors late or never (it is recorded beside)."""
     from greenlight.errors import GateFailed
-    from greenlight.flows.release import PromoteRequest, build_promote
+    from greenlight.flows.release import build_promote
+    from greenlight.flows.requests import PromoteRequest
     from greenlight.settings import load_profile
 
     profile = load_profile("staging")
@@ -274,7 +276,8 @@ def imposed_waits(result: dict[str, Any], profile: Any, bake_s: float) -> dict[s
 
 def release_overhead(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any]:
     """Per environment: wall time of a release minus the waits the lab imposes."""
-    from greenlight.flows.release import PromoteRequest, build_promote
+    from greenlight.flows.release import build_promote
+    from greenlight.flows.requests import PromoteRequest
     from greenlight.settings import load_profile
 
     out: dict[str, Any] = {}
@@ -314,26 +317,11 @@ def release_overhead(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any]:
 def _approve_when_paused(lab: LabState, sha: str) -> None:
     """Approve the paused promotion of ``sha`` as production's users do: alice clicks Approve in
     the lab's Slack, which signs the click to the lab's receiver (a verified answer)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-
-    deadline = time.monotonic() + 120
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                )
-            )
-            for r in runs:
-                if (r.parameters.get("request") or {}).get("commit") == sha:
-                    click = {"user": "U0LABALICE", "action": "approve", "reason": "bench", "run": str(r.id)}
-                    sent = supervisor.control(lab, "POST", "/slack/click", click)
-                    if sent.get("status") != 200:
-                        raise RuntimeError(f"the approval click was not taken: {sent}")
-                    return
-            time.sleep(0.1)
+    run = paused_run(sha, timeout_s=120)
+    click = {"user": "U0LABALICE", "action": "approve", "reason": "bench", "run": str(run)}
+    sent = supervisor.control(lab, "POST", "/slack/click", click)
+    if sent.get("status") != 200:
+        raise RuntimeError(f"the approval click was not taken: {sent}")
 
 
 # --- 4. scale ---------------------------------------------------------------------------------------
@@ -341,7 +329,8 @@ def _approve_when_paused(lab: LabState, sha: str) -> None:
 
 def scale(lab: LabState, echo: Echo, repeats: int) -> dict[str, Any]:
     """Wall time of one release of N apps, for each N, as a ratio to N = 1 (medians)."""
-    from greenlight.flows.release import PromoteRequest, build_promote
+    from greenlight.flows.release import build_promote
+    from greenlight.flows.requests import PromoteRequest
     from greenlight.settings import load_profile
 
     walls: dict[int, list[float]] = {n: [] for n in SCALE_SIZES}

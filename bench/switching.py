@@ -257,7 +257,8 @@ def _rolling_cells(lab: LabState, plane: str, images: dict[str, str]) -> dict[st
 
 def _greenlight_cells(lab: LabState, plane: str) -> dict[str, Any]:
     from greenlight.flows.maintenance import cleanup
-    from greenlight.flows.release import PromoteRequest, build_promote
+    from greenlight.flows.release import build_promote
+    from greenlight.flows.requests import PromoteRequest
     from greenlight.flows.rollback import rollback
 
     env = profile_name(plane)

@@ -1,7 +1,7 @@
 """greenlight: blue-green releases, health gates, rollbacks, backup verification and DR drills.
 
 Each command prints its outcome and the values behind it on stdout (--json where a command
-reports: status, gate, smoke, verify-backups, drill, doctor) and exits 0 on success; on failure it says
+reports: status, gate, smoke, verify-backups, drill, doctor, metrics) and exits 0 on success; on failure it says
 'FAILED: <reason>' on stderr and exits with the code of the kind of failure (see
 greenlight.errors): 1 other, 2 bad input, 3 not found, 4 transient (retry), 5 forbidden,
 6 conflict, 7 release refused, 8 gate or drill failed, 9 backup not verified, 10 approval answer
@@ -18,11 +18,17 @@ from types import ModuleType
 
 from greenlight.commands import adopt as adopt_commands
 from greenlight.commands import backups as backup_commands
+from greenlight.commands import cleanup as cleanup_commands
 from greenlight.commands import deployments as deployment_commands
+from greenlight.commands import diagnose as diagnose_commands
 from greenlight.commands import doctor as doctor_commands
 from greenlight.commands import drill as drill_commands
 from greenlight.commands import failed
+from greenlight.commands import failover as failover_commands
+from greenlight.commands import metrics as metrics_commands
+from greenlight.commands import monitoring as monitoring_commands
 from greenlight.commands import release as release_commands
+from greenlight.commands import restore as restore_commands
 from greenlight.commands import webhook as webhook_commands
 from greenlight.errors import INTERRUPTED, GreenlightError, InputInvalid, ProfileInvalid
 from greenlight.settings import available_environments, environments_dir, load_profile
@@ -76,7 +82,10 @@ PLUGIN_GROUP = "greenlight.plugins"
 #: the product's command groups: each has register(sub), run(args) and COMMANDS
 GROUPS: tuple[ModuleType, ...] = (
     release_commands, backup_commands, drill_commands, deployment_commands, webhook_commands,
-    doctor_commands, adopt_commands,
+    doctor_commands, adopt_commands, cleanup_commands, metrics_commands, diagnose_commands,
+    restore_commands,
+    monitoring_commands,
+    failover_commands,
 )  # fmt: skip
 
 

@@ -1,22 +1,34 @@
 """One hierarchy for everything Greenlight raises.
 
-    GreenlightError
+    GreenlightError                (carries status: int | None, the HTTP status the service answered,
+     │                              and code: str | None, its own name for the failure: a gRPC status
+     │                              such as UNAVAILABLE, a Slack error, a PostgreSQL SQLSTATE)
      ├── TransientError            retry may help (429, 5xx, timeouts, UNAVAILABLE)
-     │    └── (carries retry_after: float | None, honoured by task retries)
+     │    └── (carries retry_after: float | None, the server's Retry-After: a task retried by
+     │         greenlight.tasks.policy.retry_transient starts its next try no sooner, and is not
+     │         retried when the server asks for more than 30 s; and exhausted: the client already
+     │         spent its own retries, so the task is not retried: see is_transient)
      └── PermanentError            retrying will not help
           ├── InputInvalid         bad input: malformed image ref, unknown environment/app, bad profile
-          │    └── ProfileInvalid  an environment profile failed validation (file, field, reason)
+          │    ├── ProfileInvalid  an environment profile failed validation (file, field, reason)
+          │    └── PayloadInvalid  a webhook delivery lacks a field (greenlight.webhook.verify)
           ├── NotFound             the thing named does not exist (404, missing bucket/object/image)
           ├── Conflict             stale write / failed precondition (409, 412)
           ├── Forbidden            credentials refused (401/403)
           ├── GateFailed           a health gate said fail or inconclusive
+          │    └── DrillFailed     a DR drill failed a step or missed RTO/RPO (greenlight.flows.dr_drill)
           ├── BackupInvalid        a backup is missing, stale, shrunken, corrupt or does not restore
+          │    └── BackupNotVerified  verification said no (greenlight.flows.backup_verification)
           ├── ReleaseRefused       a release may not proceed (freeze, unapproved digest, approval refused)
           └── AnswerRefused        an approval answer did not count (unverified, not an approver, the
                                    author's own): the release still waits for a valid one
 
-Clients in ``greenlight.clients`` translate SDK errors into these, ``raise ... from e``.
-Messages name what is wrong and never carry secret values.
+Clients in ``greenlight.clients`` translate SDK errors into these, ``raise ... from e``, keeping
+the status (and the code) on the error, as Kopf's APIError keeps ``status``. Flows, tasks and
+commands raise nothing outside the tree (tests/unit/test_errors_raised.py holds them to it);
+one that tells an error again with more context (:func:`with_message`) keeps its class and fields.
+Messages name what is wrong and never carry secret values. Every field survives pickling
+(Prefect pickles exceptions into task and flow states).
 
 Every command exits with the code of the kind of failure (:func:`exit_code`), after
 ``FAILED: <reason>`` on stderr (:data:`OUTCOMES` says what each code means; docs/cli.md shows it):
@@ -37,23 +49,55 @@ from typing import Any
 
 
 class GreenlightError(Exception):
-    """Base of every error Greenlight raises on purpose."""
+    """Base of every error Greenlight raises on purpose.
+
+    ``status`` is the HTTP status the service answered (None when there was no answer, or the
+    failure is Greenlight's own judgement); ``code`` is the service's own name for the failure
+    (a gRPC status code name, a Slack ``error``, a PostgreSQL SQLSTATE), or None.
+    """
+
+    status: int | None
+    code: str | None
+
+    def __init__(self, *args: object, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(*args)
+        self.status = status
+        self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # every field survives pickling (Prefect states), also for subclasses whose __init__ takes
+        # other arguments than the message (BackupNotVerified, DrillFailed, PayloadInvalid)
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[GreenlightError], args: tuple[Any, ...], fields: dict[str, Any]) -> GreenlightError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(fields)
+    return error
 
 
 class TransientError(GreenlightError):
     """A failure that may pass: retry, after ``retry_after`` seconds when the server said so."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, exhausted: bool = False) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        exhausted: bool = False,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code)
         self.retry_after = retry_after
         # the client already retried for its whole budget: retrying the task would start it over
         self.exhausted = exhausted
 
-    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only fields survive pickling (Prefect states)
-        return (_transient, (str(self), self.retry_after, self.exhausted))
-
 
 def _transient(message: str, retry_after: float | None, exhausted: bool) -> TransientError:
+    # what TransientError pickled to before GreenlightError.__reduce__: states persisted by an
+    # earlier version still load
     return TransientError(message, retry_after=retry_after, exhausted=exhausted)
 
 
@@ -101,9 +145,17 @@ class AnswerRefused(PermanentError):
     receiver, not an approver, the author's own): nothing was refused, the run still waits."""
 
 
+def with_message(error: GreenlightError, message: str) -> GreenlightError:
+    """``error`` told again with ``message`` (what was done before it, what is left): the same
+    class, so the same exit code, and the same fields (status, code, retry_after, ...)."""
+    return _rebuild(type(error), (message,), dict(error.__dict__))
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True when retrying ``exc`` may help; used as the tasks' ``retry_condition_fn``."""
-    return isinstance(exc, TransientError)
+    """True when retrying the task that raised ``exc`` may help: a TransientError whose client did
+    not already spend its own retry budget (starting over would multiply the wait). The tasks'
+    ``retry_condition_fn`` (:func:`greenlight.tasks.policy.retry_transient`) asks it."""
+    return isinstance(exc, TransientError) and not exc.exhausted
 
 
 _EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
@@ -155,7 +207,8 @@ OUTCOMES: tuple[Outcome, ...] = (
     Outcome(
         4,
         "TransientError",
-        "a failure that may pass: 429, 5xx, timeouts, an unreachable API; the clients already retried",
+        "a failure that may pass: 429, 5xx, timeouts, an unreachable API; already retried, each try no"
+        " sooner than the server's Retry-After (a server asking for more than 30 s is not waited for)",
         "run the command again (later); nothing was left half-done",
     ),
     Outcome(

@@ -15,6 +15,7 @@ should be less than or equal to 1``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -23,7 +24,18 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from greenlight.core.alerts import Kind as AlertKind
+from greenlight.core.alerts import Severity as AlertSeverity
 from greenlight.core.approval import check_public_key
+from greenlight.core.dns import (
+    drill_pattern_problem,
+    in_zone,
+    name_problem,
+    normalise,
+    target_problem,
+    ttl_problem,
+)
+from greenlight.core.signatures import check_public_key as check_cosign_key
 from greenlight.errors import InputInvalid, ProfileInvalid
 
 #: the source checkout this module runs from (only meaningful in one: the product finds its
@@ -83,7 +95,15 @@ class App(_Model):
     name: Name = Field(
         description="the app's name: its Deployments are `<name>-<colour>`, its pods carry `app: <name>`"
     )
-    service: Name = Field(description="the live Service, whose selector the switch moves between colours")
+    service: Name = Field(
+        description="the live Service, whose selector the switch moves between colours (`service-selector`); "
+        "with `gateway-httproute`, the prefix of the colours' Services `<service>-<colour>` the HTTPRoute names"
+    )
+    route: Name | None = Field(
+        None,
+        description="`gateway-httproute`: the HTTPRoute whose backendRefs send this app's traffic to its colours' "
+        "Services (default: the `service` name)",
+    )
     preview_service: Name | None = Field(
         None, description="the Service that always selects the candidate colour (default `<service>-preview`)"
     )
@@ -99,9 +119,85 @@ class App(_Model):
     def preview(self) -> str:
         return self.preview_service or f"{self.service}-preview"
 
+    @property
+    def route_name(self) -> str:
+        return self.route or self.service
+
+
+class SigningKey(_Model):
+    """A cosign public key whose signatures count."""
+
+    name: Name = Field(description="what refusals and release records call the key, e.g. `ci`")
+    public_key: str = Field(
+        description="the PEM public key (the contents of `cosign.pub`: ECDSA P-256, as `cosign generate-key-pair` makes)"
+    )
+
+
+class Signatures(_Model):
+    """Whether every digest must carry a valid cosign signature (tag `sha256-<hex>.sig`) by a named key."""
+
+    required: bool = Field(
+        False,
+        description="refuse a release (before approval, before deploying) unless every digest is signed by one of `signers`",
+    )
+    signers: list[SigningKey] = Field(
+        default_factory=list, description="the cosign public keys whose signatures count (any one suffices)"
+    )
+
+    @model_validator(mode="after")
+    def _keys(self) -> Signatures:
+        if self.required and not self.signers:
+            raise ValueError("signatures are required but 'signers' is empty: no signature could ever verify")
+        names = [k.name for k in self.signers]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"signers: {', '.join(twice)} is declared twice")
+        for i, key in enumerate(self.signers):
+            try:
+                check_cosign_key(key.public_key)
+            except ValueError as e:
+                raise ValueError(f"signers.{i} ({key.name}): public_key {e}") from None
+        return self
+
+
+class RegistryCleanup(_Model):
+    """Image cleanup (`greenlight cleanup-images`): which GHCR package versions of the apps' images
+    may be deleted (docs/image-cleanup.md)."""
+
+    retention_days: int = Field(
+        30, ge=1, le=3650, description="versions pushed longer ago than this may be deleted (days)"
+    )
+    keep_newest: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="the newest image versions of each package are always kept (signatures not counted)",
+    )
+    api_url: str = Field(
+        "https://api.github.com",
+        pattern=r"^https?://",
+        description="the GitHub REST API (GitHub Enterprise: `https://HOST/api/v3`); `$GREENLIGHT_GITHUB_API_URL` overrides it",
+    )
+    owner_kind: Literal["org", "user"] = Field(
+        "org", description="whether the packages' owner (`ghcr.io/<owner>/...`) is an organization or a user"
+    )
+    environments: list[str] = Field(
+        default_factory=list,
+        description="every environment whose apps share these repositories: their live and previous "
+        "colours and release records are protected (this environment is always included)",
+    )
+
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(cls, v: list[str]) -> list[str]:
+        bad = [name for name in v if not ENV_NAME.match(name)]
+        if bad:
+            raise ValueError(f"malformed environment name(s): {', '.join(map(repr, bad))}")
+        return v
+
 
 class Registry(_Model):
-    """Which images may be released, and how a commit names them."""
+    """Which images may be released, how a commit names them, and whose signatures they need."""
 
     allowed: list[str] = Field(
         min_length=1,
@@ -110,6 +206,13 @@ class Registry(_Model):
     image_template: str = Field(
         "{repository}:{commit}",
         description="how `promote --commit SHA` names an app's image: must contain `{repository}` and `{commit}`",
+    )
+    signatures: Signatures = Field(
+        Signatures(),
+        description="cosign signatures every digest must carry (see below; default: none required)",
+    )
+    cleanup: RegistryCleanup | None = Field(
+        None, description="delete old GHCR image versions (none: `cleanup-images` refuses this environment)"
     )
 
     @field_validator("image_template")
@@ -284,6 +387,39 @@ class Release(_Model):
         return v
 
 
+class Traffic(_Model):
+    """What routes an app's live traffic to its colours (the router), and how a release moves it."""
+
+    router: Literal["service-selector", "gateway-httproute"] = Field(
+        "service-selector",
+        description="`service-selector`: the live Service's selector names the colour; `gateway-httproute`: a "
+        "Gateway API HTTPRoute (GKE Gateway and others) sends traffic to the colours' Services by backendRef "
+        "weights (0/100), each move verified by the route's status and the traffic that arrives",
+    )
+    progressive: list[int] = Field(
+        [],
+        description="`gateway-httproute` only: the new colour's share at each step before it gets all of it, "
+        "e.g. `[10, 50]`; the gate judges the new colour at each step, and a breach at any step rolls back",
+    )
+
+    @field_validator("progressive")
+    @classmethod
+    def _ascending(cls, v: list[int]) -> list[int]:
+        if any(not 0 < w < 100 for w in v):
+            raise ValueError(f"each step is a share between 1 and 99 (100 is the switch itself), got {v}")
+        if any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError(f"the steps must rise, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _progressive_needs_weights(self) -> Traffic:
+        if self.progressive and self.router != "gateway-httproute":
+            raise ValueError(
+                "progressive: a Service selector cannot split traffic by share; use router gateway-httproute"
+            )
+        return self
+
+
 class LatencyLimit(_Model):
     """An absolute latency limit the candidate must stay under in every interval."""
 
@@ -407,6 +543,22 @@ class GitHub(_Model):
     repository: str = Field(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="`OWNER/NAME`")
     workflow: str = Field(description="the workflow's name, as in `workflow_run.name`")
     branch: str = Field(description="a successful run on this branch releases to this environment")
+    receiver_keys: list[str] = Field(
+        default_factory=list,
+        description="the public Ed25519 keys (base64) of the GitHub receivers whose commit proofs count: only "
+        "a commit time they vouch for counts in the lead time (the receiver's approval key; "
+        "`greenlight approval-key` makes a pair)",
+    )
+
+    @field_validator("receiver_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        for i, key in enumerate(keys):
+            try:
+                check_public_key(key)
+            except ValueError as e:
+                raise ValueError(f"receiver_keys.{i}: {e}") from None
+        return [k.strip() for k in keys]
 
 
 class Probe(_Model):
@@ -489,6 +641,178 @@ class DisasterRecovery(_Model):
     )
 
 
+class MonitoringCode(_Model):
+    """Monitoring as code: the alert policy and uptime check files, and the values their placeholders take."""
+
+    directory: str = Field(
+        "monitoring",
+        description="the definition files' directory: absolute, or relative to the configuration directory",
+    )
+    cluster: str | None = Field(None, description="the GKE cluster's name, for `{cluster}`")
+    backend_host: str | None = Field(None, description="the backend's public host name, for `{backend_host}`")
+    frontend_host: str | None = Field(
+        None, description="the frontend's public host name, for `{frontend_host}`"
+    )
+    database_id: str | None = Field(
+        None, description="the Cloud SQL instance as `PROJECT:INSTANCE`, for `{database_id}`"
+    )
+    notification_channels: list[str] = Field(
+        default_factory=list,
+        description="the channels alerts notify (`projects/P/notificationChannels/ID`), for `{notification_channels}`",
+    )
+
+
+EMAIL = re.compile(r"^[^@\s,<>]+@[^@\s,<>]+\.[^@\s,<>]+$")
+
+
+class AlertRoute(_Model):
+    """Where alerts of one level go."""
+
+    slack: list[str] | None = Field(
+        None, description='Slack channels, e.g. `["#incidents"]` (unset: the profile\'s `slack.channel`)'
+    )
+    pagerduty: bool = Field(False, description="trigger a PagerDuty incident (needs `alerts.pagerduty`)")
+    email: list[str] = Field([], description="email recipients (needs `alerts.email`)")
+
+    @field_validator("email")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if not EMAIL.match(a)]
+        if bad:
+            raise ValueError(f"not an email address: {', '.join(repr(a) for a in bad)}")
+        return v
+
+
+class PagerDuty(_Model):
+    """PagerDuty's Events API v2 (the routing key of a service's integration)."""
+
+    routing_key_secret_block: str | None = Field(
+        None,
+        description="the Prefect Secret block holding the routing key when `$GREENLIGHT_PAGERDUTY_ROUTING_KEY` "
+        "is unset (`greenlight setup` fills it from that variable)",
+    )
+
+
+class Email(_Model):
+    """The SMTP server alert emails are sent through."""
+
+    host: str = Field(min_length=1, description="the SMTP server")
+    port: int = Field(587, ge=1, le=65535, description="its port")
+    sender: str = Field(description="the From address")
+    starttls: bool = Field(True, description="upgrade the connection with STARTTLS before sending")
+    username: str | None = Field(None, description="the SMTP login (none: send without AUTH)")
+    password_secret_block: str | None = Field(
+        None,
+        description="the Prefect Secret block holding the password when `$GREENLIGHT_SMTP_PASSWORD` is unset",
+    )
+    timeout_s: Seconds = Field(10, description="how long one SMTP conversation may take")
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, v: str) -> str:
+        if not EMAIL.match(v):
+            raise ValueError(f"not an email address: {v!r}")
+        return v
+
+
+class DeadMansSwitch(_Model):
+    """The alert when no backup of the environment has verified in a window (a Prefect
+    automation: the server sends it itself, no worker needed)."""
+
+    enabled: bool = Field(
+        False, description="create the automation (`greenlight setup`); production turns it on"
+    )
+    within_s: Seconds = Field(
+        93600,
+        description="the window in which a backup of the environment must verify (26 h): its "
+        "`greenlight.backup.verified` event keeps the switch quiet",
+    )
+
+
+class Alerts(_Model):
+    """Alerts by severity: how bad each kind is and where each level goes."""
+
+    production: bool | None = Field(
+        None,
+        description="use production's default severities (default: when the environment is named `production`)",
+    )
+    severities: dict[AlertKind, AlertSeverity] = Field(
+        {}, description="a severity (P0-P3) per alert kind, over the defaults (see docs/alerts.md)"
+    )
+    routes: dict[AlertSeverity, AlertRoute] = Field(
+        {},
+        description="the channels of each level; a level not listed goes to the profile's Slack channel",
+    )
+    pagerduty: PagerDuty | None = Field(
+        None, description="PagerDuty (needed by a route with `pagerduty: true`)"
+    )
+    email: Email | None = Field(None, description="SMTP (needed by a route with email recipients)")
+    retries: int = Field(
+        3, ge=1, le=10, description="tries per channel before an alert counts as not delivered"
+    )
+    retry_delay_s: Seconds = Field(1, description="the first pause between tries (doubled each time)")
+    dead_mans_switch: DeadMansSwitch = Field(
+        DeadMansSwitch(), description="the alert when backup verification stops running"
+    )
+
+    @model_validator(mode="after")
+    def _routes(self) -> Alerts:
+        for level, route in self.routes.items():
+            where = f"routes.{level.value}"
+            if route.pagerduty and self.pagerduty is None:
+                raise ValueError(f"{where}.pagerduty: true, but there is no 'alerts.pagerduty' section")
+            if route.email and self.email is None:
+                raise ValueError(f"{where}.email: recipients given, but there is no 'alerts.email' section")
+            if route.slack == [] and not route.pagerduty and not route.email:
+                raise ValueError(f"{where}: the level goes nowhere (no Slack channel, PagerDuty or email)")
+        return self
+
+
+class Dns(_Model):
+    """The DNS record that sends users to the environment, and where a failover points it (Cloudflare)."""
+
+    provider: Literal["cloudflare"] = Field(
+        "cloudflare", description="the DNS provider's API (only Cloudflare)"
+    )
+    zone: str = Field(description="the zone's name, e.g. `example.com`")
+    record: str = Field(description="the production record's full name, e.g. `app.example.com` (in `zone`)")
+    type: Literal["A", "CNAME"] = Field("A", description="the production record's type")
+    primary_target: str = Field(
+        description="where the record points normally: an IPv4 address (A) or a host name (CNAME)"
+    )
+    dr_target: str = Field(
+        description="where a failover points it, and the drill's record: the DR environment's address or host name"
+    )
+    ttl: int = Field(60, description="the TTL a failover sets, seconds: 1 (automatic) or 30..86400")
+    drill_record: str = Field(
+        "drill-{drill_id}",
+        description="the drill-only record's name, relative to `zone`; `{drill_id}` is the drill's id",
+    )
+    token_secret_block: str | None = Field(
+        "greenlight-cloudflare-api-token",
+        description="the Prefect Secret block holding the API token when `$CLOUDFLARE_API_TOKEN` is not set",
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> Dns:
+        for field, value in (("zone", self.zone), ("record", self.record)):
+            problem = name_problem(value)
+            if problem:
+                raise ValueError(f"{field}: {value!r} {problem}")
+        if not in_zone(self.record, self.zone):
+            raise ValueError(f"record: {self.record} is not in zone {self.zone}")
+        for field, value in (("primary_target", self.primary_target), ("dr_target", self.dr_target)):
+            problem = target_problem(self.type, value)
+            if problem:
+                raise ValueError(f"{field}: {problem}")
+        if normalise(self.primary_target) == normalise(self.dr_target):
+            raise ValueError("primary_target and dr_target are the same: a failover would change nothing")
+        for problem in (ttl_problem(self.ttl), drill_pattern_problem(self.drill_record)):
+            if problem:
+                raise ValueError(problem if "TTL" in problem else f"drill_record: {problem}")
+        return self
+
+
 class Profile(_Model):
     """One environment: where its apps run, how they are released, gated, backed up and recovered."""
 
@@ -498,6 +822,7 @@ class Profile(_Model):
     apps: list[App] = Field(min_length=1, description="the apps released together (names unique)")
     registry: Registry = Field(description="which images may be released")
     release: Release = Field(Release(), description="how a release proceeds")
+    traffic: Traffic = Field(Traffic(), description="what routes live traffic, and how a release moves it")
     gate: Gate = Field(Gate(), description="the health gate")
     monitoring: Monitoring = Field(description="where the gate reads metrics")
     slack: Slack | None = Field(None, description="release announcements and approvals (none: no Slack)")
@@ -505,6 +830,13 @@ class Profile(_Model):
     backups: Backups | None = Field(None, description="database dumps and configuration bundles to verify")
     dr: DisasterRecovery | None = Field(
         None, description="makes this a DR environment, the target of a drill"
+    )
+    monitoring_code: MonitoringCode | None = Field(
+        None, description="alert policies and uptime checks kept as files (`greenlight monitoring`)"
+    )
+    alerts: Alerts = Field(Alerts(), description="alerts by severity: P0-P3, Slack, PagerDuty, email")
+    dns: Dns | None = Field(
+        None, description="the DNS record a failover moves to DR, and the drill's DNS record (none: no DNS)"
     )
 
     @model_validator(mode="after")
@@ -519,6 +851,12 @@ class Profile(_Model):
                 "release.approval.require_verified: verified answers come from Slack, and this profile "
                 "has no 'slack' section (add one, or set require_verified: false)"
             )
+        for level, route in self.alerts.routes.items():
+            if route.slack is None and self.slack is None and not route.pagerduty and not route.email:
+                raise ValueError(
+                    f"alerts.routes.{level.value}: the level goes nowhere (no Slack channel, PagerDuty or "
+                    "email, and the profile has no 'slack' section)"
+                )
         return self
 
     def app(self, name: str) -> App:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +28,25 @@ def kube(lab: LabState) -> Iterator[Kube]:
     k = Kube.connect(context="lab-primary")
     yield k
     k.close()
+
+
+# --- the order files run in: longest first -------------------------------------------------------
+# pytest-xdist (``--dist loadfile --no-loadscope-reorder``, the Makefile) hands the workers whole
+# files in collection order; the suite's time is the slowest worker's, so the longest files go
+# first and the short ones fill the gaps at the end. file_seconds.json holds each file's seconds
+# from a CI run (regenerate it from ``--durations=0`` when the suite changes much); a file it does
+# not know counts as a minute when it needs the lab, else as nothing.
+FILE_SECONDS: dict[str, float] = json.loads((Path(__file__).parent / "file_seconds.json").read_text())
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[Any]) -> None:
+    weights: dict[str, float] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        if path not in weights:
+            weights[path] = FILE_SECONDS.get(path, 60.0 if item.get_closest_marker("lab") else 0.0)
+    # a stable sort: each file's tests keep their order (some modules rely on it)
+    items.sort(key=lambda item: -weights[item.nodeid.split("::", 1)[0]])
 
 
 # --- the fault-injection suite's report (tests/faults): one line per fault, at the end -----------

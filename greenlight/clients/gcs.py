@@ -357,21 +357,24 @@ def _translated(what: str) -> Iterator[None]:
 
 
 def translate(e: BaseException, what: str) -> GreenlightError | None:
-    """The Greenlight error for an SDK/transport failure about ``what``; None if not an SDK error."""
+    """The Greenlight error for an SDK/transport failure about ``what``; None if not an SDK error.
+    The HTTP status of an API error stays on it (``status``)."""
+    status = (e.code or None) if isinstance(e, gexc.GoogleAPICallError) else None
     if isinstance(e, gexc.NotFound):
-        return NotFound(f"{what} not found")
+        return NotFound(f"{what} not found", status=status)
     if isinstance(e, gexc.PreconditionFailed | gexc.Conflict):
-        return Conflict(f"{what}: {_reason(e)}")
+        return Conflict(f"{what}: {_reason(e)}", status=status)
     if isinstance(e, gexc.Forbidden | gexc.Unauthorized):
-        return Forbidden(f"{what}: access refused: {_reason(e)}")
+        return Forbidden(f"{what}: access refused: {_reason(e)}", status=status)
     if isinstance(e, auth_exc.DefaultCredentialsError | auth_exc.RefreshError):
         return Forbidden(f"{what}: no usable Google credentials ({type(e).__name__})")
     if isinstance(e, gexc.TooManyRequests | gexc.ServerError):
-        return TransientError(f"{what}: {_reason(e)}", retry_after=_retry_after(e))
+        return TransientError(f"{what}: {_reason(e)}", retry_after=_retry_after(e), status=status)
     if isinstance(e, gexc.RetryError):
         cause = e.cause if e.cause is not None else e
+        kept = (cause.code or None) if isinstance(cause, gexc.GoogleAPICallError) else None
         return TransientError(
-            f"{what}: gave up retrying: {type(cause).__name__}: {_reason(cause)}", exhausted=True
+            f"{what}: gave up retrying: {type(cause).__name__}: {_reason(cause)}", exhausted=True, status=kept
         )
     if isinstance(
         e,
@@ -383,12 +386,18 @@ def translate(e: BaseException, what: str) -> GreenlightError | None:
     ):
         return TransientError(f"{what}: cannot reach GCS: {type(e).__name__}: {e}")
     if isinstance(e, gexc.GoogleAPICallError):
-        return PermanentError(f"{what}: {_reason(e)}")
+        return PermanentError(f"{what}: {_reason(e)}", status=status)
     if isinstance(e, DataCorruption):  # the SDK's own transfer checksum failed
         return TransientError(f"{what}: checksum mismatch in transit: {e}")
     if isinstance(e, InvalidResponse):  # an unexpected status the SDK did not map
-        return TransientError(f"{what}: unexpected response from GCS: {e}")
+        return TransientError(f"{what}: unexpected response from GCS: {e}", status=_response_status(e))
     return None
+
+
+def _response_status(e: InvalidResponse) -> int | None:
+    response = getattr(e, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 def _reason(e: BaseException) -> str:

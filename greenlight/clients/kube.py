@@ -4,7 +4,8 @@ Objects go in and come out as plain dicts, exactly as the API serves them (camel
 that ``greenlight.core`` can decide over them without importing the client. Every call
 carries a timeout. :func:`translate` maps ``ApiException`` (and connection failures) onto
 ``greenlight.errors``: 404 NotFound, 409 Conflict, 401/403 Forbidden, 400/422 InputInvalid,
-429/5xx/timeouts TransientError with the server's ``Retry-After``.
+429/5xx/timeouts TransientError with the server's ``Retry-After``; the HTTP status stays on the
+error (``status``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Resource:
     api: str  # class name in kubernetes.client
     suffix: str  # method suffix: read_<suffix>, list_<suffix>, ...
     namespaced: bool = True
+    group: str = ""  # a custom resource's API group (served by CustomObjectsApi), with its version
+    version: str = ""
 
 
 RESOURCES: dict[str, Resource] = {
@@ -51,13 +54,35 @@ RESOURCES: dict[str, Resource] = {
         Resource("endpoints", "CoreV1Api", "namespaced_endpoints"),
         Resource("configmaps", "CoreV1Api", "namespaced_config_map"),
         Resource("secrets", "CoreV1Api", "namespaced_secret"),
+        Resource("events", "CoreV1Api", "namespaced_event"),
         Resource("deployments", "AppsV1Api", "namespaced_deployment"),
         Resource("jobs", "BatchV1Api", "namespaced_job"),
         Resource("horizontalpodautoscalers", "AutoscalingV2Api", "namespaced_horizontal_pod_autoscaler"),
         Resource("poddisruptionbudgets", "PolicyV1Api", "namespaced_pod_disruption_budget"),
         Resource("ingresses", "NetworkingV1Api", "namespaced_ingress"),
+        # Gateway API (a CRD on most clusters, built into GKE's): through CustomObjectsApi
+        Resource(
+            "httproutes",
+            "CustomObjectsApi",
+            "namespaced_custom_object",
+            True,
+            "gateway.networking.k8s.io",
+            "v1",
+        ),
+        Resource(
+            "gateways",
+            "CustomObjectsApi",
+            "namespaced_custom_object",
+            True,
+            "gateway.networking.k8s.io",
+            "v1",
+        ),
     ]
 }
+# CustomObjectsApi's verbs take (group, version, namespace, plural[, name]) where the typed APIs
+# take ([name,] namespace): "read" is its "get"
+_CUSTOM_VERBS = {"read": "get", "list": "list", "create": "create", "replace": "replace", "patch": "patch",
+                 "delete": "delete"}  # fmt: skip
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -88,17 +113,18 @@ def translate(e: BaseException, what: str) -> GreenlightError:
     if isinstance(e, ApiException):
         status = e.status or 0
         msg = f"{what}: {_status_message(e)} (HTTP {status})"
+        kept = status or None  # 0: the client got no answer
         if status == 404:
-            return NotFound(msg)
+            return NotFound(msg, status=kept)
         if status == 409:
-            return Conflict(msg)
+            return Conflict(msg, status=kept)
         if status in (401, 403):
-            return Forbidden(msg)
+            return Forbidden(msg, status=kept)
         if status in (400, 422):
-            return InputInvalid(msg)
+            return InputInvalid(msg, status=kept)
         if status == 429 or status >= 500 or status == 0:
-            return TransientError(msg, retry_after=_retry_after(e))
-        return PermanentError(msg)
+            return TransientError(msg, retry_after=_retry_after(e), status=kept)
+        return PermanentError(msg, status=kept)
     if isinstance(e, urllib3.exceptions.HTTPError | OSError | TimeoutError):
         return TransientError(f"{what}: Kubernetes API unreachable or too slow: {type(e).__name__}: {e}")
     return PermanentError(f"{what}: {type(e).__name__}: {e}")
@@ -187,6 +213,10 @@ def load_api_client(
 class Kube:
     """Thin, dict-in dict-out access to one cluster."""
 
+    #: how often one call may wait its timeout on a stalled server: the client's pool retries a
+    #: timed-out read 3 times (urllib3's default ``Retry(3)``; ``Configuration.retries`` is unset)
+    ATTEMPTS = 4
+
     def __init__(self, api_client: client.ApiClient, timeout_s: float = 10.0) -> None:
         self.api_client = api_client
         self.timeout_s = timeout_s
@@ -213,7 +243,19 @@ class Kube:
         api = self._apis.get(res.api)
         if api is None:
             api = self._apis[res.api] = getattr(client, res.api)(self.api_client)
-        return res, getattr(api, f"{verb}_{res.suffix}")
+        if not res.group:
+            return res, getattr(api, f"{verb}_{res.suffix}")
+        custom = getattr(api, f"{_CUSTOM_VERBS[verb]}_{res.suffix}")
+        named = verb in ("read", "replace", "patch", "delete")
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            # ([name,] namespace, [body]) as the typed APIs take them -> CustomObjectsApi's order
+            name, rest = (args[0], args[1:]) if named else (None, args)
+            namespace, body = rest[0], rest[1:]
+            head = (res.group, res.version, namespace, res.plural) + ((name,) if named else ())
+            return custom(*head, *body, **kwargs)
+
+        return res, call
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("_request_timeout", self.timeout_s)
@@ -268,14 +310,25 @@ class Kube:
     ) -> builtins.list[Obj]:
         return builtins.list(self.list(plural, namespace, label_selector).get("items") or [])
 
-    def create(self, plural: str, body: Obj, namespace: str | None = None) -> Obj:
+    def create(self, plural: str, body: Obj, namespace: str | None = None, dry_run: bool = False) -> Obj:
+        """Create ``body``; ``dry_run``: the server's answer (defaults, admission) without storing it."""
         res, fn = self._method(plural, "create")
         name = (body.get("metadata") or {}).get("name")
-        return self._call(self._what(plural, namespace, name), fn, *self._ns_args(res, namespace), body)
+        extra = {"dry_run": "All"} if dry_run else {}
+        return self._call(
+            self._what(plural, namespace, name), fn, *self._ns_args(res, namespace), body, **extra
+        )
 
-    def replace(self, plural: str, name: str, body: Obj, namespace: str | None = None) -> Obj:
+    def replace(
+        self, plural: str, name: str, body: Obj, namespace: str | None = None, dry_run: bool = False
+    ) -> Obj:
+        """PUT ``body`` (its ``metadata.resourceVersion`` is a precondition: 409 when stale); ``dry_run``: the
+        server's answer without storing it."""
         res, fn = self._method(plural, "replace")
-        return self._call(self._what(plural, namespace, name), fn, name, *self._ns_args(res, namespace), body)
+        extra = {"dry_run": "All"} if dry_run else {}
+        return self._call(
+            self._what(plural, namespace, name), fn, name, *self._ns_args(res, namespace), body, **extra
+        )
 
     def patch(
         self,
@@ -319,8 +372,20 @@ class Kube:
             _content_type=MERGE_PATCH,
         )
 
-    def pod_log(self, name: str, namespace: str, tail_lines: int = 200) -> str:
+    def pod_log(
+        self,
+        name: str,
+        namespace: str,
+        tail_lines: int = 200,
+        previous: bool = False,
+        container: str | None = None,
+    ) -> str:
+        """The last ``tail_lines`` of the container's log (``previous``: of its last terminated
+        run; 400, InputInvalid, when there is none or the container waits to start)."""
         api = client.CoreV1Api(self.api_client)
+        extra: dict[str, Any] = {"previous": True} if previous else {}
+        if container:
+            extra["container"] = container
         try:
             resp: Any = api.read_namespaced_pod_log(
                 name,
@@ -328,6 +393,7 @@ class Kube:
                 tail_lines=tail_lines,
                 _preload_content=False,
                 _request_timeout=self.timeout_s,
+                **extra,
             )
             return str(resp.data.decode("utf-8", "replace"))
         except Exception as e:

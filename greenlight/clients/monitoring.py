@@ -12,12 +12,16 @@ Errors become Greenlight errors::
     NotFound                            -> NotFound
     PermissionDenied / Unauthenticated  -> Forbidden
     AlreadyExists / Aborted / Conflict  -> Conflict
+
+each with the HTTP status the error maps to (``status``, 503) and its gRPC status code name
+(``code``, UNAVAILABLE).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +54,9 @@ PERCENTILE_REDUCERS = {
 }
 
 T = TypeVar("T")
+#: Cloud Monitoring's sampling period of a written series, and what it answers when a point comes sooner
+SAMPLING_PERIOD_S = 5.0
+SAMPLED_TOO_OFTEN = "more frequently than the maximum sampling period"
 
 
 def _truthy(value: str | None) -> bool:
@@ -133,27 +140,49 @@ def _retry_after(e: gexc.GoogleAPICallError) -> float | None:
     return None
 
 
+def call(what: str, fn: Callable[[], T]) -> T:
+    """``fn()``, its Google API, gRPC and auth errors translated (:func:`translate_error`)."""
+    try:
+        return fn()
+    except (gexc.GoogleAPIError, grpc.RpcError, auth_exc.TransportError, auth_exc.RefreshError) as e:
+        raise translate_error(e, what) from e
+
+
 def translate_error(e: Exception, what: str) -> GreenlightError:
-    """The Greenlight error for an API error raised while doing ``what``."""
+    """The Greenlight error for an API error raised while doing ``what``; the HTTP status the
+    error maps to and the gRPC status code name (UNAVAILABLE, PERMISSION_DENIED) stay on it."""
     message = getattr(e, "message", None) or str(e)
-    text = f"Cloud Monitoring {what} failed: {message}"
+    status, code = _status(e)
+    said = f" ({code})" if code else ""  # gRPC names the failure; the HTTP status it maps to adds nothing
+    text = f"Cloud Monitoring {what} failed{said}: {message}"
     if isinstance(e, gexc.BadRequest):  # InvalidArgument, FailedPrecondition, OutOfRange
-        return InputInvalid(text)
+        return InputInvalid(text, status=status, code=code)
     if isinstance(e, gexc.NotFound):
-        return NotFound(text)
+        return NotFound(text, status=status, code=code)
     if isinstance(e, gexc.Forbidden | gexc.Unauthorized):  # PermissionDenied, Unauthenticated
-        return Forbidden(text)
+        return Forbidden(text, status=status, code=code)
     if isinstance(e, gexc.Conflict):  # AlreadyExists, Aborted
-        return Conflict(text)
+        return Conflict(text, status=status, code=code)
     if isinstance(e, gexc.ServerError | gexc.TooManyRequests | gexc.Cancelled):
-        return TransientError(text, retry_after=_retry_after(e))
+        return TransientError(text, retry_after=_retry_after(e), status=status, code=code)
     if isinstance(e, gexc.GoogleAPICallError):
-        return PermanentError(text)
+        return PermanentError(text, status=status, code=code)
     if isinstance(e, gexc.GoogleAPIError | grpc.RpcError | auth_exc.TransportError):
-        return TransientError(text)
+        return TransientError(text, status=status, code=code)
     if isinstance(e, auth_exc.RefreshError):
         return Forbidden(text)
     raise TypeError(f"not an API error: {type(e).__name__}")
+
+
+def _status(e: Exception) -> tuple[int | None, str | None]:
+    """The HTTP status and the gRPC status code name of an API error (None each when unknown)."""
+    if isinstance(e, gexc.GoogleAPICallError):
+        grpc_code = e.grpc_status_code
+        return (e.code or None), (grpc_code.name if grpc_code is not None else None)
+    if isinstance(e, grpc.RpcError) and callable(getattr(e, "code", None)):
+        raw = e.code()
+        return None, (raw.name if isinstance(raw, grpc.StatusCode) else None)
+    return None, None
 
 
 def _timestamp(at: datetime) -> timestamp_pb2.Timestamp:
@@ -222,10 +251,7 @@ class MonitoringClient:
         return f"projects/{self.project_id}"
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except (gexc.GoogleAPIError, grpc.RpcError, auth_exc.TransportError, auth_exc.RefreshError) as e:
-            raise translate_error(e, what) from e
+        return call(what, fn)
 
     def _list(self, request: monitoring_v3.ListTimeSeriesRequest) -> list[Any]:
         def fetch() -> list[Any]:
@@ -317,31 +343,72 @@ class MonitoringClient:
         resource_labels: dict[str, str] | None = None,
         at: datetime | None = None,
     ) -> None:
-        """Write one GAUGE DOUBLE point (``at``, default now) to ``metric_type``.
+        """Write one GAUGE DOUBLE point (``at``, default now) to ``metric_type`` (see :meth:`write_gauges`).
 
         The ``global`` resource gets ``project_id`` when no resource labels are given.
         """
+        self.write_gauges([(metric_type, value, labels)], at, resource_type, resource_labels)
+
+    def write_gauges(
+        self,
+        points: list[tuple[str, float, dict[str, str]]],
+        at: datetime | None = None,
+        resource_type: str = "global",
+        resource_labels: dict[str, str] | None = None,
+    ) -> None:
+        """Write one GAUGE DOUBLE point per ``(metric type, value, labels)``, all at ``at`` (default
+        now), in one CreateTimeSeries call (at most 200 series, as the API allows).
+
+        The API refuses a point more than 25 hours old, and a second point on one series less than
+        5 s after its newest (InputInvalid). A point written now (``at`` None) that is refused for
+        the second reason is written again, at the new now, once the 5 s have passed; one with an
+        explicit ``at`` is not (its time is the caller's)."""
+        if not points:
+            return
+        if len(points) > 200:
+            raise InputInvalid(f"at most 200 time series per CreateTimeSeries call, not {len(points)}")
         if resource_labels is None:
             resource_labels = {"project_id": self.project_id} if resource_type == "global" else {}
-        when = at if at is not None else datetime.now(UTC)
-        series = monitoring_v3.TimeSeries(
-            metric={"type": metric_type, "labels": labels},
-            resource={"type": resource_type, "labels": resource_labels},
-            metric_kind=metric_pb2.MetricDescriptor.MetricKind.GAUGE,
-            value_type=metric_pb2.MetricDescriptor.ValueType.DOUBLE,
-            points=[
-                monitoring_v3.Point(
-                    interval=monitoring_v3.TimeInterval(end_time=_timestamp(when)),
-                    value=monitoring_v3.TypedValue(double_value=float(value)),
+
+        def series(when: datetime) -> list[monitoring_v3.TimeSeries]:
+            end = _timestamp(when)
+            return [
+                monitoring_v3.TimeSeries(
+                    metric={"type": metric_type, "labels": labels},
+                    resource={"type": resource_type, "labels": resource_labels},
+                    metric_kind=metric_pb2.MetricDescriptor.MetricKind.GAUGE,
+                    value_type=metric_pb2.MetricDescriptor.ValueType.DOUBLE,
+                    points=[
+                        monitoring_v3.Point(
+                            interval=monitoring_v3.TimeInterval(end_time=end),
+                            value=monitoring_v3.TypedValue(double_value=float(value)),
+                        )
+                    ],
                 )
-            ],
-        )
-        self._call(
-            "CreateTimeSeries",
-            lambda: self.client.create_time_series(
-                name=self._name, time_series=[series], retry=None, timeout=self.timeout_s
-            ),
-        )
+                for metric_type, value, labels in points
+            ]
+
+        def create(when: datetime) -> None:
+            written = series(when)
+            self._call(
+                "CreateTimeSeries",
+                lambda: self.client.create_time_series(
+                    name=self._name, time_series=written, retry=None, timeout=self.timeout_s
+                ),
+            )
+
+        if at is not None:
+            create(at)
+            return
+        try:
+            create(datetime.now(UTC))
+        except InputInvalid as e:
+            if SAMPLED_TOO_OFTEN not in str(e):
+                raise
+            # a point written "now" less than the sampling period after the series' newest (two
+            # publications back to back): wait the period out and write it at the new now
+            time.sleep(SAMPLING_PERIOD_S)
+            create(datetime.now(UTC))
 
     def read_latest(
         self, filter: str, start: datetime, end: datetime

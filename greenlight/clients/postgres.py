@@ -37,6 +37,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from greenlight.core.redact import redact as core_redact
 from greenlight.errors import (
     BackupInvalid,
     Conflict,
@@ -80,18 +81,13 @@ _DUMP_RESTRICT = re.compile(rb"\A(?:(?:--[^\n]*)?\r?\n)*\\restrict ([A-Za-z0-9]{
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TOOL_NAME = re.compile(r"^[a-z_]+$")
 _TOOL_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)")
-_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@")
-_CONNINFO_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")  # connection, rollback, resources, operator
 
 
 def redact(text: str, password: str | None = None) -> str:
-    """``text`` with passwords in URLs and conninfo strings, and ``password`` itself, replaced by ``***``."""
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    text = _CONNINFO_PASSWORD.sub(r"\1***", text)
-    if password and len(password) >= 4:
-        text = text.replace(password, "***")
-    return text
+    """``text`` with ``password``, passwords in URLs and ``password=`` pairs of conninfo strings
+    (and every other secret of a known shape) replaced by ``***``."""
+    return core_redact(text, [password])
 
 
 # --- tools -------------------------------------------------------------------------------------
@@ -267,25 +263,27 @@ def _url(params: dict[str, Any]) -> str:
 
 
 def _translate(e: psycopg.Error, what: str, password: str | None) -> GreenlightError:
-    """Map a psycopg error to a Greenlight error by SQLSTATE (or, on connect, by libpq's message)."""
+    """Map a psycopg error to a Greenlight error by SQLSTATE (or, on connect, by libpq's message);
+    the SQLSTATE stays on it (``code``)."""
     message = f"{what}: {redact(str(e).strip(), password)}"
     state = e.sqlstate or ""
     text = str(e)
+    code = state or None
     if state.startswith("28") or "password authentication failed" in text or "no pg_hba.conf entry" in text:
-        return Forbidden(message)
+        return Forbidden(message, code=code)
     if state == "3D000" or (not state and re.search(r'database "[^"]*" does not exist', text)):
-        return NotFound(message)
+        return NotFound(message, code=code)
     if state in ("42P01", "42883", "42703"):  # undefined table, function, column
-        return NotFound(message)
+        return NotFound(message, code=code)
     if state in ("42P04", "23505"):  # duplicate database, unique violation
-        return Conflict(message)
+        return Conflict(message, code=code)
     if state.startswith(_TRANSIENT_SQLSTATE_CLASSES) or (
         not state and isinstance(e, psycopg.OperationalError)
     ):
-        return TransientError(message)
+        return TransientError(message, code=code)
     if state.startswith(("42", "22")):  # syntax or access rule; data exception
-        return InputInvalid(message)
-    return PermanentError(message)
+        return InputInvalid(message, code=code)
+    return PermanentError(message, code=code)
 
 
 # --- dump formats --------------------------------------------------------------------------------

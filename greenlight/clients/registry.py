@@ -1,4 +1,6 @@
-"""Resolve image tags to digests against an OCI distribution registry (GHCR, Docker Hub, ...).
+"""Resolve image tags to digests against an OCI distribution registry (GHCR, Docker Hub, ...),
+fetch a manifest by digest (:meth:`RegistryClient.manifest`: image cleanup reads indexes with it)
+and the cosign signatures stored beside them (:meth:`RegistryClient.signature`).
 
 Greenlight releases digests, never tags: this client turns ``ghcr.io/sma/backend:<sha>`` into
 ``sha256:...`` with one ``HEAD /v2/<repo>/manifests/<tag>`` (plus the token dance the
@@ -51,6 +53,7 @@ from dataclasses import dataclass
 import httpx
 
 from greenlight.core.images import ImageRef, require_tag_or_digest
+from greenlight.core.signatures import payload_digests, referrers_tag, signature_tag
 from greenlight.errors import (
     Forbidden,
     GreenlightError,
@@ -300,6 +303,61 @@ class RegistryClient:
             futures = [pool.submit(self.resolve, ref) for ref in unique]
         return {str(ref): future.result() for ref, future in zip(unique, futures, strict=True)}
 
+    def manifest(self, ref: ImageRef) -> tuple[str, bytes]:
+        """(media type, body) of the manifest ``ref`` names (a digest, or a tag): an image
+        manifest, or an index / manifest list (a multi-platform image). NotFound when there is no
+        such manifest; PermanentError when the body does not hash to the digest asked for."""
+        require_tag_or_digest(ref)
+        reference = ref.digest or ref.tag
+        assert reference is not None
+        url = f"{self._endpoint(ref.registry)}/v2/{ref.repository}/manifests/{reference}"
+        response = self._request("GET", url, ref)
+        if response.status_code == 404:
+            self._raise_not_found(url, ref, response)
+        self._raise_for_status(response, ref)
+        body = response.content
+        if ref.digest is not None and "sha256:" + hashlib.sha256(body).hexdigest() != ref.digest:
+            raise PermanentError(f"registry answered image '{ref}' with a manifest of different content")
+        media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        return media_type, body
+
+    def signature(self, ref: ImageRef, digest: str) -> tuple[bytes | None, dict[str, bytes]]:
+        """What cosign stored beside ``digest`` in ``ref``'s repository: the manifest of the tag
+        ``sha256-<hex>.sig`` (None when there is no such tag: the image is unsigned) and its
+        simple-signing payload blobs by the digests its layers name (a blob the registry does not
+        have is left out). The bytes are returned as served; greenlight.core.signatures.judge
+        checks each blob against its digest and says what is wrong."""
+        try:
+            tag = signature_tag(digest)
+        except ValueError as e:
+            raise InputInvalid(f"image '{ref}': {e}") from None
+        base = f"{self._endpoint(ref.registry)}/v2/{ref.repository}"
+        response = self._request("GET", f"{base}/manifests/{tag}", ref)
+        if response.status_code == 404:
+            log.debug("no signature for %s@%s (%s)", ref.name, digest, tag)
+            return None, {}
+        self._raise_for_status(response, ref)
+        manifest = response.content
+        blobs: dict[str, bytes] = {}
+        for blob in payload_digests(manifest):
+            answer = self._request("GET", f"{base}/blobs/{blob}", ref)
+            if answer.status_code == 404:
+                continue
+            self._raise_for_status(answer, ref)
+            blobs[blob] = answer.content
+        return manifest, blobs
+
+    def has_bundle_signature(self, ref: ImageRef, digest: str) -> bool:
+        """True when ``ref``'s repository has the referrers tag of ``digest`` (``sha256-<hex>``,
+        where cosign 3 keeps its bundle-format signatures on registries without the referrers
+        API): an image signed in a format Greenlight does not verify, as opposed to unsigned."""
+        url = f"{self._endpoint(ref.registry)}/v2/{ref.repository}/manifests/{referrers_tag(digest)}"
+        response = self._request("GET", url, ref)
+        if response.status_code == 404:
+            return False
+        self._raise_for_status(response, ref)
+        return True
+
     # --- HTTP and auth -------------------------------------------------------------------------
 
     def _endpoint(self, registry: str) -> str:
@@ -342,12 +400,15 @@ class RegistryClient:
         elif challenge.scheme == "basic" and (creds := self._credentials_for(ref.registry)) is not None:
             headers["Authorization"] = _basic_header(*creds)
         else:
-            raise Forbidden(f"registry refused access to image '{ref}' (HTTP 401, no usable challenge)")
+            raise Forbidden(
+                f"registry refused access to image '{ref}' (HTTP 401, no usable challenge)", status=401
+            )
         response = self._send(method, url, headers, ref)
         if response.status_code in (401, 403):
             raise Forbidden(
                 f"registry refused access to image '{ref}' after authenticating "
-                f"(HTTP {response.status_code}){withheld}"
+                f"(HTTP {response.status_code}){withheld}",
+                status=response.status_code,
             )
         return response
 
@@ -391,7 +452,8 @@ class RegistryClient:
         if response.status_code in (401, 403):
             who = "the configured credentials were" if creds else "anonymous access was"
             raise Forbidden(
-                f"registry token service refused a pull token for image '{ref}': {who} rejected{withheld}"
+                f"registry token service refused a pull token for image '{ref}': {who} rejected{withheld}",
+                status=response.status_code,
             )
         self._raise_for_status(response, ref, what="registry token service")
         try:
@@ -430,7 +492,9 @@ class RegistryClient:
                 code = _error_code(self._request("GET", url, ref))
             except GreenlightError:
                 code = None
-        raise NotFound(f"image '{ref}' not found in the registry ({code or 'HTTP 404'})")
+        raise NotFound(
+            f"image '{ref}' not found in the registry ({code or 'HTTP 404'})", status=404, code=code
+        )
 
     @staticmethod
     def _raise_for_status(response: httpx.Response, ref: ImageRef, what: str = "registry") -> None:
@@ -439,14 +503,20 @@ class RegistryClient:
             return
         if status == 429 or status >= 500:
             raise TransientError(
-                f"{what} answered HTTP {status} for image '{ref}'", retry_after=_retry_after(response)
+                f"{what} answered HTTP {status} for image '{ref}'",
+                retry_after=_retry_after(response),
+                status=status,
             )
         if status in (401, 403):
-            raise Forbidden(f"{what} refused access to image '{ref}' (HTTP {status})")
+            raise Forbidden(f"{what} refused access to image '{ref}' (HTTP {status})", status=status)
         if status == 404:
-            raise NotFound(f"image '{ref}' not found: {what} answered HTTP 404")
+            raise NotFound(f"image '{ref}' not found: {what} answered HTTP 404", status=status)
         code = _error_code(response)
-        raise PermanentError(f"{what} refused image '{ref}' (HTTP {status}{', ' + code if code else ''})")
+        raise PermanentError(
+            f"{what} refused image '{ref}' (HTTP {status}{', ' + code if code else ''})",
+            status=status,
+            code=code,
+        )
 
     def _digest_of_body(self, url: str, ref: ImageRef, response: httpx.Response) -> str:
         """sha256 of the manifest body, fetching it with GET when ``response`` was a HEAD."""

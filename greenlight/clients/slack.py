@@ -8,6 +8,7 @@ e``), and no message ever carries the token:
     invalid_auth / not_authed / account_inactive / token_revoked / missing_scope -> Forbidden
     channel_not_found / message_not_found / thread_not_found -> NotFound
     any other ``{"ok": false}``                            -> PermanentError
+    (each keeping the HTTP status, ``status``, and Slack's error, ``code``)
 
 Flows must never fail a release because Slack is down: they call ``safe_post`` /
 ``safe_update`` (or build the notifier with ``raise_errors=False``), which log the reason
@@ -190,15 +191,19 @@ class Notifier:
         data = e.response.data if isinstance(e.response.data, dict) else {}
         code = self._scrub(str(data.get("error") or "unknown_error"))[:200]
         where = f"slack {method} to {self.channel}"
+        kept = status or None
         if status == 429 or status >= 500 or code in _TRANSIENT:
             return TransientError(
-                f"{where}: {code} (HTTP {status})", retry_after=_retry_after(e.response.headers)
+                f"{where}: {code} (HTTP {status})",
+                retry_after=_retry_after(e.response.headers),
+                status=kept,
+                code=code,
             )
         if code in _FORBIDDEN:
-            return Forbidden(f"{where}: the bot token was refused ({code})")
+            return Forbidden(f"{where}: the bot token was refused ({code})", status=kept, code=code)
         if code in _NOT_FOUND:
-            return NotFound(f"{where}: {code}")
-        return PermanentError(f"{where}: {code} (HTTP {status})")
+            return NotFound(f"{where}: {code}", status=kept, code=code)
+        return PermanentError(f"{where}: {code} (HTTP {status})", status=kept, code=code)
 
     def _scrub(self, text: str) -> str:
         """``text`` with the token masked, in case an SDK message echoed it."""

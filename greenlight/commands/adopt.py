@@ -48,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         profile = load_profile(args.env)
         app = profile.app(args.app)
+        if profile.traffic.router != "service-selector":
+            raise InputInvalid(
+                f"{profile.name} routes traffic with {profile.traffic.router}: adopt converts an app behind a "
+                "Service selector only (for an HTTPRoute, create the colours' Services and the route: "
+                "docs/traffic-routers.md)"
+            )
         if not args.dry_run:
             with _release_lock(profile.name, profile.release.lock_lease_s):
                 return _adopt(profile, app.name)
@@ -89,7 +95,7 @@ def _refuse(reason: str, kind: str | None) -> int:
 def _adopt(profile: Profile, app_name: str) -> int:
     """Plan under the release lock (what holds now), print the plan, run it, verify the result."""
     from greenlight.core.adopt import plan_lines
-    from greenlight.flows.release import traffic_lock
+    from greenlight.flows.concurrency import traffic_lock
     from greenlight.tasks.adopt import adopt, read_plan
 
     plan = read_plan(profile, app_name)
@@ -117,7 +123,7 @@ def _adopt(profile: Profile, app_name: str) -> int:
 def _release_lock(environment: str, lease_s: float) -> Iterator[None]:
     """Hold the environment's release lock, so no release runs while the app changes shape (a
     missing lock: NotFound naming it, with "run `greenlight setup`")."""
-    from greenlight.flows.release import lock_name
+    from greenlight.flows.concurrency import lock_name
     from greenlight.tasks.locks import hold
 
     try:

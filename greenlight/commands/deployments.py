@@ -68,6 +68,7 @@ VOLUMES: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {
 # Flows that run as their own ServiceAccount (deployments/kubernetes/), by entrypoint; the rest as greenlight-flows.
 SERVICE_ACCOUNTS = {
     "greenlight.flows.config_backup.backup_config": "greenlight-config-backup",  # list-only, config-backup-rbac.yaml
+    "greenlight.flows.config_restore.restore_config": "greenlight-config-restore",  # config-restore-rbac.yaml
 }
 
 

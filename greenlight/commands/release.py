@@ -7,6 +7,7 @@ import argparse
 import getpass
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -133,28 +134,39 @@ def _print_result(result: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    handler = globals()[f"_{args.command.replace('-', '_')}"]
-    return int(handler(args))
+    return int(HANDLERS[args.command](args))
 
 
-def _plan(env: str, refs: dict[str, Any], commit: str | None) -> int:
-    from greenlight.core.images import check_allowed
-    from greenlight.core.release import plan_release, release_id
-    from greenlight.tasks.kube import read_app_state as ras
-    from greenlight.tasks.kube import shutdown_safety
-    from greenlight.tasks.registry import resolve_images
+def _plan(
+    env: str, refs: dict[str, Any], commit: str | None, actor: str | None, force_reason: str | None
+) -> int:
+    """The dry run of deploy and promote: the planning half of the flow (the same
+    greenlight.flows.promotion.plan_promotion, then the release plan), printed; nothing changes."""
+    from greenlight.core.release import plan_release
+    from greenlight.flows.promotion import plan_promotion
+    from greenlight.tasks.kube import read_app_state, shutdown_safety
 
     profile = load_profile(env)
-    for ref in refs.values():
-        check_allowed(ref, profile.registry.allowed)
-    digests = resolve_images.fn(refs)
-    states = [ras.fn(profile, a.name) for a in profile.apps]
-    plan = plan_release(states, digests, profile.release.colours, profile.release.colour_label)
-    print(f"dry run: release {release_id(env, digests, commit)} to {env} (nothing changed)")
-    for app, d in sorted(digests.items()):
+    planned = plan_promotion(profile, refs, commit, actor, force_reason, as_tasks=False)
+    states = [read_app_state.fn(profile, a.name) for a in profile.apps]
+    plan = plan_release(states, planned.digests, profile.release.colours, profile.release.colour_label)
+    print(f"dry run: release {planned.release_id} to {env} (nothing changed)")
+    for app, d in sorted(planned.digests.items()):
         print(f"  {app}: {refs[app]} -> {d}")
+    if profile.registry.signatures.required:
+        for app, text in sorted(planned.signatures.items()):
+            print(f"  signature {app}: {text}")
+    else:
+        print("  signatures: not required by the profile")
+    if planned.promotion is not None:
+        print(f"  passed {profile.release.requires}: {planned.promotion.reason}")
+    print(f"  author: {planned.author}")
     for p in plan.apps:
         print(f"  plan {p.app}: {p.action}: {p.reason}")
+    print(f"  traffic: {profile.traffic.router}" + (
+        f", progressive {' -> '.join(f'{w}%' for w in profile.traffic.progressive)} -> 100%"
+        if profile.traffic.progressive else ""
+    ))  # fmt: skip
     findings = shutdown_safety.fn(profile)
     for finding in findings:
         print(f"  warning: {finding}")
@@ -166,16 +178,22 @@ def _plan(env: str, refs: dict[str, Any], commit: str | None) -> int:
         print(
             f"  requires: digests released in {profile.release.requires}; approval by {profile.release.approval.approvers}"
         )
+    if planned.refusal:
+        raise ReleaseRefused(f"dry run: the release would be refused: {planned.refusal}")
     if plan.blocked:
         raise ReleaseRefused(f"dry run: the release is blocked: {plan.reason}")
     return 0
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from greenlight.flows.release import DeployRequest, deploy, images_by_app
+    from greenlight.flows.promotion import images_by_app
+    from greenlight.flows.release import deploy
+    from greenlight.flows.requests import DeployRequest
 
     if args.dry_run:
-        return _plan(args.env, images_by_app(load_profile(args.env), args.images), None)
+        return _plan(
+            args.env, images_by_app(load_profile(args.env), args.images), None, args.actor, args.force_reason
+        )
     with progress(f"deploy {args.env}"):
         result = deploy(
             DeployRequest(
@@ -191,10 +209,18 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from greenlight.flows.release import PromoteRequest, build_promote, images_for_commit
+    from greenlight.flows.promotion import images_for_commit
+    from greenlight.flows.release import build_promote
+    from greenlight.flows.requests import PromoteRequest
 
     if args.dry_run:
-        return _plan(args.env, images_for_commit(load_profile(args.env), args.commit), args.commit)
+        return _plan(
+            args.env,
+            images_for_commit(load_profile(args.env), args.commit),
+            args.commit,
+            args.actor,
+            args.force_reason,
+        )
     actor = args.actor or getpass.getuser()
     with progress(f"promote {args.env} {args.commit}"):
         result = build_promote(
@@ -214,16 +240,16 @@ def _rollback(args: argparse.Namespace) -> int:
     from greenlight.flows.rollback import rollback
 
     if args.dry_run:
-        from greenlight.core.switch import snapshot_service
-        from greenlight.tasks.kube import cluster
+        from greenlight.tasks.cluster import cluster
+        from greenlight.tasks.kube import live_snapshot
 
         profile = load_profile(args.env)
         apps = [profile.app(args.app)] if args.app else profile.apps
         with cluster(profile) as kube:
             for a in apps:
-                s = snapshot_service(kube.get("services", a.service, profile.namespace))
+                s = live_snapshot(kube, profile, a)
                 print(
-                    f"dry run: {a.name}: live {s.colour(profile.release.colour_label)} -> previous {s.previous_colour or '(none recorded)'} (nothing changed)"
+                    f"dry run: {a.name}: live {s.colour()} -> previous {s.previous_colour or '(none recorded)'} (nothing changed)"
                 )
         return 0
     result = rollback(args.env, app=args.app, reason=args.reason, actor=getpass.getuser())
@@ -352,23 +378,20 @@ def _switch(args: argparse.Namespace) -> int:
     from greenlight.flows.traffic_switch import switch
 
     if args.dry_run:
-        from greenlight.core.switch import decide_switch, snapshot_service
-        from greenlight.tasks.kube import cluster, colour_endpoints, effective_switch_mode
+        from greenlight.core.switch import decide_switch
+        from greenlight.tasks.cluster import cluster
+        from greenlight.tasks.kube import colour_endpoints, live_snapshot
+        from greenlight.tasks.routers import router_for
 
         profile = load_profile(args.env)
         apps = [profile.app(args.app)] if args.app else profile.apps
+        router = router_for(profile)
         with cluster(profile) as kube:
             for a in apps:
-                raw = kube.get("services", a.service, profile.namespace)
-                mode = effective_switch_mode(profile, raw)
+                snap = live_snapshot(kube, profile, a)
+                mode = router.mode(profile, snap)
                 step = decide_switch(
-                    snapshot_service(raw),
-                    args.colour,
-                    profile.release.colour_label,
-                    colour_endpoints(kube, profile, a, args.colour),
-                    "dry-run",
-                    {},
-                    mode,
+                    snap, args.colour, colour_endpoints(kube, profile, a, args.colour), "dry-run", {}, mode
                 )
                 print(f"dry run: {a.name} ({mode} switch): {step.action}: {step.reason} (nothing changed)")
         return 0
@@ -455,6 +478,8 @@ def _approval_key(args: argparse.Namespace) -> int:
     print(f"  GREENLIGHT_APPROVAL_SIGNING_KEY_FILE={path} (or a Kubernetes Secret mounted there)")
     print(f"public key: {public}")
     print("  add it to each production profile: release.approval.receiver_keys: [" + public + "]")
+    print("  and to each profile with a github section: github.receiver_keys: [" + public + "]")
+    print("  (the receiver signs the commit times it verified with it: only those count in the lead time)")
     return 0
 
 
@@ -502,3 +527,21 @@ def _status(args: argparse.Namespace) -> int:
         for colour, d in sorted(a["colours"].items()):
             print(f"    {colour}: {d['digest'] or '(not pinned)'} replicas {d['ready']}/{d['replicas']}")
     return 0
+
+
+#: each command's handler, one per name of COMMANDS (tests/unit/test_cli_dispatch.py holds them equal)
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "deploy": _deploy,
+    "promote": _promote,
+    "rollback": _rollback,
+    "monitor": _monitor,
+    "smoke": _smoke,
+    "gate": _gate,
+    "switch": _switch,
+    "approve": _approve,
+    "reject": _reject,
+    "approval-key": _approval_key,
+    "cleanup": _cleanup,
+    "setup": _setup,
+    "status": _status,
+}

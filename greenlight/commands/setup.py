@@ -13,13 +13,17 @@
   ``GREENLIGHT_SLACK_SIGNING_SECRET`` -> ``greenlight-slack-signing-secret``,
   ``GREENLIGHT_SCRATCH_DATABASE_URL`` -> ``greenlight-scratch-database-url`` and
   ``GREENLIGHT_REGISTRY_USERNAME`` + ``GREENLIGHT_REGISTRY_PASSWORD`` ->
-  ``greenlight-registry-credentials`` (``{"username": ..., "password": ...}``). Values are never
+  ``greenlight-registry-credentials`` (``{"username": ..., "password": ...}``) and
+  ``GREENLIGHT_GITHUB_PACKAGES_TOKEN`` -> ``greenlight-github-packages-token``. Values are never
   printed, and an existing block is left as it is.
 
 :func:`expected_objects` lists all of these without touching the API (``greenlight doctor``
-checks them; :func:`ensure_setup` creates exactly what it lists). The automations (GitHub
-triggers, the backup dead man's switch) are declared in prefect.yaml and created by
-``prefect deploy``. Running setup twice changes nothing the second time.
+checks them; :func:`ensure_setup` creates exactly what it lists). The GitHub triggers are
+declared in prefect.yaml and created by ``prefect deploy``; the backup dead man's switch is an
+automation with notification blocks that setup creates or updates for each profile that turns it
+on (greenlight.tasks.automations: the server sends it, no worker), and the PagerDuty routing key
+(``GREENLIGHT_PAGERDUTY_ROUTING_KEY``) and SMTP password (``GREENLIGHT_SMTP_PASSWORD``) go to the
+blocks the profiles' ``alerts`` sections name. Running setup twice changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -33,8 +37,13 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, VariableCreate, WorkPoolCreate
 from prefect.exceptions import ObjectNotFound
 
-from greenlight.flows.release import FREEZE_VARIABLE, lock_name, traffic_lock_name
+from greenlight.clients.email import PASSWORD_ENV as SMTP_PASSWORD_ENV
+from greenlight.clients.pagerduty import ROUTING_KEY_ENV as PAGERDUTY_KEY_ENV
+from greenlight.flows.concurrency import lock_name, traffic_lock_name
+from greenlight.flows.promotion import FREEZE_VARIABLE
 from greenlight.settings import available_environments, load_profile
+from greenlight.tasks.automations import ensure_dead_mans_switch
+from greenlight.tasks.cleanup import PACKAGES_TOKEN_BLOCK, PACKAGES_TOKEN_ENV
 from greenlight.tasks.database import SCRATCH_URL_BLOCK, SCRATCH_URL_ENV
 from greenlight.tasks.records import RECORD_KEY_BLOCK
 from greenlight.tasks.registry import PASSWORD_ENV, REGISTRY_CREDENTIALS_BLOCK, USERNAME_ENV
@@ -73,10 +82,16 @@ def _block_sources(environments: list[str]) -> dict[str, tuple[str, ...]]:
         slack = load_profile(env).slack
         if slack and slack.token_secret_block:
             sources[slack.token_secret_block] = (SLACK_TOKEN_ENV,)
+        alerts = load_profile(env).alerts
+        if alerts.pagerduty and alerts.pagerduty.routing_key_secret_block:
+            sources[alerts.pagerduty.routing_key_secret_block] = (PAGERDUTY_KEY_ENV,)
+        if alerts.email and alerts.email.password_secret_block:
+            sources[alerts.email.password_secret_block] = (SMTP_PASSWORD_ENV,)
     sources[WEBHOOK_SECRET_BLOCK] = (WEBHOOK_SECRET_ENV,)
     sources[SIGNING_SECRET_BLOCK] = (SIGNING_SECRET_ENV,)
     sources[SCRATCH_URL_BLOCK] = (SCRATCH_URL_ENV,)
     sources[REGISTRY_CREDENTIALS_BLOCK] = (USERNAME_ENV, PASSWORD_ENV)
+    sources[PACKAGES_TOKEN_BLOCK] = (PACKAGES_TOKEN_ENV,)
     return sources
 
 
@@ -101,9 +116,14 @@ def expected_objects(environments: list[str] | None = None) -> list[SetupObject]
         SIGNING_SECRET_BLOCK: "Slack's signing secret the receiver checks",
         SCRATCH_URL_BLOCK: "the PostgreSQL server backup verification and drills restore into",
         REGISTRY_CREDENTIALS_BLOCK: "the credentials image resolution sends to the registry",
+        PACKAGES_TOKEN_BLOCK: "the GitHub token image cleanup lists and deletes package versions with",
     }
     for block, env_vars in sorted(_block_sources(envs).items()):
-        why = whys.get(block, "the Slack bot token notifications post with")
+        alert_whys: dict[tuple[str, ...], str] = {
+            (PAGERDUTY_KEY_ENV,): "the PagerDuty routing key alerts page with",
+            (SMTP_PASSWORD_ENV,): "the SMTP password alert emails are sent with",
+        }
+        why = alert_whys.get(env_vars) or whys.get(block, "the Slack bot token notifications post with")
         out.append(
             SetupObject(SECRET_BLOCK_KIND, block, f"{why} (from {' + '.join('$' + v for v in env_vars)})")
         )
@@ -183,4 +203,6 @@ def ensure_setup(environments: list[str] | None = None, dry_run: bool = False) -
                     Secret(value=value).save(obj.name)
                 made_from = " + ".join("$" + v for v in sources[obj.name])
                 lines.append(f"{verb} secret block {obj.name} from {made_from} (value not shown)")
+    for env in envs:  # the dead man's switch: an automation the server notifies from (no worker)
+        lines += ensure_dead_mans_switch(load_profile(env), dry_run=dry_run)
     return lines

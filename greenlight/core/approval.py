@@ -117,7 +117,8 @@ def new_signing_key() -> tuple[str, str]:
     return private, public_key_of(private)
 
 
-def _key_bytes(text: str, what: str) -> bytes:
+def key_bytes(text: str, what: str) -> bytes:
+    """The 32 raw bytes of a base64 Ed25519 key; ValueError naming ``what`` otherwise."""
     try:
         raw = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
@@ -129,7 +130,7 @@ def _key_bytes(text: str, what: str) -> bytes:
 
 def public_key_of(private_key: str) -> str:
     """The public key (base64) that verifies what ``private_key`` (base64) signs."""
-    key = Ed25519PrivateKey.from_private_bytes(_key_bytes(private_key, "the private key"))
+    key = Ed25519PrivateKey.from_private_bytes(key_bytes(private_key, "the private key"))
     return base64.b64encode(
         key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     ).decode()
@@ -137,13 +138,13 @@ def public_key_of(private_key: str) -> str:
 
 def check_public_key(text: str) -> str:
     """``text`` if it is a base64 Ed25519 public key; ValueError naming what is wrong otherwise."""
-    Ed25519PublicKey.from_public_bytes(_key_bytes(text, "the public key"))
+    Ed25519PublicKey.from_public_bytes(key_bytes(text, "the public key"))
     return text.strip()
 
 
 def attest(private_key: str, run_id: str, release: str, answer: Answer) -> str:
     """The receiver's proof that Slack user ``answer.slack_user`` gave ``answer`` to this run."""
-    key = Ed25519PrivateKey.from_private_bytes(_key_bytes(private_key, "the receiver's private key"))
+    key = Ed25519PrivateKey.from_private_bytes(key_bytes(private_key, "the receiver's private key"))
     return _SCHEME + base64.b64encode(key.sign(_canonical(run_id, release, answer))).decode()
 
 
@@ -167,7 +168,7 @@ def attestation_problem(
     except (binascii.Error, ValueError):
         return "its proof is not base64"
     message = _canonical(run_id, release, answer)
-    if not any(_verifies(k, signature, message) for k in public_keys):
+    if not any(verifies(k, signature, message) for k in public_keys):
         return (
             "its proof does not verify with the receiver's keys (release.approval.receiver_keys): made for "
             "another run or release, edited, or signed with another key"
@@ -180,11 +181,10 @@ def attestation_problem(
     return None
 
 
-def _verifies(public_key: str, signature: bytes, message: bytes) -> bool:
+def verifies(public_key: str, signature: bytes, message: bytes) -> bool:
+    """True when ``signature`` over ``message`` verifies with the base64 Ed25519 ``public_key``."""
     try:
-        Ed25519PublicKey.from_public_bytes(_key_bytes(public_key, "a receiver key")).verify(
-            signature, message
-        )
+        Ed25519PublicKey.from_public_bytes(key_bytes(public_key, "a receiver key")).verify(signature, message)
     except (InvalidSignature, ValueError):
         return False
     return True

@@ -520,6 +520,45 @@ def check_data_rpo(rpo_s: float | None, target_s: float, subject: str = "") -> C
     )
 
 
+@dataclass(frozen=True)
+class ProbeFindings:
+    """What the probes of one restored dump found: a check per probe (tables first, then SQL probes,
+    in the profile's order), the newest row among the probed tables, and the dump's own lag."""
+
+    checks: tuple[Check, ...]
+    tables: tuple[TableProbe, ...]
+    newest_row: datetime | None
+    dump_lag_s: float | None  # dump time minus the newest row (achieved_rpo); None without timestamps
+
+    @property
+    def failures(self) -> list[str]:
+        """The reason of every failed check, in order."""
+        return [c.reason for c in self.checks if not c.ok]
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+
+def judge_probes(
+    dump: DumpObject,
+    tables: Sequence[TableProbe],
+    min_rows: Mapping[str, int],
+    sql_results: Sequence[tuple[str, object, str | None]],
+    expect_true: Mapping[str, bool],
+) -> ProbeFindings:
+    """The probes of a restored ``dump`` judged: each table against its ``min_rows[table]``, each SQL
+    probe's ``(name, value, error)`` against ``expect_true[name]``; the one judgement the nightly
+    verification and the DR drill both use."""
+    checks = [check_probe(t, min_rows[t.table], dump.name) for t in tables]
+    checks += [
+        check_sql_probe(name, value, expect_true[name], error, dump.name)
+        for name, value, error in sql_results
+    ]
+    newest = max((t.newest for t in tables if t.newest is not None), default=None)
+    return ProbeFindings(tuple(checks), tuple(tables), newest, achieved_rpo(dump.dump_time, tables))
+
+
 def decide_verification(checks: Sequence[Check]) -> Verdict:
     """Verified only when there is at least one check and every check passed; reasons of the failed ones."""
     failed = tuple(c.reason for c in checks if not c.ok)

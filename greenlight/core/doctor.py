@@ -7,7 +7,7 @@ the fix, in words a person can act on.
 
 :data:`FLOW_ACCESS` is the Kubernetes access the flows need, one row per (API group, resource,
 verb) with the call that needs it. It is kept by hand next to the flows' calls (greenlight/tasks/kube.py,
-greenlight/tasks/records.py, greenlight/tasks/probes.py, greenlight/flows/dr_drill.py); the RBAC in
+greenlight/tasks/records.py, greenlight/tasks/probes.py, greenlight/tasks/drill.py, greenlight/tasks/restore.py); the RBAC in
 deployments/kubernetes grants the same rows.
 """
 
@@ -19,11 +19,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from greenlight.core.httproute import RouteSnapshot
+
 Status = Literal["ok", "fail", "skip"]
 #: when a row of FLOW_ACCESS applies: always, with ``gate.probe_via: apiserver``, with a
 #: ``release.pre_deploy_job``, for a profile with a ``dr`` section (the drill's target, instead of
-#: the release's rows), and there when the drill's namespace does not exist yet
-When = Literal["release", "probe-apiserver", "pre-deploy-job", "dr", "dr-new-namespace"]
+#: the release's rows), there when the drill's namespace does not exist yet, and for config-restore
+#: (its own ServiceAccount greenlight-config-restore: never among an environment's required rows)
+When = Literal[
+    "release",
+    "probe-apiserver",
+    "pre-deploy-job",
+    "gateway-httproute",
+    "dr",
+    "dr-new-namespace",
+    "config-restore",
+]
 #: the exit code when any check fails: the one of a failed gate (greenlight.errors.GateFailed)
 FAILED_EXIT = 8
 MARKS: dict[str, str] = {"ok": "ok  ", "fail": "FAIL", "skip": "skip"}
@@ -112,7 +123,12 @@ FLOW_ACCESS: tuple[Access, ...] = (
     ),
     *_rows("", "services/proxy", "get", "smoke probes and synthetic traffic via the API server", "probe-apiserver"),
     *_rows("batch", "jobs", "get create", "run the pre-deploy Job (release.pre_deploy_job)", "pre-deploy-job"),
-    *_rows("", "pods/log", "get", "quote a failed pre-deploy Job's logs", "pre-deploy-job"),
+    *_rows("gateway.networking.k8s.io", "httproutes", "get", "read where the HTTPRoute sends traffic, and its status "
+           "(traffic.router gateway-httproute: read-app-state, switch-traffic, await-traffic)", "gateway-httproute"),
+    *_rows("gateway.networking.k8s.io", "httproutes", "patch", "move traffic: the HTTPRoute's weights "
+           "(switch-traffic, rollback-app)", "gateway-httproute"),
+    *_rows("", "pods/log", "get", "a failing colour's log tail (collect-diagnostics), a failed pre-deploy Job's logs"),
+    *_rows("", "events", "list", "a failing colour's pods' Events (collect-diagnostics)"),
     # a DR target (a profile with ``dr``): what dr-drill does there, instead of the release's rows
     Access("", "namespaces", "get", "find the drill's namespace, by name (ensure-dr-namespace)", "dr",
            namespaced=False, by_name=True),
@@ -130,16 +146,31 @@ FLOW_ACCESS: tuple[Access, ...] = (
     ],
     *_rows("", "pods", "list", "find what a drill left behind (dr-leftovers)", "dr"),
     *_rows("", "endpoints", "get", "probe the restored apps", "dr"),
+    # config-restore (flows/config_restore.py, tasks/restore.py): read, dry-run and apply a bundle;
+    # a Secret is only read (for its keys) and created when missing, never updated
+    *_rows("", "secrets", "get create", "restore a missing Secret by name and keys (config-restore)", "config-restore"),
+    *[
+        row
+        for group, plural in (("", "configmaps"), ("", "services"), ("apps", "deployments"),
+                              ("autoscaling", "horizontalpodautoscalers"), ("networking.k8s.io", "ingresses"))
+        for row in _rows(group, plural, "get create update",
+                         "diff a bundle (dry run) and apply it (config-restore)", "config-restore")
+    ],
 )  # fmt: skip
 
 
 def required_access(
-    *, probe_via_apiserver: bool, pre_deploy_job: bool, dr: bool, new_namespace: bool = False
+    *,
+    probe_via_apiserver: bool,
+    pre_deploy_job: bool,
+    dr: bool,
+    new_namespace: bool = False,
+    httproute: bool = False,
 ) -> list[Access]:
     """The rows of :data:`FLOW_ACCESS` an environment needs: a release environment's rows, or a
-    DR target's (the drill's, and its namespace's creation when ``new_namespace``); the proxy
-    and Job rows only when the profile uses them. One row per (group, resource, verb), first
-    reason kept."""
+    DR target's (the drill's, and its namespace's creation when ``new_namespace``); the proxy,
+    Job and HTTPRoute rows only when the profile uses them. One row per (group, resource, verb),
+    first reason kept."""
     wanted: set[When] = {"dr"} if dr else {"release"}
     if dr and new_namespace:
         wanted.add("dr-new-namespace")
@@ -147,6 +178,8 @@ def required_access(
         wanted.add("probe-apiserver")
     if pre_deploy_job and not dr:
         wanted.add("pre-deploy-job")
+    if httproute and not dr:
+        wanted.add("gateway-httproute")
     seen: set[tuple[str, str, str]] = set()
     out = []
     for row in FLOW_ACCESS:
@@ -233,6 +266,46 @@ def _labels(obj: Mapping[str, Any] | None, *path: str) -> dict[str, str]:
     for key in path:
         node = (node or {}).get(key) if isinstance(node, Mapping) else None
     return dict(node) if isinstance(node, Mapping) else {}
+
+
+def assess_route_shape(
+    app: str,
+    route_name: str,
+    route: RouteSnapshot | None,
+    colour_services: Mapping[str, Mapping[str, Any] | None],
+    preview: str,
+    preview_svc: Mapping[str, Any] | None,
+) -> Result:
+    """``traffic.router: gateway-httproute``: whether ``app``'s HTTPRoute can be switched (it names
+    each colour's Service, sends one colour everything, and its Gateway has programmed it), and
+    each colour's Service and the preview Service exist. ``colour_services``: colour -> its
+    Service (None when missing)."""
+    check = f"app {app}"
+    docs = "docs/traffic-routers.md shows the HTTPRoute and the colours' Services"
+    values: dict[str, Any] = {"route": route_name, "preview_service": preview}
+    if route is None:
+        return fail(
+            check, f"no HTTPRoute {route_name}", f"create it with a backendRef per colour ({docs})", **values
+        )
+    missing = sorted(c for c, svc in colour_services.items() if svc is None)
+    if missing:
+        names = ", ".join(route.backends[c] for c in missing)
+        return fail(
+            check,
+            f"the HTTPRoute's backend Service(s) {names} are missing",
+            f"create them ({docs})",
+            **values,
+        )
+    if route.problem:
+        return fail(check, route.problem, f"fix the route ({docs})", **values)
+    if not route.programmed:
+        return fail(check, f"HTTPRoute {route_name} is not programmed: {route.programmed_reason}",
+                    "see the Gateway's status (kubectl describe httproute)", **values)  # fmt: skip
+    if preview_svc is None:
+        return ok(check, f"HTTPRoute {route_name} sends everything to {route.colour()}; the first release creates "
+                  f"the preview Service {preview}", live_colour=route.colour(), **values)  # fmt: skip
+    return ok(check, f"HTTPRoute {route_name} sends everything to {route.colour()} (programmed)",
+              live_colour=route.colour(), **values)  # fmt: skip
 
 
 def assess_app_shape(

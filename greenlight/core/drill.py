@@ -1,7 +1,11 @@
 """DR drill decisions as pure functions: the step timeline, RTO/RPO against targets, the manifests to apply.
 
-Nothing here does I/O. The flow (``flows/dr_drill.py``) restores, applies, waits and probes;
-these functions turn what it saw into values and reasons:
+Nothing here does I/O. The flow (``flows/dr_drill.py``) restores, applies, waits and probes through
+tasks (``tasks/drill.py`` and the shared ones); these functions turn what it saw into values and reasons:
+
+- each step hands the next a frozen value (:class:`Done` wrapping :class:`DownloadedDump`,
+  :class:`RestoredDatabase`, :class:`ProbedData`, :class:`PlannedApply`), and the run ends in a
+  :class:`Reached` (when the DR side was validated, the RPO measured);
 
 - :class:`DrillStep` is one timed step of the runbook (offset from the drill's start, duration,
   outcome, detail); :func:`decide_drill` turns the steps, the RTO/RPO checks and what teardown
@@ -27,8 +31,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
+from greenlight.core.backups import DumpObject
 from greenlight.core.images import parse_image_ref
 from greenlight.core.report import table_cell
 from greenlight.errors import InputInvalid
@@ -62,6 +68,7 @@ CLUSTER_CONFIGMAPS = frozenset({"kube-root-ca.crt"})  # every namespace gets its
 GENERATED_SECRET_TYPES = frozenset({"kubernetes.io/service-account-token"})
 SERVICE_ASSIGNED = ("clusterIP", "clusterIPs", "healthCheckNodePort", "loadBalancerIP")
 METADATA_KEPT = ("name", "labels", "annotations")
+T = TypeVar("T")
 
 # --- the timeline ------------------------------------------------------------------------------------
 
@@ -101,6 +108,61 @@ def timed_step(
 def step_line(step: DrillStep) -> str:
     """One terminal line: ``+  4.1 s  restore-database   ok     3.6 s  restored ...``."""
     return f"+{step.offset_s:7.1f} s  {step.name:<18} {step.outcome:<7} {step.seconds:7.1f} s  {step.detail}"
+
+
+# --- what one step hands the next ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Done(Generic[T]):
+    """What a step produced: its detail for the timeline and its value for the steps after it.
+
+    ``failure`` set: the step failed with that reason, yet measured ``value`` on the way (the probe
+    step's RPO counts even when a probe failed); the steps after it do not run.
+    """
+
+    detail: str
+    value: T
+    failure: str = ""
+
+
+@dataclass(frozen=True)
+class DownloadedDump:
+    """The newest dump, downloaded and checked against its stored hashes, at ``path``."""
+
+    dump: DumpObject
+    path: Path
+
+
+@dataclass(frozen=True)
+class RestoredDatabase:
+    """The DR database the dump was restored into: its URL (for the probes) and the dump it holds."""
+
+    dump: DumpObject
+    url: str
+
+
+@dataclass(frozen=True)
+class ProbedData:
+    """What the probes measured: the data a disaster at the drill's start would have lost (the RPO)."""
+
+    rpo_s: float | None
+
+
+@dataclass(frozen=True)
+class PlannedApply:
+    """What the cluster track applies: the plan, and the digest live in the source for each app."""
+
+    plan: ApplyPlan
+    digests: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Reached:
+    """How far the drill's runbook got: when the DR side was validated (None: never) and the RPO measured."""
+
+    validated_at: datetime | None
+    rpo_s: float | None
 
 
 # --- RTO and RPO ------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from greenlight.core.gate import BreachVerdict, GateVerdict
-from greenlight.core.switch import ServiceSnapshot, other_colour
+from greenlight.core.switch import TrafficSnapshot, other_colour
 from greenlight.errors import InputInvalid
 
 AppAction = Literal["bootstrap", "deploy", "resume", "nothing", "blocked"]
@@ -43,10 +43,11 @@ class ColourState:
 
 @dataclass(frozen=True)
 class AppState:
-    """An app as read from the cluster: its live Service (None: not yet created) and Deployments."""
+    """An app as read from the cluster: what routes its live traffic (the live Service, or its
+    HTTPRoute; None: no live Service yet) and its Deployments."""
 
     name: str
-    service: ServiceSnapshot | None
+    traffic: TrafficSnapshot | None
     deployments: Mapping[str, ColourState] = field(default_factory=dict)  # by colour
 
 
@@ -287,21 +288,21 @@ def release_id(env: str, digests: Mapping[str, str], commit: str | None = None) 
 
 def _plan_app(app: AppState, digest: str, colours: tuple[str, str], colour_label: str) -> AppPlan:
     short = _short(digest)
-    if app.service is None:
+    if app.traffic is None:
         target = colours[0]
         has = _runs(app.deployments.get(target), digest)
         reason = f"{app.name}: no live Service yet: bootstrapping {target} with {short} from the manifests"
         return AppPlan(app.name, "bootstrap", reason, None, target, digest, has, False, None)
-    svc = app.service
-    live = svc.colour(colour_label)
-    if live is None:
-        reason = (
-            f"{app.name}: live Service {svc.name} has no '{colour_label}' in its selector: not blue-green "
-            "(it would route to both colours)"
-        )
+    svc = app.traffic
+    live = svc.colour()
+    if live is None or svc.problem:
+        reason = f"{app.name}: {svc.problem or f'{svc.kind} {svc.name} sends no colour all its traffic'}"
+        if svc.kind == "Service":
+            reason += " (it would route to both colours)"
         return AppPlan(app.name, "blocked", reason, None, colours[0], digest, False, False, None)
     if live not in colours:
-        reason = f"{app.name}: live Service {svc.name} has {colour_label}={live}, not one of {colours[0]}/{colours[1]}"
+        what = f"{colour_label}={live}" if svc.kind == "Service" else f"its traffic on {live}"
+        reason = f"{app.name}: live {svc.kind} {svc.name} has {what}, not one of {colours[0]}/{colours[1]}"
         return AppPlan(app.name, "blocked", reason, live, colours[0], digest, False, False, None)
     target = other_colour(colours, live)
     live_dep, target_dep = app.deployments.get(live), app.deployments.get(target)
@@ -328,10 +329,11 @@ def _plan_app(app: AppState, digest: str, colours: tuple[str, str], colour_label
     return plan("deploy", f"{app.name}: deploy {short} to {target} ({running})")
 
 
-def _annotation_note(svc: ServiceSnapshot, live: str) -> str:
+def _annotation_note(svc: TrafficSnapshot, live: str) -> str:
     recorded = svc.active_colour
     if recorded and recorded != live:
-        return f" (the Service records {recorded} as active but its selector routes to {live})"
+        routes = "its selector routes" if svc.kind == "Service" else "its weights send traffic"
+        return f" (the {svc.kind} records {recorded} as active but {routes} to {live})"
     return ""
 
 

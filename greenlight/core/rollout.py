@@ -11,13 +11,19 @@ given up (condition ``Progressing=False``, reason ``ProgressDeadlineExceeded``),
 trusts only once the controller has observed the current generation.
 
 Pods that are terminating, or whose containers run other images than the Deployment's template
-(an older ReplicaSet's pods), are not counted and cannot fail the rollout.
+(an older ReplicaSet's pods), are not counted and cannot fail the rollout. But a rollout is not
+``available`` while a pod that is not current is still terminating within its grace period
+(``deletionTimestamp`` is when it must be gone): with a preStop sleep it still answers on the
+connections it holds and, for the data plane's propagation delay, on new ones, under the same
+colour label, so a gate started then would judge the earlier release's pods as the candidate's.
+(A pod past its deletionTimestamp, stuck on a lost node, no longer holds the rollout.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 RolloutPhase = Literal["progressing", "available", "failed"]
@@ -74,6 +80,7 @@ def assess_rollout(
     total = _int(status.get("replicas"), 0)
     current = _current_pods(pods, _template_images(spec))
     ready = [p for p in current if _pod_ready(p)]
+    lingering = _lingering(pods, now)
     elapsed = max(0.0, now - started_at)
 
     def result(phase: RolloutPhase, reason: str) -> RolloutAssessment:
@@ -96,10 +103,15 @@ def assess_rollout(
         waiting = (
             f"{name}: waiting for the controller to observe generation {generation} (observed {observed})"
         )
-    elif updated == available == desired and total == desired and len(ready) == len(current) >= desired:
+    elif (
+        updated == available == desired
+        and total == desired
+        and len(ready) == len(current) >= desired
+        and not lingering
+    ):
         return result("available", f"{name} {counts}")
     else:
-        waiting = f"{name} {counts}" + _waiting_detail(desired, updated, total, current, ready)
+        waiting = f"{name} {counts}" + _waiting_detail(desired, updated, total, current, ready, lingering)
     if elapsed > deadline_s:
         return result("failed", f"progress deadline {deadline_s:g} s exceeded: {waiting}")
     return result("progressing", waiting)
@@ -111,9 +123,13 @@ def _waiting_detail(
     total: int,
     current: list[Mapping[str, Any]],
     ready: list[Mapping[str, Any]],
+    lingering: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """What the rollout still waits for, after the 'N/M available' count."""
     notes = []
+    if lingering:
+        n = len(lingering)
+        notes.append(f"{n} earlier pod{'s' if n != 1 else ''} still terminating (may still answer)")
     if updated < desired:
         notes.append(f"{updated}/{desired} updated")
     if total > updated:
@@ -169,6 +185,22 @@ def _current_pods(pods: Sequence[Mapping[str, Any]], images: Mapping[str, str]) 
         if images and pod_images and pod_images != images:
             continue
         out.append(pod)
+    return out
+
+
+def _lingering(pods: Sequence[Mapping[str, Any]], now: float) -> list[Mapping[str, Any]]:
+    """Terminating pods still within their grace period (``deletionTimestamp`` after ``now``)."""
+    out = []
+    for pod in pods:
+        stamp = (pod.get("metadata") or {}).get("deletionTimestamp")
+        if not stamp:
+            continue
+        try:
+            gone_by = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+        if gone_by > now:
+            out.append(pod)
     return out
 
 

@@ -1,9 +1,15 @@
-"""Point the live Service at a colour, or back at the previous one: decisions, not I/O.
+"""Point live traffic at a colour, or back at the previous one: decisions, not I/O.
 
-As in Argo Rollouts' blue-green controller, a switch is one idempotent merge patch of the live
-Service's selector, made only when the new colour's endpoints are all ready, and guarded by the
-snapshot's ``resourceVersion`` (the API server answers 409 when the Service changed since the
-snapshot was read). The same patch writes the durable record on the Service, so any run, or a
+Where live traffic goes is read from one object, the *router*'s (``traffic.router``): the live
+Service's selector (``service-selector``, :class:`ServiceSnapshot`) or a Gateway API HTTPRoute's
+backendRef weights (``gateway-httproute``, :class:`greenlight.core.httproute.RouteSnapshot`).
+The decisions here read any :class:`TrafficSnapshot` and say which weights to set (colour ->
+share, 100 for all of it); the snapshot turns them into its own merge patch.
+
+As in Argo Rollouts' blue-green controller, a switch is one idempotent merge patch of that
+object, made only when the new colour's endpoints are all ready, and guarded by the
+snapshot's ``resourceVersion`` (the API server answers 409 when it changed since the
+snapshot was read). The same patch writes the durable record on the object, so any run, or a
 person with kubectl, can see where things stand:
 
     greenlight.dev/active-colour      the colour the selector now points at
@@ -16,7 +22,9 @@ person with kubectl, can see where things stand:
                                       set by a rollback to the release it took out of service;
                                       cleared by the next switch. While set, rolling back again
                                       does nothing: it would bring that release back.
-    greenlight.dev/overlap            while an overlap switch runs: JSON {"from", "to", "release"}
+    greenlight.dev/overlap            while an overlap switch or a progressive release runs:
+                                      JSON {"from", "to", "release"} (and "weight", the new
+                                      colour's share, for a progressive step)
 
 Two ways to move traffic (``release.switch_mode``):
 
@@ -27,9 +35,13 @@ Two ways to move traffic (``release.switch_mode``):
   Container-native load balancing (GKE NEGs) detaches removed endpoints before it attaches new
   ones (kubernetes/ingress-gce#638): a direct switch leaves seconds with no backend there.
 
-The live colour is read from the selector, which is what routes traffic; the active-colour
-annotation is the record, and a Service whose selector has no colour is not blue-green unless
-an overlap switch recorded on it is under way (then the colour it moves from is live).
+- ``progressive`` (HTTPRoute only, ``traffic.progressive``): the new colour's share rises step by
+  step (e.g. 10, 50 %), recorded like an overlap with its weight, the gate judging each step,
+  then the switch gives it all.
+
+The live colour is read from what routes traffic (the selector, the weights); the active-colour
+annotation is the record, and an object that sends no colour all the traffic is not blue-green
+unless an overlap switch recorded on it is under way (then the colour it moves from is live).
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from greenlight.core.manifests import ACTIVE_COLOUR, ANNOTATION_PREFIX, DIGESTS, PREVIOUS_COLOUR, RELEASE_ID
 from greenlight.errors import InputInvalid
@@ -48,27 +60,90 @@ ROLLED_BACK = ANNOTATION_PREFIX + "rolled-back-release"
 OVERLAP = ANNOTATION_PREFIX + "overlap"
 
 SwitchAction = Literal["switch", "widen", "narrow", "noop", "wait", "refuse"]
-SwitchMode = Literal["direct", "overlap"]
+SwitchMode = Literal["direct", "overlap", "progressive"]
 # the final actions of a switch that leaves traffic on the target colour
 MOVED = frozenset({"switch", "narrow", "noop"})
 RollbackAction = Literal["scale-up-previous", "wait", "widen", "switch", "noop", "refuse"]
 ROLLBACK_OVERLAP = "rollback"  # the release an overlap records while a rollback moves traffic
+Weights = Mapping[str, int]  # colour -> share of live traffic (0 none; the only non-zero: all of it)
 
 
-@dataclass(frozen=True)
-class ServiceSnapshot:
-    """What a decision needs of a Service, copied from one read of it."""
+class TrafficSnapshot(Protocol):
+    """What a decision needs of the object that routes an app's live traffic, from one read of it."""
 
-    name: str
-    resource_version: str
-    selector: Mapping[str, str]
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    namespace: str = ""
+    @property
+    def kind(self) -> str:
+        """``Service``, ``HTTPRoute``: for messages."""
 
-    def colour(self, colour_label: str) -> str | None:
-        """The colour receiving traffic: the selector's ``colour_label`` value; during an overlap
-        switch (no colour in the selector) the colour it moves from; else None."""
-        selected = self.selector.get(colour_label)
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def resource_version(self) -> str: ...
+
+    @property
+    def guard(self) -> str:
+        """What must not change between a plan and its move (someone else moving traffic
+        changes it; a controller's status write does not)."""
+
+    @property
+    def weights(self) -> dict[str, int] | None:
+        """colour -> share, where the object says it by weights (None: a selector)."""
+
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
+
+    @property
+    def selected(self) -> str | None:
+        """The colour that gets all the traffic; None when none or several do."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the object cannot be switched (not blue-green, or traffic split without an overlap
+        recorded), as a sentence naming what to fix; None when it can."""
+
+    def patch(self, weights: Weights, annotations: Mapping[str, str | None]) -> dict[str, Any]:
+        """The merge patch that sends traffic by ``weights`` and writes ``annotations`` (None
+        deletes), guarded by this snapshot's resourceVersion."""
+
+    def colour(self) -> str | None:
+        """The colour receiving traffic: the selected one; during an overlap the one it moves from."""
+
+    @property
+    def overlap(self) -> Overlap | None: ...
+
+    @property
+    def active_colour(self) -> str | None: ...
+
+    @property
+    def previous_colour(self) -> str | None: ...
+
+    @property
+    def release_id(self) -> str | None: ...
+
+    @property
+    def digests(self) -> dict[str, str]: ...
+
+    @property
+    def rolled_back_release(self) -> str | None: ...
+
+
+class Recorded:
+    """The record a switch writes on the object that routes traffic (its ``annotations``)."""
+
+    annotations: Mapping[str, str]
+
+    @property
+    def selected(self) -> str | None:
+        raise NotImplementedError
+
+    def colour(self) -> str | None:
+        """The colour receiving traffic: the selected one; during an overlap switch (no colour
+        gets all of it) the colour it moves from; else None."""
+        selected = self.selected
         if selected:
             return selected
         overlap = self.overlap
@@ -76,24 +151,30 @@ class ServiceSnapshot:
 
     @property
     def overlap(self) -> Overlap | None:
-        """The overlap switch under way on this Service (its selector selects both colours)."""
+        """The overlap switch (or progressive release) under way on this object."""
         text = self.annotations.get(OVERLAP)
         if not text:
             return None
         try:
             value = json.loads(text)
-            return Overlap(str(value["from"]), str(value["to"]), str(value.get("release") or ""))
-        except (ValueError, KeyError, TypeError):
+            weight = value.get("weight")
+            return Overlap(
+                str(value["from"]),
+                str(value["to"]),
+                str(value.get("release") or ""),
+                int(weight) if isinstance(weight, int) and not isinstance(weight, bool) else None,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
     @property
     def active_colour(self) -> str | None:
-        """The colour the last switch recorded as active (the selector is what routes traffic)."""
+        """The colour the last switch recorded as active (the selector or weights route traffic)."""
         return self.annotations.get(ACTIVE_COLOUR) or None
 
     @property
     def previous_colour(self) -> str | None:
-        """The colour the last switch replaced, as recorded on the Service."""
+        """The colour the last switch replaced, as recorded."""
         return self.annotations.get(PREVIOUS_COLOUR) or None
 
     @property
@@ -113,19 +194,65 @@ class ServiceSnapshot:
 
 
 @dataclass(frozen=True)
+class ServiceSnapshot(Recorded):
+    """The live Service (``service-selector``): its selector's ``colour_label`` value is the colour."""
+
+    name: str
+    resource_version: str
+    selector: Mapping[str, str]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    namespace: str = ""
+    colour_label: str = "color"
+
+    kind = "Service"
+
+    @property
+    def guard(self) -> str:
+        return self.resource_version
+
+    @property
+    def weights(self) -> dict[str, int] | None:
+        return None
+
+    @property
+    def selected(self) -> str | None:
+        return self.selector.get(self.colour_label) or None
+
+    @property
+    def problem(self) -> str | None:
+        if self.selected or self.overlap:
+            return None
+        return (
+            f"Service {self.name} has no '{self.colour_label}' in its selector "
+            f"({_selector_text(self.selector)}): it is not a blue-green Service"
+        )
+
+    def patch(self, weights: Weights, annotations: Mapping[str, str | None]) -> dict[str, Any]:
+        """One colour with traffic: the selector names it; several: the colour leaves the selector
+        (null in a merge patch), so the Service selects every pod of the app."""
+        serving = [c for c, w in weights.items() if w > 0]
+        colour = serving[0] if len(serving) == 1 else None
+        return {
+            "metadata": {"resourceVersion": self.resource_version, "annotations": dict(annotations)},
+            "spec": {"selector": {**self.selector, self.colour_label: colour}},
+        }
+
+
+@dataclass(frozen=True)
 class Overlap:
-    """An overlap switch recorded on a live Service: from a colour to another, for a release."""
+    """An overlap switch (or a progressive release's step) recorded on the object that routes
+    traffic: from a colour to another, for a release."""
 
     from_colour: str
     to_colour: str
     release_id: str
+    weight: int | None = None  # a progressive step: the new colour's share (None: an overlap)
 
     def text(self) -> str:
-        return json.dumps(
-            {"from": self.from_colour, "to": self.to_colour, "release": self.release_id},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        value: dict[str, Any] = {"from": self.from_colour, "to": self.to_colour, "release": self.release_id}
+        if self.weight is not None:
+            value["weight"] = self.weight
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -175,8 +302,20 @@ class RollbackStep:
     at: float | None = None  # epoch seconds the patch that moved traffic was sent (set by the caller)
 
 
-def snapshot_service(svc: Mapping[str, Any]) -> ServiceSnapshot:
-    """The snapshot of a Service dict as the Kubernetes API serves it.
+def follows(live: TrafficSnapshot, record: Overlap) -> bool:
+    """Is ``live`` where a move that wrote ``record`` left it: no colour with all the traffic,
+    that very record on it, and (where the object has weights) the share the record says
+    (a progressive step's weight; 50 for an overlap)? False when anyone moved traffic since."""
+    if live.selected is not None or live.overlap != record:
+        return False
+    weights = live.weights
+    share = record.weight if record.weight is not None else 50
+    return weights is None or weights.get(record.to_colour) == share
+
+
+def snapshot_service(svc: Mapping[str, Any], colour_label: str = "color") -> ServiceSnapshot:
+    """The snapshot of a Service dict as the Kubernetes API serves it, whose selector's
+    ``colour_label`` names the colour.
 
     Raises :class:`InputInvalid` when it has no ``metadata.name``.
     """
@@ -191,6 +330,7 @@ def snapshot_service(svc: Mapping[str, Any]) -> ServiceSnapshot:
         selector={str(k): str(v) for k, v in (spec.get("selector") or {}).items()},
         annotations={str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
         namespace=str(meta.get("namespace") or ""),
+        colour_label=colour_label,
     )
 
 
@@ -221,38 +361,40 @@ def other_colour(colours: Sequence[str], colour: str) -> str:
 
 
 def decide_switch(
-    live: ServiceSnapshot,
+    live: TrafficSnapshot,
     target_colour: str,
-    colour_label: str,
     endpoints: EndpointReadiness,
     release_id: str,
     digests: Mapping[str, str],
     mode: SwitchMode = "direct",
+    weight: int | None = None,
 ) -> SwitchStep:
     """Whether and how to point ``live`` at ``target_colour``.
 
-    ``noop`` when the selector already points there (and the recorded release is this one or
-    none); ``refuse`` when it points there for another release, when the Service does not select
-    by ``colour_label``, when another overlap switch is under way, when the snapshot has no
-    resourceVersion, or when the target has no ready endpoint (switching would empty the
-    Service); ``wait`` while the target's endpoints are not all ready. Otherwise, in ``direct``
-    mode, ``switch`` with the merge patch (see the module docstring); in ``overlap`` mode
-    ``widen`` (the selector without the colour, the overlap recorded), and once this release's
-    overlap is recorded on the Service, ``narrow``: the switch patch, clearing the overlap.
+    ``noop`` when all traffic already goes there (and the recorded release is this one or
+    none); ``refuse`` when it goes there for another release, when no colour gets all of it
+    and no overlap is recorded (not blue-green: the snapshot's ``problem`` says why), when
+    another overlap switch is under way, when the snapshot has no resourceVersion, or when the
+    target has no ready endpoint (switching would leave it nothing to serve with); ``wait``
+    while the target's endpoints are not all ready. Otherwise, in ``direct`` mode, ``switch``
+    with the patch (see the module docstring); in ``overlap`` mode ``widen`` (both colours
+    serve, the overlap recorded), and once this release's overlap is recorded, ``narrow``: the
+    switch patch, clearing the overlap. In ``progressive`` mode ``weight`` (1..99) is the new
+    colour's share for this step: ``widen`` to it (without a patch when already there); with
+    ``weight`` None, the last step: ``narrow`` (or ``switch`` from a single colour).
     """
-    current = live.selector.get(colour_label)
+    current = live.selected
     overlap = live.overlap
+    if weight is not None and not 0 < weight < 100:
+        raise InputInvalid(f"a progressive step's weight must be between 1 and 99, got {weight}")
 
     def step(action: SwitchAction, reason: str, patch: dict[str, Any] | None = None) -> SwitchStep:
-        return SwitchStep(
-            action, reason, live.name, current or live.colour(colour_label), target_colour, patch
-        )
+        return SwitchStep(action, reason, live.name, current or live.colour(), target_colour, patch)
 
-    if current is None and overlap is None:
+    problem = live.problem
+    if problem or (current is None and overlap is None):
         return step(
-            "refuse",
-            f"refusing: Service {live.name} has no '{colour_label}' in its selector "
-            f"({_selector_text(live.selector)}): it is not a blue-green Service",
+            "refuse", f"refusing: {problem or f'{live.kind} {live.name} sends no colour all its traffic'}"
         )
     if (
         current is None
@@ -262,7 +404,7 @@ def decide_switch(
         return step(
             "refuse",
             f"refusing: {live.name} is mid-switch from {overlap.from_colour} to {overlap.to_colour} "
-            f"for release {overlap.release_id or '(unrecorded)'} (it selects both colours); "
+            f"for release {overlap.release_id or '(unrecorded)'} (both colours serve); "
             "finish or roll back that switch first",
         )
     if current == target_colour:
@@ -270,8 +412,8 @@ def decide_switch(
         if recorded is not None and recorded != release_id:
             return step(
                 "refuse",
-                f"refusing: {live.name} already selects {target_colour}, recorded for release "
-                f"{recorded}, not {release_id}; another release or a person switched it",
+                f"refusing: {live.name} already sends all traffic to {target_colour}, recorded for "
+                f"release {recorded}, not {release_id}; another release or a person switched it",
             )
         return step("noop", f"already on {target_colour}: nothing to do")
     if not live.resource_version:
@@ -281,19 +423,23 @@ def decide_switch(
     if endpoints.ready == 0:
         return step(
             "refuse",
-            f"refusing: {target_colour} has no ready endpoints — switching would empty the Service "
-            f"({endpoints.summary})",
+            f"refusing: {target_colour} has no ready endpoints — switching would leave {live.name} "
+            f"nothing to serve with ({endpoints.summary})",
         )
     if not endpoints.all_ready:
         return step("wait", f"delaying switch: {target_colour} {endpoints.summary}")
     from_colour = current or (overlap.from_colour if overlap else "")
-    if current is not None and mode == "overlap":
-        widened = {k: v for k, v in live.selector.items() if k != colour_label}
+    shift = weight is not None and mode == "progressive"
+    if shift or (current is not None and mode == "overlap"):
+        record = Overlap(from_colour, target_colour, release_id, weight if shift else None)
+        if current is None and follows(live, record):
+            return step("widen", f"{live.name} already sends {weight}% to {target_colour}")
+        share = weight if shift and weight is not None else 50
+        how = f"{share}% to {target_colour}" if shift else f"both colours ({from_colour} and {target_colour})"
         return step(
             "widen",
-            f"widening {live.name} to both colours ({_selector_text(widened)}) before narrowing "
-            f"to {target_colour}: {endpoints.summary}",
-            _widen_patch(live, colour_label, Overlap(current, target_colour, release_id)),
+            f"widening {live.name} to {how} before narrowing to {target_colour}: {endpoints.summary}",
+            live.patch({from_colour: 100 - share, target_colour: share}, {OVERLAP: record.text()}),
         )
     annotations: dict[str, str | None] = {
         ACTIVE_COLOUR: target_colour,
@@ -305,22 +451,20 @@ def decide_switch(
         ROLLED_BACK: None,
         OVERLAP: None,
     }
+    patch = live.patch({from_colour: 0, target_colour: 100}, annotations)
     if current is None:
         return step(
             "narrow",
             f"narrowing {live.name} from both colours to {target_colour}: {endpoints.summary}",
-            _patch(live, colour_label, target_colour, annotations),
+            patch,
         )
     return step(
-        "switch",
-        f"switching {live.name} from {current} to {target_colour}: {endpoints.summary}",
-        _patch(live, colour_label, target_colour, annotations),
+        "switch", f"switching {live.name} from {current} to {target_colour}: {endpoints.summary}", patch
     )
 
 
 def decide_rollback(
-    live: ServiceSnapshot,
-    colour_label: str,
+    live: TrafficSnapshot,
     previous_ready: EndpointReadiness,
     previous_replicas: int,
     want_replicas: int,
@@ -330,21 +474,21 @@ def decide_rollback(
 ) -> RollbackStep:
     """The next step of returning ``live`` to its recorded previous colour.
 
-    ``refuse`` without a recorded previous colour, or when the Service does not select by
-    ``colour_label``, or when the previous colour no longer runs the previous release's digest
-    for ``app`` (``previous_digest`` is what its Deployment runs now: a release has deployed onto
-    it, and rolling back would send traffic to a build nobody gated); ``noop`` when the selector
-    is already on the previous colour, or when a rollback already happened (the rolled-back
+    ``refuse`` without a recorded previous colour, or when no colour gets all the traffic (not
+    blue-green), or when the previous colour no longer runs the previous release's digest for
+    ``app`` (``previous_digest`` is what its Deployment runs now: a release has deployed onto
+    it, and rolling back would send traffic to a build nobody gated); ``noop`` when traffic is
+    already on the previous colour, or when a rollback already happened (the rolled-back
     marker is set); ``scale-up-previous`` (to ``want_replicas``) when the previous colour has
     fewer replicas; ``wait`` until its endpoints are all ready; then ``switch``, whose patch
     restores the previous release's record and marks the release taken out of service; in
-    ``overlap`` mode that switch is preceded by ``widen`` (both colours selected, the overlap
-    recorded for ``ROLLBACK_OVERLAP``), and a Service found so widened is narrowed to the
-    previous colour with the same record. During a release's overlap switch (both colours
-    selected) the rollback narrows back to the colour it started from.
+    ``overlap`` mode that switch is preceded by ``widen`` (both colours serve, the overlap
+    recorded for ``ROLLBACK_OVERLAP``), and an object found so widened is narrowed to the
+    previous colour with the same record. During a release's overlap switch or progressive
+    step (both colours serve) the rollback narrows back to the colour it started from.
     """
     previous = live.previous_colour
-    current = live.selector.get(colour_label)
+    current = live.selected
     overlap = live.overlap
     rolling_back = (
         current is None
@@ -359,20 +503,22 @@ def decide_rollback(
     def step(action: RollbackAction, reason: str, **extra: Any) -> RollbackStep:
         return RollbackStep(action, reason, live.name, current, previous, **extra)
 
+    problem = live.problem
+    if problem:
+        return step("refuse", f"refusing: {problem}")
     if current is None and overlap is not None:
+        share = f" at {overlap.weight}%" if overlap.weight is not None else ""
         return RollbackStep(
             "switch",
-            f"abandoning the overlap switch to {overlap.to_colour}: narrowing back to {overlap.from_colour}",
+            f"abandoning the {'progressive release' if overlap.weight is not None else 'overlap switch'} "
+            f"to {overlap.to_colour}{share}: narrowing back to {overlap.from_colour}",
             live.name,
             None,
             overlap.from_colour,
-            patch=_patch(live, colour_label, overlap.from_colour, {OVERLAP: None}),
+            patch=live.patch({overlap.from_colour: 100, overlap.to_colour: 0}, {OVERLAP: None}),
         )
     if current is None:
-        return step(
-            "refuse",
-            f"refusing: Service {live.name} has no '{colour_label}' in its selector: not a blue-green Service",
-        )
+        return step("refuse", f"refusing: {live.kind} {live.name} sends no colour all its traffic")
     if previous is None:
         return step(
             "refuse", f"refusing: no previous colour recorded on {live.name}: nothing to roll back to"
@@ -412,7 +558,9 @@ def decide_rollback(
             "widen",
             f"rolling back behind a load balancer that detaches before it attaches: widening "
             f"{live.name} to both colours before narrowing to {previous}",
-            patch=_widen_patch(live, colour_label, Overlap(current, previous, ROLLBACK_OVERLAP)),
+            patch=live.patch(
+                {current: 50, previous: 50}, {OVERLAP: Overlap(current, previous, ROLLBACK_OVERLAP).text()}
+            ),
         )
     annotations: dict[str, str | None] = {
         ACTIVE_COLOUR: previous,
@@ -428,7 +576,7 @@ def decide_rollback(
         "switch",
         ("narrowing to " if rolling_back else "fast rollback: ")
         + f"{previous} still warm with {previous_ready.ready}/{wanted.expected} ready",
-        patch=_patch(live, colour_label, previous, annotations),
+        patch=live.patch({current: 0, previous: 100}, annotations),
     )
 
 
@@ -436,25 +584,6 @@ def _short(digest: str | None) -> str:
     if not digest:
         return "no pinned digest"
     return digest[:19]
-
-
-def _widen_patch(live: ServiceSnapshot, colour_label: str, record: Overlap) -> dict[str, Any]:
-    """The merge patch that selects both colours (the colour leaves the selector: a merge patch
-    deletes a key given as null) and records the overlap, guarded by the snapshot's version."""
-    return {
-        "metadata": {"resourceVersion": live.resource_version, "annotations": {OVERLAP: record.text()}},
-        "spec": {"selector": {**live.selector, colour_label: None}},
-    }
-
-
-def _patch(
-    live: ServiceSnapshot, colour_label: str, colour: str, annotations: Mapping[str, str | None]
-) -> dict[str, Any]:
-    """The merge patch: resourceVersion precondition, annotations (None deletes), selector colour."""
-    return {
-        "metadata": {"resourceVersion": live.resource_version, "annotations": dict(annotations)},
-        "spec": {"selector": {**live.selector, colour_label: colour}},
-    }
 
 
 def _digests_text(digests: Mapping[str, str]) -> str:

@@ -56,7 +56,7 @@ def endpoints_summary(by_colour: Mapping[str, int]) -> str:
 
 def decide_arrival(
     phase: ArrivalPhase,
-    service: str,
+    seen_at: str,
     colour: str,
     expected: int,
     by_colour: Mapping[str, int],
@@ -64,9 +64,11 @@ def decide_arrival(
     propagation_s: float,
     observed_requests: float | None,
 ) -> Arrival:
-    """Has traffic of ``service`` moved to ``colour``?
+    """Has live traffic moved to ``colour``?
 
-    ``by_colour`` counts the ready addresses of the live Service's Endpoints by pod colour.
+    ``by_colour`` counts the ready addresses that serve live traffic by pod colour, as
+    ``seen_at`` names them (the live Service's Endpoints, or the Services an HTTPRoute the
+    gateway has programmed sends traffic to; ``{}`` while nothing is known to serve).
     Settled: ``colour`` has at least ``expected`` (and at least one) of them and, in the
     ``moved`` phase, no other colour has any (in ``overlap`` both colours are meant to be
     there). ``settled_for_s``: how long the Endpoints have been settled (None: not yet seen
@@ -78,7 +80,7 @@ def decide_arrival(
     mine = by_colour.get(colour, 0)
     others = sum(n for c, n in by_colour.items() if c != colour)
     settled = mine >= max(expected, 1) and (phase == "overlap" or others == 0)
-    where = f"{service} Endpoints: {endpoints_summary(by_colour)}"
+    where = f"{seen_at}: {endpoints_summary(by_colour)}"
     if not settled:
         want = f"{colour} {max(expected, 1)}" + ("" if phase == "overlap" else " and no other colour")
         return Arrival(False, False, f"waiting for the live Endpoints ({where}; want {want})")

@@ -24,43 +24,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.logging import get_run_logger
 
-from greenlight.clients.monitoring import MonitoringClient
+from greenlight.core.alerts import Condition, Kind
 from greenlight.core.backups import (
     Check,
     DumpObject,
     Verdict,
-    achieved_rpo,
     check_data_rpo,
     check_found,
     check_freshness,
     check_integrity,
-    check_probe,
     check_replica,
     check_restore,
     check_size,
-    check_sql_probe,
     decide_verification,
     previous_sizes,
     random_candidates,
     render_report,
     select_newest,
 )
-from greenlight.errors import BackupInvalid, GreenlightError, InputInvalid, NotFound
+from greenlight.errors import BackupInvalid, GreenlightError, NotFound
 from greenlight.settings import Backups, Environment, Profile, load_profile
+from greenlight.tasks.alerts import raise_alert, resolve_alerts
+from greenlight.tasks.backups import backups_of, probe_restored, publish_backup_metrics
 from greenlight.tasks.database import (
     create_scratch_database,
     drop_scratch_database,
-    probe_tables,
     restore_dump,
-    run_sql_probes,
     scratch_server_url,
 )
 from greenlight.tasks.evidence import emit, publish_report
 from greenlight.tasks.notify import notify
-from greenlight.tasks.policy import FRESH, RETRIES
 from greenlight.tasks.storage import download_dump, find_dumps, stat_replica
 
 METRICS = ("backup_age_seconds", "restore_seconds", "verified", "achieved_rpo_seconds")
@@ -75,18 +71,6 @@ class BackupNotVerified(BackupInvalid):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.result))
-
-
-@task(name="publish-backup-metrics", **FRESH, **RETRIES)
-def publish_metrics(project: str, prefix: str, values: dict[str, float], labels: dict[str, str]) -> list[str]:
-    """Write each value as a GAUGE point of ``<prefix>/<name>`` with ``labels``; the metric types written."""
-    client = MonitoringClient(project)
-    written = []
-    for name, value in values.items():
-        metric_type = f"{prefix.rstrip('/')}/{name}"
-        client.write_gauge(metric_type, value, labels)
-        written.append(metric_type)
-    return written
 
 
 @flow(name="backup-verification")
@@ -104,7 +88,7 @@ def verify_backups(
         profile: for tests and ad-hoc runs only: a whole profile that replaces the environment's file (leave empty)
     """
     prof = profile if profile is not None else load_profile(environment)
-    backups = _backups_of(prof)
+    backups = backups_of(prof, "there is no dump to verify")
     now = datetime.now(UTC)
     checks, values = _run_checks(backups, now, random_within_days)
     verdict = decide_verification(checks)
@@ -115,12 +99,6 @@ def verify_backups(
             f"backup of {backups.database} in {prof.name} NOT verified: {verdict.reason}", result
         )
     return result
-
-
-def _backups_of(profile: Profile) -> Backups:
-    if profile.backups is None:
-        raise InputInvalid(f"environment '{profile.name}' has no 'backups' section in its profile")
-    return profile.backups
 
 
 def _run_checks(
@@ -224,18 +202,12 @@ def _restore_and_probe(backups: Backups, dump: DumpObject, path: Path, values: d
 
 
 def _probe(backups: Backups, dump: DumpObject, url: str, values: dict[str, Any]) -> list[Check]:
-    """Table probes, SQL probes and the achieved RPO (dump time - newest row) of the restored dump."""
-    minimums = {p.table: p.min_rows for p in backups.probes}
-    tables = probe_tables(url, backups.probes)
-    checks = [check_probe(t, minimums[t.table], dump.name) for t in tables]
-    expected = {p.name: p.expect_true for p in backups.sql_probes}
-    for name, value, error in run_sql_probes(url, backups.sql_probes):
-        checks.append(check_sql_probe(name, value, expected[name], error, dump.name))
-    rpo = achieved_rpo(dump.dump_time, tables)
-    if rpo is not None:
-        values["achieved_rpo_seconds"] = round(rpo, 3)
-    checks.append(check_data_rpo(rpo, backups.rpo_target_s, dump.name))
-    return checks
+    """The probes of the restored dump (greenlight.tasks.backups.probe_restored) and the achieved RPO
+    (dump time - newest row) against the target."""
+    found = probe_restored(url, backups, dump)
+    if found.dump_lag_s is not None:
+        values["achieved_rpo_seconds"] = round(found.dump_lag_s, 3)
+    return [*found.checks, check_data_rpo(found.dump_lag_s, backups.rpo_target_s, dump.name)]
 
 
 def _drop(server: str, scratch: str, values: dict[str, Any]) -> None:
@@ -270,7 +242,7 @@ def _publish(
             gauges[name] = float(values[name])
     labels = {"database": backups.database, "environment": profile.name}
     try:
-        publish_metrics(profile.monitoring.project, profile.monitoring.custom_prefix, gauges, labels)
+        publish_backup_metrics(profile.monitoring.project, profile.monitoring.custom_prefix, gauges, labels)
         result["metrics_published"] = sorted(gauges)
     except GreenlightError as e:
         log.error("backup metrics not published: %s", e)
@@ -279,6 +251,14 @@ def _publish(
     shown = {k: v for k, v in values.items() if k != "random_dump"}
     publish_report(f"backup-verification-{profile.name}", render_report(title, verdict, shown), title)
     notify(profile, _slack_text(profile, backups, verdict, values))
+    if verdict.verified:
+        resolve_alerts(profile, Condition.BACKUP_VERIFIED)
+    else:
+        what = {"database": backups.database, "dump": values.get("dump"), "reasons": list(verdict.reasons)}
+        raise_alert(
+            profile, Kind.BACKUP_NOT_VERIFIED, f"backup of {backups.database} NOT verified: {verdict.reason}",
+            details=what,
+        )  # fmt: skip
     emit(
         f"greenlight.backup.{'verified' if verdict.verified else 'failed'}",
         f"greenlight.environment.{profile.name}",

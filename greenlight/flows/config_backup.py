@@ -2,12 +2,14 @@
 
 The bundle lives at ``gs://<backups.config_bucket>/<backups.config_prefix><env>/<stamp>/``:
 one JSON file per object (``deployments/backend-blue.json``, ...) with server-managed fields
-stripped, and ``index.json`` listing each file's path, kind, name, size and sha256. Secrets are
+stripped, and ``index.json`` listing each file's path, kind, name, size and sha256, and whose bundle it is
+(environment, namespace and cluster: ``greenlight restore-config`` refuses another's). Secrets are
 kept as names, types and keys only. The index is written last, so a bundle without one is
 incomplete. After the upload every file is read back and checked against the index; then the
 bundles beyond ``backups.config_retention`` (oldest first) are deleted.
 
-``latest_bundle`` and ``load_bundle`` (from :mod:`greenlight.tasks.storage`) read bundles back for the DR drill.
+The namespace is read by :func:`greenlight.tasks.config_export.export_namespace`; ``latest_bundle`` and
+``load_bundle`` (from :mod:`greenlight.tasks.storage`) read bundles back for the DR drill.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.logging import get_run_logger
 
-from greenlight.clients.kube import Kube
-from greenlight.core.backups import EXPORT_KINDS, bundle_path, bundle_stamp, bundles_to_delete, export_object
-from greenlight.errors import GreenlightError, NotFound
+from greenlight.core.alerts import Condition, Kind
+from greenlight.core.backups import EXPORT_KINDS, bundle_path, bundle_stamp, bundles_to_delete
+from greenlight.errors import GreenlightError
 from greenlight.settings import Environment, Profile, load_profile
+from greenlight.tasks.alerts import raise_alert, resolve_alerts
+from greenlight.tasks.backups import backups_of
+from greenlight.tasks.config_export import export_namespace
 from greenlight.tasks.evidence import publish_report
 from greenlight.tasks.notify import notify
-from greenlight.tasks.policy import FRESH, RETRIES
 from greenlight.tasks.storage import (
     INDEX,
     bundles_root,
@@ -58,31 +62,6 @@ class BundlePlan:
         return f"gs://{self.bucket}/{self.prefix}"
 
 
-@task(name="export-namespace", **FRESH, **RETRIES)
-def export_namespace(profile: Profile) -> tuple[list[tuple[str, str, dict[str, Any]]], list[str]]:
-    """(every exported object as (plural, name, stripped object), kinds the cluster does not serve).
-
-    Secrets come back as names, types and keys only: their values never leave this task.
-    """
-    c = profile.cluster
-    kube = Kube.connect(context=c.context, kubeconfig=c.kubeconfig, in_cluster=c.in_cluster)
-    objects: list[tuple[str, str, dict[str, Any]]] = []
-    skipped: list[str] = []
-    try:
-        for kind in EXPORT_KINDS:
-            try:
-                items = kube.items(kind.plural, profile.namespace)
-            except NotFound:
-                skipped.append(kind.plural)  # the API does not serve this kind here
-                continue
-            for item in items:
-                exported = export_object(kind, item)
-                objects.append((kind.plural, str(exported["metadata"]["name"]), exported))
-    finally:
-        kube.close()
-    return objects, skipped
-
-
 def plan_bundle(profile: Profile, now: datetime | None = None) -> BundlePlan:
     """Read the namespace and build the bundle (files and index), writing nothing; plain Python (no Prefect run)."""
     objects, skipped = export_namespace.fn(profile)
@@ -112,6 +91,8 @@ def build_bundle(
     index = {
         "environment": profile.name,
         "namespace": profile.namespace,
+        # whose bundle this is (config-restore refuses another's): the profile's kube context
+        "cluster": profile.cluster.context or "in-cluster",
         "created": created.isoformat(),
         "skipped_kinds": skipped,
         "files": entries,
@@ -140,6 +121,7 @@ def backup_config(environment: Environment, profile: Profile | None = None) -> d
         verify_bundle(plan.bucket, plan.prefix)
     except GreenlightError as e:
         notify(prof, f":x: config backup of {prof.namespace} ({prof.name}) FAILED: {e}")
+        raise_alert(prof, Kind.CONFIG_BACKUP_FAILED, f"config backup of {prof.namespace} FAILED: {e}")
         raise
     deleted = _prune(prof, plan.bucket)
     log.info(
@@ -161,6 +143,7 @@ def backup_config(environment: Environment, profile: Profile | None = None) -> d
         "retention": _retention(prof),
     }
     publish_report(f"config-backup-{prof.name}", _report(result), f"Config backup: {prof.namespace}")
+    resolve_alerts(prof, Condition.CONFIG_BACKUP_SUCCEEDED)
     notify(
         prof,
         f":white_check_mark: config backup of {prof.namespace} ({prof.name}): {len(plan.files)} objects "
@@ -170,8 +153,7 @@ def backup_config(environment: Environment, profile: Profile | None = None) -> d
 
 
 def _retention(profile: Profile) -> int:
-    assert profile.backups is not None
-    return profile.backups.config_retention
+    return backups_of(profile, "it names no config_retention").config_retention
 
 
 def _prune(profile: Profile, bucket: str) -> list[str]:

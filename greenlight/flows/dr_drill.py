@@ -35,30 +35,26 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
-from prefect import flow, task
+from prefect import flow
 
-from greenlight.clients.postgres import Postgres
-from greenlight.core.backups import (
-    DumpObject,
-    achieved_rpo,
-    check_found,
-    check_integrity,
-    check_probe,
-    check_sql_probe,
-    select_newest,
-)
+from greenlight.core.alerts import Condition, Kind
+from greenlight.core.backups import DumpObject, check_found, check_integrity, select_newest
+from greenlight.core.dns import drill_record_name
 from greenlight.core.drill import (
-    APPLY_ORDER,
-    DRILL_LABEL,
-    ApplyPlan,
     AppTarget,
+    Done,
+    DownloadedDump,
     DrillStep,
     DrillVerdict,
+    PlannedApply,
+    ProbedData,
+    Reached,
+    RestoredDatabase,
     compare_target,
     data_loss_seconds,
     decide_drill,
@@ -72,18 +68,35 @@ from greenlight.core.drill import (
     timed_step,
 )
 from greenlight.errors import BackupInvalid, Conflict, GateFailed, GreenlightError, InputInvalid
+from greenlight.flows.approval_wait import current_run_link
+from greenlight.flows.concurrency import parallel
 from greenlight.flows.config_backup import backup_config
-from greenlight.flows.release import current_run_link, parallel
 from greenlight.settings import Backups, DisasterRecovery, Environment, Profile, load_profile
-from greenlight.tasks.database import probe_tables, restore_dump, run_sql_probes, scratch_server_url
+from greenlight.tasks.alerts import raise_alert, resolve_alerts
+from greenlight.tasks.backups import backups_of, probe_restored
+from greenlight.tasks.database import restore_dump, scratch_server_url
+from greenlight.tasks.dns import create_drill_record, drill_records_left, remove_drill_records
+from greenlight.tasks.drill import (
+    apply_objects,
+    cluster_leftovers,
+    create_database,
+    database_exists,
+    database_where,
+    delete_drill_objects,
+    deployment_digests,
+    drop_database,
+    ensure_namespace,
+    secret_keys,
+)
 from greenlight.tasks.evidence import emit, publish_report
-from greenlight.tasks.kube import cluster, container_digest, read_live, wait_rollout
+from greenlight.tasks.kube import read_live, wait_rollout
 from greenlight.tasks.metrics import publish_gauge
 from greenlight.tasks.notify import notify
-from greenlight.tasks.policy import FRESH, RETRIES, logger
+from greenlight.tasks.policy import logger
 from greenlight.tasks.probes import smoke
 from greenlight.tasks.storage import config_bucket, download_dump, find_dumps, latest_bundle, load_bundle
 
+T = TypeVar("T")
 TEARDOWN_WAIT_S = 120.0  # a real namespace takes a while to terminate; pods go after their Deployment
 
 
@@ -98,185 +111,68 @@ class DrillFailed(GateFailed):
         return (type(self), (str(self), self.result))
 
 
-# --- tasks: thin I/O against the DR cluster and the DR database server --------------------------------
-
-
-@task(name="dr-database-exists", **FRESH, **RETRIES)
-def database_exists(server_url: str, name: str) -> bool:
-    """Whether database ``name`` exists on the server."""
-    return bool(
-        Postgres(server_url).scalar("SELECT count(*) > 0 FROM pg_database WHERE datname = %s", (name,))
-    )
-
-
-@task(name="create-dr-database", **FRESH)
-def create_database(server_url: str, name: str) -> str:
-    """Create the empty DR database ``name``; its URL (Conflict when it exists). Not retried: a retry
-    after a lost answer would find it existing."""
-    return Postgres(server_url).create_database(name)
-
-
-@task(name="drop-dr-database", **FRESH, **RETRIES)
-def drop_database(server_url: str, name: str) -> None:
-    """Drop database ``name``, ending its sessions; nothing happens when it is gone."""
-    Postgres(server_url).drop_database(name)
-
-
-@task(name="dr-secret-keys", **FRESH, **RETRIES)
-def secret_keys(profile: Profile, names: list[str]) -> dict[str, list[str] | None]:
-    """Per Secret name: its keys in the profile's namespace (None: missing). Values never leave this task."""
-    out: dict[str, list[str] | None] = {}
-    with cluster(profile) as kube:
-        for name in names:
-            obj = kube.find("secrets", name, profile.namespace)
-            out[name] = (
-                None if obj is None else sorted(set(obj.get("data") or {}) | set(obj.get("stringData") or {}))
-            )
-    return out
-
-
-@task(name="ensure-dr-namespace", **FRESH, **RETRIES)
-def ensure_namespace(profile: Profile, drill: str) -> bool:
-    """Create the profile's namespace (labelled with the drill) unless it exists; True when created."""
-    with cluster(profile) as kube:
-        if kube.find("namespaces", profile.namespace) is not None:
-            return False
-        body = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": profile.namespace, "labels": {DRILL_LABEL: drill}},
-        }
-        try:
-            kube.create("namespaces", body)
-        except Conflict:  # created since it was read (or by our own lost-answer retry): not ours to delete
-            return False
-        return True
-
-
-@task(name="apply-dr-objects", **FRESH, **RETRIES)
-def apply_objects(profile: Profile, objects: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
-    """Create each object in the profile's namespace, or replace the one there (keeping the cluster IPs
-    a Service was given); ``["created services/backend", ...]`` in order."""
-    done = []
-    ns = profile.namespace
-    with cluster(profile) as kube:
-        for plural, name, body in objects:
-            existing = kube.find(plural, name, ns)
-            if existing is None:
-                kube.create(plural, body, ns)
-                done.append(f"created {plural}/{name}")
-                continue
-            new = {
-                **body,
-                "metadata": {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]},
-            }
-            if plural == "services":
-                assigned = {
-                    k: v for k, v in (existing.get("spec") or {}).items() if k in ("clusterIP", "clusterIPs")
-                }
-                new["spec"] = {**(body.get("spec") or {}), **assigned}
-            kube.replace(plural, name, new, ns)
-            done.append(f"replaced {plural}/{name}")
-    return done
-
-
-@task(name="dr-deployment-digests", **FRESH, **RETRIES)
-def deployment_digests(profile: Profile, pinned: dict[str, str]) -> dict[str, str | None]:
-    """Per app: the digest its pinned Deployment runs now, read back from the DR cluster."""
-    out: dict[str, str | None] = {}
-    with cluster(profile) as kube:
-        for app, name in pinned.items():
-            dep = kube.find("deployments", name, profile.namespace)
-            out[app] = container_digest(dep, profile.app(app).container) if dep else None
-    return out
-
-
-@task(name="dr-teardown-cluster", **FRESH, **RETRIES)
-def delete_drill_objects(profile: Profile, drill: str, namespace_created: bool) -> list[str]:
-    """Delete what the drill applied: the namespace when the drill created it, else every object carrying
-    the drill's label (reverse apply order); what was deleted."""
-    ns = profile.namespace
-    with cluster(profile) as kube:
-        if namespace_created:
-            return [f"namespace {ns}"] if kube.delete("namespaces", ns) else []
-        if kube.find("namespaces", ns) is None:  # the drill stopped before applying anything
-            return []
-        deleted = []
-        for plural in reversed(APPLY_ORDER):
-            for obj in kube.items(plural, ns, label_selector=f"{DRILL_LABEL}={drill}"):
-                name = obj["metadata"]["name"]
-                if kube.delete(plural, name, ns):
-                    deleted.append(f"{plural}/{name}")
-        return deleted
-
-
-@task(name="dr-leftovers", **FRESH, **RETRIES)
-def cluster_leftovers(profile: Profile, drill: str, namespace_created: bool) -> list[str]:
-    """What is still there of the drill: the namespace (when the drill created it), else the objects
-    and pods carrying the drill's label."""
-    ns = profile.namespace
-    with cluster(profile) as kube:
-        if namespace_created:
-            return [f"namespace {ns}"] if kube.find("namespaces", ns) is not None else []
-        if kube.find("namespaces", ns) is None:
-            return []
-        left = []
-        for plural in (*APPLY_ORDER, "pods"):
-            left += [
-                f"{plural}/{o['metadata']['name']}"
-                for o in kube.items(plural, ns, label_selector=f"{DRILL_LABEL}={drill}")
-            ]
-        return left
-
-
 # --- the drill -------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Created:
+    """What a drill has created so far, for teardown: the server holding the DR database (empty: none
+    created) and whether the namespace is the drill's own. Set the moment each thing exists."""
+
+    database_on: str = ""
+    namespace: bool = False
+
+
+def _ok(done: Done[T] | None) -> TypeGuard[Done[T]]:
+    """The step ran to the end and passed."""
+    return done is not None and not done.failure
+
+
 class Drill:
-    """One drill while it runs: its profiles, its timeline, what it created, what it measured."""
+    """One drill while it runs: its profiles, its id and start, the timeline, what it has created.
+
+    Steps take what the steps before them produced and return a :class:`Done` with what they
+    produced; the tracks pass it on, so no step runs on a value another step did not make. Two things
+    outlive the steps and are kept here: ``created`` (what teardown must undo, filled the moment
+    each thing exists, so a step that fails half-way still leaves it known) and ``values`` (the
+    facts of the report, which steps only add to).
+    """
 
     def __init__(self, profile: Profile, source: Profile, keep: bool) -> None:
         self.profile, self.source, self.keep = profile, source, keep
         self.dr: DisasterRecovery = _dr_of(profile)
-        self.backups: Backups = _backups_of(profile)
+        self.backups: Backups = backups_of(profile, "the drill has no dump to restore")
         self.start = datetime.now(UTC)
         self.id = drill_id(profile.name, self.start, pysecrets.token_hex(3))
+        self.database = dr_database_name(self.backups.database)
+        self.created = Created()
         self.steps: list[DrillStep] = []
         self.values: dict[str, Any] = {}
         self.log = logger()
         self._lock = threading.Lock()
         self._tmp = Path(tempfile.mkdtemp(prefix="greenlight-drill-"))
-        self.dump: DumpObject | None = None
-        self.dump_path: Path | None = None
-        self.server_url = ""
-        self.database = dr_database_name(self.backups.database)
-        self.database_url = ""
-        self.database_created = False
-        self.namespace_created = False
-        self.bundle: list[dict[str, Any]] = []
-        self.plan: ApplyPlan | None = None
-        self.rpo_s: float | None = None
-        self.validated_at: datetime | None = None
-        self.leftovers: list[str] = []
 
     # -- the timeline
 
-    def run_step(self, name: str, fn: Callable[[], str]) -> bool:
-        """Run one step, record it (ok with ``fn``'s detail, or failed with the error), say whether it passed.
+    def run_step(self, name: str, fn: Callable[[], Done[T]]) -> Done[T] | None:
+        """Run one step and record it: ok with its detail, or failed with its failure or the error.
 
-        A Greenlight error is the step's failure reason; anything else is recorded the same way (with
-        its traceback in the log), so the drill still reports and tears down.
+        Returns what the step produced (also when it failed after measuring something: ``failure``
+        set), None when it raised. A Greenlight error is the step's failure reason; anything else is
+        recorded the same way (with its traceback in the log), so the drill still reports and tears down.
         """
         started = datetime.now(UTC)
+        done: Done[T] | None = None
         try:
-            detail, outcome = fn(), "ok"
+            done = fn()
+            detail, outcome = (done.failure, "failed") if done.failure else (done.detail, "ok")
         except GreenlightError as e:
             detail, outcome = str(e), "failed"
         except Exception as e:  # an unexpected failure must still be reported and torn down
             self.log.exception("drill step %s raised", name)
             detail, outcome = f"{type(e).__name__}: {e}", "failed"
         self.record(name, started, outcome, detail)
-        return outcome == "ok"
+        return done
 
     def record(self, name: str, started: datetime, outcome: str, detail: str) -> None:
         step = timed_step(name, self.start, started, datetime.now(UTC), outcome, detail)
@@ -288,161 +184,167 @@ class Drill:
             "drill %s: %s %s in %.1f s: %s", self.id, name, outcome, step.seconds, detail
         )
 
-    def run(self) -> None:
-        """Both tracks side by side, then the smoke probes; sets ``validated_at`` when every step passed."""
-        data_ok, cluster_ok = parallel(lambda track: track(), [self._data_track, self._cluster_track])
+    def note(self, **facts: Any) -> None:
+        """Add facts to the report (steps write them; no step reads them)."""
+        with self._lock:
+            self.values.update(facts)
+
+    def run(self) -> Reached:
+        """Both tracks side by side, then the smoke probes and the DNS record; validated when every step passed."""
+        tracks: list[Callable[[], Any]] = [self._data_track, self._cluster_track]
+        (data_ok, rpo_s), cluster_ok = parallel(lambda track: track(), tracks)
         if not (data_ok and cluster_ok):
             self.record("smoke", datetime.now(UTC), "skipped", "not run: an earlier step failed")
-            return
-        if self.run_step("smoke", self._smoke):
-            self.validated_at = datetime.now(UTC)
+            return Reached(None, rpo_s)
+        if _ok(self.run_step("smoke", self._smoke)) and self._dns_step():
+            return Reached(datetime.now(UTC), rpo_s)
+        return Reached(None, rpo_s)
 
-    def _data_track(self) -> bool:
-        return (
-            self.run_step("find-dump", self._find_dump)
-            and self.run_step("download-dump", self._download)
-            and self.run_step("restore-database", self._restore)
-            and self.run_step("probe-database", self._probe)
+    def _dns_step(self) -> bool:
+        """The drill's DNS record at the DR target, checked through the provider's API (inside RTO)."""
+        dns = self.profile.dns
+        return dns is None or _ok(
+            self.run_step("dns-record", lambda: Done(create_drill_record(dns, self.id), None))
         )
 
+    def _data_track(self) -> tuple[bool, float | None]:
+        """find-dump, download-dump, restore-database, probe-database: (all passed, the RPO when measured)."""
+        found = self.run_step("find-dump", self._find_dump)
+        if not _ok(found):
+            return False, None
+        downloaded = self.run_step("download-dump", lambda: self._download(found.value))
+        if not _ok(downloaded):
+            return False, None
+        restored = self.run_step("restore-database", lambda: self._restore(downloaded.value))
+        if not _ok(restored):
+            return False, None
+        probed = self.run_step("probe-database", lambda: self._probe(restored.value))
+        return _ok(probed), None if probed is None else probed.value.rpo_s
+
     def _cluster_track(self) -> bool:
+        """config-bundle, plan, check-secrets, apply-config, wait-healthy: whether all passed."""
+        bundle = self.run_step("config-bundle", self._config_bundle)
+        if not _ok(bundle):
+            return False
+        planned = self.run_step("plan", lambda: self._plan(bundle.value))
+        if not _ok(planned):
+            return False
         return (
-            self.run_step("config-bundle", self._config_bundle)
-            and self.run_step("plan", self._plan)
-            and self.run_step("check-secrets", self._check_secrets)
-            and self.run_step("apply-config", self._apply)
-            and self.run_step("wait-healthy", self._wait_healthy)
+            _ok(self.run_step("check-secrets", lambda: self._check_secrets(planned.value)))
+            and _ok(self.run_step("apply-config", lambda: self._apply(planned.value)))
+            and _ok(self.run_step("wait-healthy", lambda: self._wait_healthy(planned.value)))
         )
 
     # -- data
 
-    def _find_dump(self) -> str:
+    def _find_dump(self) -> Done[DumpObject]:
         where = f"gs://{self.backups.bucket}/{self.backups.prefix}"
         dumps, listed = find_dumps(self.backups)
         newest = select_newest(dumps)
         found = check_found(newest, where, self.backups.name_pattern, listed)
         if newest is None:
             raise BackupInvalid(found.reason)
-        self.dump = newest
         age = (self.start - newest.dump_time).total_seconds()
-        self.values.update(
-            {"dump": f"gs://{self.backups.bucket}/{newest.name}", "dump_time": newest.dump_time.isoformat(),
-             "dump_age_seconds": round(age, 1)}
-        )  # fmt: skip
-        return f"{newest.name} in gs://{self.backups.bucket}, dumped {newest.dump_time.isoformat()} ({age:.0f} s before the drill)"
-
-    def _download(self) -> str:
-        assert self.dump is not None
-        path, computed = download_dump(self.backups.bucket, self.dump, self._tmp)
-        integrity = check_integrity(self.dump, computed, None)
-        if not integrity.ok:
-            raise BackupInvalid(integrity.reason)
-        self.dump_path = path
-        return f"{self.dump.size} bytes, {integrity.reason}"
-
-    def _restore(self) -> str:
-        assert self.dump_path is not None
-        self.server_url = scratch_server_url()
-        server = Postgres(self.server_url)
-        if database_exists(self.server_url, self.database):
-            raise Conflict(
-                f"DR database {self.database} already exists on {server.where} (left by a kept drill?): "
-                "drop it before the next drill"
-            )
-        self.database_url = create_database(self.server_url, self.database)
-        self.database_created = True
-        self.values["database"] = f"{self.database} on {server.where}"
-        restored = restore_dump(self.dump_path, self.database_url, self.backups.restore_jobs)
-        self.values["restore_seconds"] = round(restored.seconds, 3)
-        return (
-            f"into {self.database}: {restored.format}, {restored.bytes_in} bytes in {restored.seconds:.1f} s"
+        self.note(dump=f"gs://{self.backups.bucket}/{newest.name}", dump_time=newest.dump_time.isoformat(),
+                  dump_age_seconds=round(age, 1))  # fmt: skip
+        return Done(
+            f"{newest.name} in gs://{self.backups.bucket}, dumped {newest.dump_time.isoformat()} ({age:.0f} s before the drill)",
+            newest,
         )
 
-    def _probe(self) -> str:
-        assert self.dump is not None
-        tables = probe_tables(self.database_url, self.backups.probes)
-        minimums = {p.table: p.min_rows for p in self.backups.probes}
-        checks = [check_probe(t, minimums[t.table], self.dump.name) for t in tables]
-        expected = {p.name: p.expect_true for p in self.backups.sql_probes}
-        checks += [
-            check_sql_probe(name, value, expected[name], error, self.dump.name)
-            for name, value, error in run_sql_probes(self.database_url, self.backups.sql_probes)
-        ]
-        newest = max((t.newest for t in tables if t.newest is not None), default=None)
-        self.rpo_s = data_loss_seconds(self.start, newest)
-        lag = achieved_rpo(self.dump.dump_time, tables)
-        self.values.update(
-            {"newest_row": newest.isoformat() if newest else None,
-             "rpo_seconds": None if self.rpo_s is None else round(self.rpo_s, 3),
-             "dump_lag_seconds": None if lag is None else round(lag, 3)}
-        )  # fmt: skip
-        failed = [c.reason for c in checks if not c.ok]
-        if failed:
-            raise BackupInvalid("; ".join(failed))
-        rows = sum(t.rows for t in tables)
-        return f"{len(checks)} probes passed ({rows} rows); newest row {newest.isoformat() if newest else 'unknown'}"
+    def _download(self, dump: DumpObject) -> Done[DownloadedDump]:
+        path, computed = download_dump(self.backups.bucket, dump, self._tmp)
+        integrity = check_integrity(dump, computed, None)
+        if not integrity.ok:
+            raise BackupInvalid(integrity.reason)
+        return Done(f"{dump.size} bytes, {integrity.reason}", DownloadedDump(dump, path))
+
+    def _restore(self, downloaded: DownloadedDump) -> Done[RestoredDatabase]:
+        server_url = scratch_server_url()
+        where = database_where(server_url)
+        if database_exists(server_url, self.database):
+            raise Conflict(
+                f"DR database {self.database} already exists on {where} (left by a kept drill?): "
+                "drop it before the next drill"
+            )
+        url = create_database(server_url, self.database)
+        self.created.database_on = server_url
+        self.note(database=f"{self.database} on {where}")
+        restored = restore_dump(downloaded.path, url, self.backups.restore_jobs)
+        self.note(restore_seconds=round(restored.seconds, 3))
+        return Done(
+            f"into {self.database}: {restored.format}, {restored.bytes_in} bytes in {restored.seconds:.1f} s",
+            RestoredDatabase(downloaded.dump, url),
+        )
+
+    def _probe(self, restored: RestoredDatabase) -> Done[ProbedData]:
+        found = probe_restored(restored.url, self.backups, restored.dump)
+        newest = found.newest_row
+        rpo_s = data_loss_seconds(self.start, newest)
+        lag = found.dump_lag_s
+        self.note(newest_row=newest.isoformat() if newest else None,
+                  rpo_seconds=None if rpo_s is None else round(rpo_s, 3),
+                  dump_lag_seconds=None if lag is None else round(lag, 3))  # fmt: skip
+        detail = f"{len(found.checks)} probes passed ({found.rows} rows); newest row {newest.isoformat() if newest else 'unknown'}"
+        return Done(detail, ProbedData(rpo_s), failure="; ".join(found.failures))
 
     # -- cluster
 
-    def _config_bundle(self) -> str:
+    def _config_bundle(self) -> Done[list[dict[str, Any]]]:
         bucket = config_bucket(self.source)
         prefix = latest_bundle(self.source)
         exported = prefix is None
         if prefix is None:
             prefix = str(backup_config(self.source.name, profile=self.source)["prefix"])
-        self.bundle = load_bundle(self.source, prefix)
-        self.values["bundle"] = f"gs://{bucket}/{prefix}"
+        bundle = load_bundle(self.source, prefix)
+        self.note(bundle=f"gs://{bucket}/{prefix}")
         how = f"exported now from {self.source.name} (there was none)" if exported else "newest"
-        return f"gs://{bucket}/{prefix}: {len(self.bundle)} objects ({how})"
+        return Done(f"gs://{bucket}/{prefix}: {len(bundle)} objects ({how})", bundle)
 
-    def _plan(self) -> str:
+    def _plan(self, bundle: list[dict[str, Any]]) -> Done[PlannedApply]:
         live = read_live(self.source)
         digests, problems = live_digests(live, [a.name for a in self.profile.apps])
-        self.values["digests"] = digests
+        self.note(digests=digests)
         if problems:
             raise InputInvalid(f"cannot tell what is live in {self.source.name}: " + "; ".join(problems))
         targets = [
             AppTarget(a.name, a.service, a.container, a.image_repository, digests[a.name])
             for a in self.profile.apps
         ]
-        plan = plan_apply(
-            self.bundle, targets, self.profile.namespace, self.id, self.profile.release.colour_label
-        )
+        plan = plan_apply(bundle, targets, self.profile.namespace, self.id, self.profile.release.colour_label)
         if plan.problems:
             raise InputInvalid("the bundle cannot be applied: " + "; ".join(plan.problems))
-        self.plan = plan
-        self.values["pinned"] = {app: f"{dep} @ {digests[app]}" for app, dep in plan.pinned.items()}
+        self.note(pinned={app: f"{dep} @ {digests[app]}" for app, dep in plan.pinned.items()})
         kinds = ", ".join(f"{n} {k}" for k, n in plan.count_by_kind().items())
         skipped = f"; left out: {'; '.join(plan.skipped)}" if plan.skipped else ""
         pins = ", ".join(f"{dep}@{digests[app][:19]}…" for app, dep in plan.pinned.items())
-        return f"{kinds}; pinned {pins}{skipped}"
+        return Done(f"{kinds}; pinned {pins}{skipped}", PlannedApply(plan, digests))
 
-    def _check_secrets(self) -> str:
-        assert self.plan is not None
-        refs = self.plan.secrets
+    def _check_secrets(self, planned: PlannedApply) -> Done[None]:
+        refs = planned.plan.secrets
         if not refs:
-            return "the bundle names no Secret"
+            return Done("the bundle names no Secret", None)
         present = secret_keys(self.profile, [r.name for r in refs])
         gaps = secret_gaps(refs, present)
         where = f"{self.profile.cluster.context or 'the DR cluster'}/{self.profile.namespace}"
         if gaps:
             raise GateFailed(f"{len(gaps)} Secret(s) not ready in {where}: " + "; ".join(gaps))
-        return f"{len(refs)} Secret(s) present with their keys in {where}: " + ", ".join(
+        detail = f"{len(refs)} Secret(s) present with their keys in {where}: " + ", ".join(
             f"{r.name} ({', '.join(r.keys)})" for r in refs
         )
+        return Done(detail, None)
 
-    def _apply(self) -> str:
-        assert self.plan is not None
-        self.namespace_created = ensure_namespace(self.profile, self.id)
-        done = apply_objects(self.profile, list(self.plan.objects))
-        created = "created namespace; " if self.namespace_created else ""
-        return f"{created}{len(done)} objects in {self.profile.namespace}: " + ", ".join(done)
+    def _apply(self, planned: PlannedApply) -> Done[None]:
+        namespace_created = ensure_namespace(self.profile, self.id)
+        self.created.namespace = namespace_created
+        done = apply_objects(self.profile, list(planned.plan.objects))
+        created = "created namespace; " if namespace_created else ""
+        return Done(f"{created}{len(done)} objects in {self.profile.namespace}: " + ", ".join(done), None)
 
-    def _wait_healthy(self) -> str:
-        assert self.plan is not None
+    def _wait_healthy(self, planned: PlannedApply) -> Done[None]:
         label = self.profile.release.colour_label
-        pinned = self.plan.pinned
-        bodies = {name: body for plural, name, body in self.plan.objects if plural == "deployments"}
+        pinned, digests = planned.plan.pinned, planned.digests
+        bodies = {name: body for plural, name, body in planned.plan.objects if plural == "deployments"}
 
         def wait(app: str) -> str:
             colour = bodies[pinned[app]]["spec"]["template"]["metadata"]["labels"].get(label, "")
@@ -451,15 +353,15 @@ class Drill:
         reasons = parallel(wait, list(pinned))
         running = deployment_digests(self.profile, pinned)
         wrong = [
-            f"{app}: {pinned[app]} runs {running.get(app)}, not {self.values['digests'][app]}"
+            f"{app}: {pinned[app]} runs {running.get(app)}, not {digests[app]}"
             for app in pinned
-            if running.get(app) != self.values["digests"][app]
+            if running.get(app) != digests[app]
         ]
         if wrong:
             raise GateFailed("DR Deployments do not run the digests live in the source: " + "; ".join(wrong))
-        return "; ".join(reasons) + "; every digest matches the source"
+        return Done("; ".join(reasons) + "; every digest matches the source", None)
 
-    def _smoke(self) -> str:
+    def _smoke(self) -> Done[None]:
         failed, passed = [], 0
         for app in self.profile.apps:
             for r in smoke(self.profile, app.name, "live"):
@@ -469,47 +371,61 @@ class Drill:
                     failed.append(f"{app.name} {r.reason}")
         if failed:
             raise GateFailed("smoke probes of the DR Services failed: " + "; ".join(failed))
-        return (
-            f"{passed} smoke probes of {', '.join(a.service for a in self.profile.apps)} answered as expected"
-        )
+        services = ", ".join(a.service for a in self.profile.apps)
+        return Done(f"{passed} smoke probes of {services} answered as expected", None)
 
     # -- teardown
 
-    def teardown(self) -> None:
+    def teardown(self) -> list[str]:
         """Delete what the drill created (cluster objects, DR database), then list what is left; recorded
-        as the ``teardown`` step, and anything left goes to ``leftovers``."""
+        as the ``teardown`` step. Returns what is left (the leftovers)."""
         started = datetime.now(UTC)
         done: list[str] = []
         problems: list[str] = []
         try:
-            deleted = delete_drill_objects(self.profile, self.id, self.namespace_created)
+            deleted = delete_drill_objects(self.profile, self.id, self.created.namespace)
             done.append(f"deleted {len(deleted)} object(s)" + (f" ({', '.join(deleted)})" if deleted else ""))
         except GreenlightError as e:
             problems.append(f"cluster cleanup failed: {e}")
-        if self.database_created:
+        if self.created.database_on:
             try:
-                drop_database(self.server_url, self.database)
+                drop_database(self.created.database_on, self.database)
                 done.append(f"dropped database {self.database}")
             except GreenlightError as e:
                 problems.append(f"database {self.database} not dropped: {e}")
-        self.leftovers = self._wait_nothing_left()
+        if self.profile.dns is not None:  # this drill's record and any a crashed drill left
+            try:
+                swept = remove_drill_records(self.profile.dns)
+                done.append(
+                    f"deleted {len(swept)} DNS record(s)" + (f" ({', '.join(swept)})" if swept else "")
+                )
+            except GreenlightError as e:
+                problems.append(f"DNS drill record not removed: {e}")
+        leftovers = self._wait_nothing_left()
+        if self.profile.dns is not None:  # deleted at once: listed once, not waited for
+            try:
+                leftovers += drill_records_left(self.profile.dns)
+            except GreenlightError as e:
+                leftovers.append(f"DNS records not listable: {e}")
         shutil.rmtree(self._tmp, ignore_errors=True)
-        self.values["leftovers"] = list(self.leftovers)
-        if self.leftovers or problems:
-            left = [f"left: {', '.join(self.leftovers)}"] if self.leftovers else []
+        self.note(leftovers=list(leftovers))
+        if leftovers or problems:
+            left = [f"left: {', '.join(leftovers)}"] if leftovers else []
             self.record("teardown", started, "failed", "; ".join([*problems, *left]))
         else:
             self.record("teardown", started, "ok", "; ".join(done) + "; nothing left (listed after teardown)")
+        return leftovers
 
     def _wait_nothing_left(self) -> list[str]:
         """What is left of the drill, waiting up to ``TEARDOWN_WAIT_S`` for the cluster to finish deleting."""
         deadline = time.monotonic() + TEARDOWN_WAIT_S
+        server_url = self.created.database_on
         while True:
             try:
-                left = cluster_leftovers(self.profile, self.id, self.namespace_created)
+                left = cluster_leftovers(self.profile, self.id, self.created.namespace)
             except GreenlightError as e:
                 left = [f"cluster not listable: {e}"]
-            if self.database_created and self.server_url and database_exists(self.server_url, self.database):
+            if server_url and database_exists(server_url, self.database):
                 left.append(f"database {self.database}")
             if not left or time.monotonic() > deadline:
                 return left
@@ -518,18 +434,22 @@ class Drill:
     def keep_note(self) -> None:
         """Record that teardown was skipped and what stays."""
         kept = [f"namespace {self.profile.namespace} on {self.profile.cluster.context or 'the DR cluster'}"]
-        if self.database_created:
+        if self.created.database_on:
             kept.append(f"database {self.database}")
+        if self.profile.dns is not None and any(s.name == "dns-record" and s.ok for s in self.steps):
+            kept.append(
+                f"DNS record {drill_record_name(self.profile.dns.drill_record, self.id, self.profile.dns.zone)}"
+            )
         self.record("teardown", datetime.now(UTC), "skipped", "--keep: left running: " + ", ".join(kept))
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     # -- verdict and record
 
-    def verdict(self) -> DrillVerdict:
-        rto_s = elapsed_seconds(self.start, self.validated_at) if self.validated_at else None
+    def verdict(self, reached: Reached, leftovers: list[str]) -> DrillVerdict:
+        rto_s = elapsed_seconds(self.start, reached.validated_at) if reached.validated_at else None
         rto = compare_target("RTO", rto_s, self.dr.rto_target_s, "the drill did not reach validation")
-        rpo = compare_target("RPO", self.rpo_s, self.dr.rpo_target_s, "no restored row had a timestamp")
-        return decide_drill(self.steps, rto, rpo, self.leftovers)
+        rpo = compare_target("RPO", reached.rpo_s, self.dr.rpo_target_s, "no restored row had a timestamp")
+        return decide_drill(self.steps, rto, rpo, leftovers)
 
     def result(self, verdict: DrillVerdict) -> dict[str, Any]:
         return {
@@ -547,7 +467,7 @@ class Drill:
             "rpo": verdict.rpo.reason,
             "kept": self.keep,
             "namespace": self.profile.namespace,
-            "namespace_created": self.namespace_created,
+            "namespace_created": self.created.namespace,
             "steps": [{**asdict(s), "started_at": s.started_at.isoformat()} for s in self.steps],
             **self.values,
         }
@@ -579,6 +499,17 @@ class Drill:
             self.profile,
             f"{icon} DR drill {self.id} ({self.source.name} -> {self.profile.name}) {state}: {verdict.reason}",
         )
+        if verdict.passed:
+            resolve_alerts(self.profile, Condition.DRILL_MET_TARGET)
+        else:  # measured both targets and missed one: missed target; otherwise the drill itself failed
+            measured = verdict.rto.value_s is not None and verdict.rpo.value_s is not None
+            kind = Kind.DRILL_MISSED_TARGET if measured else Kind.DRILL_FAILED
+            raise_alert(
+                self.profile,
+                kind,
+                f"DR drill {self.id} {state}: {verdict.reason}",
+                details={"drill": self.id},
+            )
         emit(
             f"greenlight.drill.{'passed' if verdict.passed else 'failed'}",
             f"greenlight.environment.{self.profile.name}",
@@ -593,14 +524,6 @@ def _dr_of(profile: Profile) -> DisasterRecovery:
             f"environment '{profile.name}' has no 'dr' section in its profile: it is not a DR environment"
         )
     return profile.dr
-
-
-def _backups_of(profile: Profile) -> Backups:
-    if profile.backups is None:
-        raise InputInvalid(
-            f"environment '{profile.name}' has no 'backups' section: the drill has no dump to restore"
-        )
-    return profile.backups
 
 
 @flow(name="dr-drill")
@@ -625,14 +548,16 @@ def dr_drill(
     source = source_profile if source_profile is not None else load_profile(_dr_of(prof).source)
     drill = Drill(prof, source, keep)
     drill.log.info("DR drill %s of %s from %s started", drill.id, prof.name, source.name)
+    reached = Reached(None, None)
+    leftovers: list[str] = []
     try:
-        drill.run()
+        reached = drill.run()
     finally:
         if keep:
             drill.keep_note()
         else:
-            drill.teardown()
-    verdict = drill.verdict()
+            leftovers = drill.teardown()
+    verdict = drill.verdict(reached, leftovers)
     result = drill.result(verdict)
     drill.publish(verdict, result)
     if not verdict.passed:
@@ -647,7 +572,7 @@ def plan_drill(environment: str, profile: Profile | None = None) -> list[str]:
     """What a drill of ``environment`` would do, read-only (plain Python, no Prefect run): the dump,
     the bundle (or that one would be exported), the objects and pinned digests, the Secrets, the targets."""
     prof = profile if profile is not None else load_profile(environment)
-    dr, backups = _dr_of(prof), _backups_of(prof)
+    dr, backups = _dr_of(prof), backups_of(prof, "the drill has no dump to restore")
     source = load_profile(dr.source)
     lines = [
         f"DR drill of {prof.name} from {source.name}: cluster {prof.cluster.context}, namespace {prof.namespace}"
@@ -685,5 +610,10 @@ def plan_drill(environment: str, profile: Profile | None = None) -> list[str]:
             lines += [f"PROBLEM: {g}" for g in gaps] or [
                 f"Secrets present: {', '.join(r.name for r in plan.secrets)}"
             ]
+    if prof.dns is not None:
+        name = f"{prof.dns.drill_record}.{prof.dns.zone}"
+        lines.append(
+            f"would create DNS record {name} {prof.dns.type} {prof.dns.dr_target} in {prof.dns.zone}, then delete it"
+        )
     lines.append(f"targets: RTO {dr.rto_target_s:.0f} s, RPO {dr.rpo_target_s:.0f} s")
     return lines

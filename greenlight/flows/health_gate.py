@@ -45,14 +45,15 @@ from greenlight.core.gate import (
     pool,
     should_stop_early,
 )
-from greenlight.core.rollout import RolloutAssessment, assess_rollout
-from greenlight.core.switch import EndpointReadiness, endpoint_readiness, snapshot_service
+from greenlight.core.rollout import RolloutAssessment
+from greenlight.core.switch import EndpointReadiness
 from greenlight.errors import GateFailed, GreenlightError, InputInvalid
 from greenlight.settings import Profile, load_profile
 from greenlight.tasks.evidence import Progress, publish_report
+from greenlight.tasks.gate import read_readiness, service_colours
 from greenlight.tasks.metrics import gate_config, publish_gauge, sample_colour
-from greenlight.tasks.policy import FRESH, RETRIES, logger
-from greenlight.tasks.probes import SyntheticTraffic, Target, connect, smoke
+from greenlight.tasks.policy import FRESH, logger
+from greenlight.tasks.probes import SyntheticTraffic, Target, smoke
 
 __all__ = [
     "analyse",
@@ -67,53 +68,6 @@ __all__ = [
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-# --- reading the cluster ----------------------------------------------------------------------
-
-
-@task(name="service-colours", **FRESH, **RETRIES)
-def service_colours(profile: Profile, app: str) -> dict[str, str | None]:
-    """The colours ``app``'s live and preview Services select: ``{"live": ..., "preview": ...}``."""
-    a = profile.app(app)
-    label = profile.release.colour_label
-    kube = connect(profile)
-    try:
-        live = snapshot_service(kube.get("services", a.service, profile.namespace))
-        preview = snapshot_service(kube.get("services", a.preview, profile.namespace))
-    finally:
-        kube.close()
-    return {"live": live.colour(label), "preview": preview.colour(label)}
-
-
-@task(name="gate-readiness", **FRESH, **RETRIES)
-def read_readiness(profile: Profile, app: str, colour: str, target: Target) -> list[Readiness]:
-    """The rollout of ``<app>-<colour>`` and the endpoints of ``app``'s ``target`` Service, now.
-
-    A snapshot: the rollout is judged as of now (waiting for it is the deploy step's job); a
-    missing Deployment counts as nothing available.
-    """
-    a = profile.app(app)
-    ns = profile.namespace
-    service = a.service if target == "live" else a.preview
-    kube = connect(profile)
-    try:
-        deployment = kube.find("deployments", f"{app}-{colour}", ns)
-        if deployment is None:
-            deployment = {"metadata": {"name": f"{app}-{colour}"}, "spec": {"replicas": a.replicas}}
-            pods: list[dict[str, Any]] = []
-        else:
-            labels = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-            selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-            pods = kube.items("pods", ns, label_selector=selector) if selector else []
-        endpoints = kube.find("endpoints", service, ns)
-    finally:
-        kube.close()
-    now = time.time()
-    rollout = assess_rollout(
-        deployment, pods, now, now, profile.release.progress_deadline_s, label=f"{app} {colour}"
-    )
-    return [rollout, endpoint_readiness(endpoints, rollout.desired)]
 
 
 # --- the gate ---------------------------------------------------------------------------------
@@ -278,7 +232,9 @@ def run_gate(
             # colour is measured too), so the comparison is like for like
             senders[colour] = stack.enter_context(SyntheticTraffic(profile, app, target))
             if live_colour and cfg.relative:
-                senders[live_colour] = stack.enter_context(SyntheticTraffic(profile, app, "live"))
+                senders[live_colour] = stack.enter_context(
+                    SyntheticTraffic(profile, app, "live", colour=live_colour)
+                )
             intervals = analyse(profile, app, colour, live_colour, cfg, now, senders, no_baseline)
 
     verdict = decide_gate(intervals, probes, ready_list, cfg)

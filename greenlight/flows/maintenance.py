@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow
 
-from greenlight.flows.release import lock_name, traffic_lock
+from greenlight.flows.concurrency import lock_name, traffic_lock
 from greenlight.settings import Environment, load_profile
 from greenlight.tasks.kube import drain_colour, read_live, scale_colour
 from greenlight.tasks.locks import hold

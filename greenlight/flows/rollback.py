@@ -9,16 +9,42 @@ release has since deployed onto is refused (its digest is no longer the previous
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow
 
-from greenlight.core.switch import snapshot_service
+from greenlight.core.alerts import Kind
+from greenlight.core.switch import RollbackStep
 from greenlight.errors import GateFailed, InputInvalid, ReleaseRefused
-from greenlight.flows.release import Release, parallel, traffic_lock
-from greenlight.settings import Environment, load_profile
-from greenlight.tasks.kube import cluster, rollback_app
+from greenlight.flows.concurrency import parallel, traffic_lock
+from greenlight.flows.journal import RunJournal
+from greenlight.settings import Environment, Profile, load_profile
+from greenlight.tasks.alerts import raise_alert
+from greenlight.tasks.kube import read_live, rollback_app
 from greenlight.tasks.probes import smoke
+from greenlight.tasks.records import record_release
+
+
+def record_rollback(
+    profile: Profile, apps: list[str], steps: list[RollbackStep], reason: str, actor: str | None
+) -> str | None:
+    """Record a rollback that moved traffic (outcome ``rollback``): the releases it took out of
+    service (each live Service records, after the switch, the release it undid), when traffic was
+    restored, why and by whom. Nothing when no app was switched back (noop, refused)."""
+    switched = [(a, s) for a, s in zip(apps, steps, strict=True) if s.action == "switch"]
+    if not switched:
+        return None
+    now_live = read_live(profile)
+    undid = sorted({rid for a, _ in switched if (rid := now_live[a]["rolled_back_release"])})
+    moved = [s.at for _, s in switched if s.at is not None]
+    restored = datetime.fromtimestamp(max(moved), UTC) if moved else datetime.now(UTC)
+    key = f"{profile.name}-rollback-{int(restored.timestamp())}"
+    entry = {
+        "release_id": key, "outcome": "rollback", "undid": undid, "restored_at": restored.isoformat(),
+        "reason": reason, "actor": actor, "apps": [a for a, _ in switched],
+    }  # fmt: skip
+    return record_release(profile, entry)
 
 
 @flow(name="rollback")
@@ -40,22 +66,19 @@ def rollback(
     if app is not None:
         apps = [profile.app(app).name]
     else:
-        with cluster(profile) as kube:
-            apps = [
-                a.name for a in profile.apps
-                if (svc := kube.find("services", a.service, profile.namespace)) and snapshot_service(svc).previous_colour
-            ]  # fmt: skip
+        apps = [name for name, state in read_live(profile).items() if state["previous_colour"]]
         if not apps:
             raise InputInvalid(
-                f"nothing to roll back in {environment}: no live Service records a previous colour"
+                f"nothing to roll back in {environment}: no app's live Service or HTTPRoute records a previous colour"
             )
-    rel = Release(profile, f"{environment}-rollback", {}, None, actor)
+    rel = RunJournal(profile, f"{environment}-rollback", {}, None, actor)
     rel.report.title = f"Rollback in {environment}"
     rel.report.facts["reason"] = reason
     with traffic_lock(profile):
         steps = parallel(lambda name: rollback_app(profile, name, reason), apps)
     for s in steps:
         rel.step(f"{s.service}: rollback", s.action, s.reason)
+    record_rollback(profile, apps, steps, reason, actor)
     checks = {name: smoke(profile, name, "live") for name in apps}
     bad = {
         name: [r.reason for r in rs if not r.ok] for name, rs in checks.items() if not all(r.ok for r in rs)
@@ -74,6 +97,8 @@ def rollback(
         rel.publish("rollback refused")
         raise ReleaseRefused(f"rollback in {environment} refused: {listed}")
     rel.event("rolled-back", reason=reason, steps=outcome)
+    if any(s.action != "noop" for s in steps):  # a rollback that moved nothing is no news
+        raise_alert(profile, Kind.ROLLBACK, f"rolled back by hand ({reason}): {summary}")
     if bad:
         rel.say(f":rotating_light: rollback in {environment} done but live smoke probes fail: {bad}")
         rel.publish("rolled back, verification failed")

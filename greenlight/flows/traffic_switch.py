@@ -1,4 +1,5 @@
-"""Traffic switch by hand: point the live Services at a colour (idempotent, guarded)."""
+"""Traffic switch by hand: point each app's live traffic at a colour through its router (the
+live Service's selector, an HTTPRoute's weights; idempotent, guarded)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ from prefect import flow
 
 from greenlight.core.switch import MOVED
 from greenlight.errors import InputInvalid, ReleaseRefused
-from greenlight.flows.release import Release, traffic_lock
+from greenlight.flows.concurrency import traffic_lock
+from greenlight.flows.journal import RunJournal
 from greenlight.settings import Environment, load_profile
-from greenlight.tasks.kube import RELEASE_OF, cluster, container_digest, deployment_name, switch_service
+from greenlight.tasks.kube import colour_releases, switch_service
 
 
 @flow(name="traffic-switch")
 def switch(
     environment: Environment, colour: str, app: str | None = None, actor: str | None = None
 ) -> dict[str, Any]:
-    """Point each app's live Service (or ``app``'s) at ``colour``, only when all its pods are ready.
+    """Point each app's live traffic (or ``app``'s) at ``colour``, only when all its pods are ready.
 
     Args:
         environment: where to move traffic (one of the profiles)
@@ -30,18 +32,9 @@ def switch(
         raise InputInvalid(
             f"colour '{colour}' is not one of {environment}'s colours {list(profile.release.colours)}"
         )
-    apps = [profile.app(app)] if app else list(profile.apps)
-    targets: dict[str, tuple[str, str]] = {}
-    with cluster(profile) as kube:
-        for a in apps:
-            dep = kube.find("deployments", deployment_name(a, colour), profile.namespace)
-            if dep is None:
-                raise InputInvalid(
-                    f"{a.name}: no Deployment {deployment_name(a, colour)} in {profile.namespace} to switch to"
-                )
-            rid = (dep["metadata"].get("annotations") or {}).get(RELEASE_OF) or f"manual-{colour}"
-            targets[a.name] = (rid, container_digest(dep, a.container) or "")
-    rel = Release(
+    apps = [profile.app(app).name] if app else [a.name for a in profile.apps]
+    targets = colour_releases(profile, apps, colour)
+    rel = RunJournal(
         profile, f"{environment}-switch-{colour}", {a: d for a, (_, d) in targets.items()}, None, actor
     )
     rel.report.title = f"Switch {environment} to {colour}"

@@ -30,9 +30,10 @@ from greenlight.core.adopt import (
 )
 from greenlight.core.images import parse_image_ref
 from greenlight.core.rollout import assess_rollout
-from greenlight.errors import GateFailed, GreenlightError, NotFound, PermanentError
+from greenlight.errors import GateFailed, GreenlightError, NotFound, PermanentError, with_message
 from greenlight.settings import App, Profile
-from greenlight.tasks.kube import SWITCHED_AT, await_arrival, cluster
+from greenlight.tasks.cluster import cluster
+from greenlight.tasks.kube import SWITCHED_AT, await_arrival
 from greenlight.tasks.policy import logger
 
 Progress = Callable[[str], None]
@@ -162,11 +163,7 @@ def adopt(
                 ) from e
             message = f"{app.name}: adoption failed: {e}; undone, back to the plain shape: {'; '.join(undone) or 'nothing had changed'}"
             if isinstance(e, GreenlightError):
-                try:
-                    again = type(e)(message)
-                except TypeError:
-                    again = PermanentError(message)
-                raise again from e
+                raise with_message(e, message) from e
             raise
     return lines
 

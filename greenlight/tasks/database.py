@@ -1,4 +1,4 @@
-"""PostgreSQL as tasks: scratch databases, full restores, probes of the restored data.
+"""PostgreSQL as tasks: scratch databases and full restores (the probes of a restored dump: tasks/backups.py).
 
 A scratch database lives on the server ``GREENLIGHT_SCRATCH_DATABASE_URL`` names (a maintenance
 URL, e.g. ``postgresql://user:pass@host:5432/postgres``; else the Prefect Secret block
@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from prefect import task
 
 from greenlight.clients.postgres import Postgres, RestoreResult, restore
-from greenlight.core.backups import TableProbe, quote_column, quote_table
-from greenlight.errors import InputInvalid, PermanentError
-from greenlight.settings import Probe, SqlProbe
+from greenlight.errors import InputInvalid
 from greenlight.tasks.blocks import read_secret_block
 from greenlight.tasks.policy import FRESH, RETRIES
 
@@ -77,44 +74,3 @@ def restore_dump(
     BackupInvalid with the tool's stderr tail when the dump does not restore.
     """
     return restore(path, target_url, fmt=None, jobs=jobs, timeout_s=timeout_s)
-
-
-@task(name="probe-tables", **FRESH, **RETRIES)
-def probe_tables(url: str, probes: list[Probe]) -> list[TableProbe]:
-    """For each probed table: whether it exists, its row count and its newest ``timestamp_column`` value."""
-    db = Postgres(url)
-    return [_probe(db, p) for p in probes]
-
-
-def _probe(db: Postgres, probe: Probe) -> TableProbe:
-    if db.scalar("SELECT to_regclass(%s) IS NOT NULL", (probe.table,)) is not True:
-        return TableProbe(probe.table, exists=False, timestamp_column=probe.timestamp_column)
-    table = quote_table(probe.table)
-    try:
-        if probe.timestamp_column:
-            rows = db.query(f"SELECT count(*), max({quote_column(probe.timestamp_column)}) FROM {table}")
-            count, newest = rows[0]
-        else:
-            count, newest = db.scalar(f"SELECT count(*) FROM {table}"), None
-    except PermanentError as e:  # transient errors propagate: the task retries
-        return TableProbe(probe.table, True, timestamp_column=probe.timestamp_column, error=str(e))
-    return TableProbe(probe.table, True, int(count), _utc(newest), probe.timestamp_column)
-
-
-def _utc(value: object) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-@task(name="sql-probes", **FRESH, **RETRIES)
-def run_sql_probes(url: str, probes: list[SqlProbe]) -> list[tuple[str, object, str | None]]:
-    """Run each SQL probe in the restored database: (name, its first value, the error if it failed)."""
-    db = Postgres(url)
-    out: list[tuple[str, object, str | None]] = []
-    for p in probes:
-        try:
-            out.append((p.name, db.scalar(p.sql), None))
-        except PermanentError as e:  # transient errors propagate: the task retries
-            out.append((p.name, None, str(e)))
-    return out

@@ -21,9 +21,11 @@ from prefect.exceptions import ObjectNotFound
 from greenlight.clients.slack import TOKEN_ENV, Notifier
 from greenlight.core import doctor as dr
 from greenlight.core.backups import check_found, check_freshness, check_replica, select_newest
+from greenlight.core.httproute import colour_service, snapshot_route
 from greenlight.errors import Forbidden, GreenlightError, NotFound
 from greenlight.settings import Profile
-from greenlight.tasks.kube import cluster, deployment_name
+from greenlight.tasks.cluster import cluster
+from greenlight.tasks.kube import deployment_name
 from greenlight.tasks.metrics import monitoring_client, request_count, request_filters
 from greenlight.tasks.probes import Prober
 from greenlight.tasks.storage import find_dumps, gcs, stat_replica
@@ -59,6 +61,7 @@ def check_access(profile: Profile) -> list[dr.Result]:
                 pre_deploy_job=profile.release.pre_deploy_job is not None,
                 dr=profile.dr is not None,
                 new_namespace=new_namespace,
+                httproute=profile.traffic.router == "gateway-httproute",
             )
             for row in rows:
                 allowed, reason = kube.can_i(
@@ -93,6 +96,18 @@ def check_apps(profile: Profile, env: str) -> tuple[list[dr.Result], dict[str, s
     try:
         with cluster(profile) as kube:
             for app in profile.apps:
+                if profile.traffic.router == "gateway-httproute":
+                    backends = {c: colour_service(app.service, c) for c in profile.release.colours}
+                    raw = kube.find("httproutes", app.route_name, ns)
+                    r = dr.assess_route_shape(
+                        app.name, app.route_name, snapshot_route(raw, backends) if raw else None,
+                        {c: kube.find("services", name, ns) for c, name in backends.items()},
+                        app.preview, kube.find("services", app.preview, ns),
+                    )  # fmt: skip
+                    results.append(r)
+                    colour = r.values.get("live_colour")
+                    live[app.name] = str(colour) if colour else None
+                    continue
                 svc = kube.find("services", app.service, ns)
                 r = dr.assess_app_shape(
                     env,

@@ -11,8 +11,6 @@ import copy
 import math
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from string import Template
@@ -25,6 +23,7 @@ from prefect import task
 from greenlight.clients.kube import Kube
 from greenlight.clients.registry import PASSWORD_ENV as REGISTRY_PASSWORD_ENV
 from greenlight.clients.slack import TOKEN_ENV as SLACK_TOKEN_ENV
+from greenlight.core.httproute import colour_service
 from greenlight.core.images import parse_image_ref
 from greenlight.core.manifests import ANNOTATION_PREFIX, AppShape, render_bootstrap
 from greenlight.core.redact import redact
@@ -33,45 +32,33 @@ from greenlight.core.rollout import RolloutAssessment, assess_rollout
 from greenlight.core.switch import (
     ROLLBACK_OVERLAP,
     EndpointReadiness,
+    Overlap,
     RollbackStep,
-    SwitchMode,
     SwitchStep,
+    TrafficSnapshot,
     decide_rollback,
     decide_switch,
     endpoint_readiness,
-    snapshot_service,
+    follows,
 )
 from greenlight.core.traffic import ArrivalPhase, decide_arrival, decide_drain, shutdown_findings
-from greenlight.errors import Conflict, GateFailed, GreenlightError, InputInvalid, TransientError
+from greenlight.errors import Conflict, GateFailed, GreenlightError, InputInvalid, NotFound, TransientError
 from greenlight.settings import APP_TEMPLATE, App, Profile, manifest_path
+from greenlight.tasks.cluster import cluster
 from greenlight.tasks.database import scratch_url_password
 from greenlight.tasks.metrics import request_count
 from greenlight.tasks.notify import slack_token_from_block
 from greenlight.tasks.policy import FRESH, RETRIES, logger
 from greenlight.tasks.registry import registry_credentials
+from greenlight.tasks.routers import router_for
 
 SWITCHED_AT = ANNOTATION_PREFIX + "switched-at"
 RELEASE_OF = ANNOTATION_PREFIX + "release-id"
 TEMPLATE = APP_TEMPLATE
 CLONED_KINDS = ("horizontalpodautoscalers", "poddisruptionbudgets")
-NEG_ANNOTATION = "cloud.google.com/neg"  # GKE container-native load balancing serves this Service
 OBSERVE_AFTER_S = 1.0  # requests recorded this soon after a move may be the gate's last synthetic ones
 ARRIVAL_POLL_S = 0.25  # a release of many apps polls for each in parallel: keep it light
 SERVER_FIELDS = ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink")
-
-
-@contextmanager
-def cluster(profile: Profile) -> Iterator[Kube]:
-    kube = Kube.connect(
-        context=profile.cluster.context,
-        kubeconfig=profile.cluster.kubeconfig,
-        in_cluster=profile.cluster.in_cluster,
-        timeout_s=profile.cluster.request_timeout_s,
-    )
-    try:
-        yield kube
-    finally:
-        kube.close()
 
 
 def deployment_name(app: App, colour: str) -> str:
@@ -100,18 +87,19 @@ def _colour_state(dep: dict[str, Any] | None, app: App, colour: str) -> ColourSt
 
 @task(name="read-app-state", **FRESH, **RETRIES)
 def read_app_state(profile: Profile, app_name: str) -> AppState:
-    """The app's live Service and its colours' Deployments, as read from the cluster now."""
+    """What routes the app's live traffic (its router's snapshot) and its colours' Deployments,
+    as read from the cluster now."""
     app = profile.app(app_name)
     ns = profile.namespace
     with cluster(profile) as kube:
-        svc = kube.find("services", app.service, ns)
+        live = router_for(profile).read(kube, profile, app)
         deps = {
             c: _colour_state(kube.find("deployments", deployment_name(app, c), ns), app, c)
             for c in profile.release.colours
         }
     return AppState(
         name=app.name,
-        service=snapshot_service(svc) if svc else None,
+        traffic=live,
         deployments={c: s for c, s in deps.items() if s is not None},
     )
 
@@ -270,13 +258,19 @@ def wait_rollout(profile: Profile, app_name: str, colour: str, poll_s: float = 0
 
 @task(name="point-preview", **FRESH, **RETRIES)
 def point_preview(profile: Profile, app_name: str, colour: str) -> str:
-    """Point the app's preview Service at ``colour`` (creating it from the live one if missing)."""
+    """Point the app's preview Service at ``colour`` (creating it from the live one if missing:
+    with an HTTPRoute, from the colour's own Service, the route's backend)."""
     app = profile.app(app_name)
     ns, label = profile.namespace, profile.release.colour_label
     with cluster(profile) as kube:
         svc = kube.find("services", app.preview, ns)
         if svc is None:
-            live = kube.get("services", app.service, ns)
+            model = (
+                colour_service(app.service, colour)
+                if profile.traffic.router == "gateway-httproute"
+                else app.service
+            )
+            live = kube.get("services", model, ns)
             body = _strip(live)
             body["metadata"] = {
                 "name": app.preview,
@@ -322,41 +316,21 @@ def colour_endpoints(kube: Kube, profile: Profile, app: App, colour: str) -> End
     return EndpointReadiness(ready=ready, not_ready=len(pods) - ready, expected=expected)
 
 
-def effective_switch_mode(profile: Profile, svc: dict[str, Any]) -> SwitchMode:
-    """The profile's ``release.switch_mode``; ``auto`` is overlap behind GKE's container-native load
-    balancing (the Service is annotated ``cloud.google.com/neg``), where endpoints are detached
-    before new ones are attached, and direct elsewhere."""
-    mode = profile.release.switch_mode
-    if mode != "auto":
-        return mode
-    return "overlap" if NEG_ANNOTATION in (svc["metadata"].get("annotations") or {}) else "direct"
-
-
-def live_endpoint_colours(kube: Kube, profile: Profile, app: App) -> dict[str, int]:
-    """The ready addresses of the app's live Service's Endpoints, counted by their pod's colour
-    (read from the pod's name: a colour's pods are named after its Deployment, ``<app>-<colour>-...``,
-    so no pod list is needed; ``""`` for a pod of no colour's Deployment)."""
-    eps = kube.find("endpoints", app.service, profile.namespace) or {}
-    prefixes = {f"{deployment_name(app, c)}-": c for c in profile.release.colours}
-    counts: dict[str, int] = {}
-    seen: set[str] = set()
-    for subset in eps.get("subsets") or []:
-        for address in subset.get("addresses") or []:
-            ref = str((address.get("targetRef") or {}).get("name") or address.get("ip") or "")
-            if ref in seen:
-                continue
-            seen.add(ref)
-            colour = next((c for prefix, c in prefixes.items() if ref.startswith(prefix)), "")
-            counts[colour] = counts.get(colour, 0) + 1
-    return counts
+def live_snapshot(kube: Kube, profile: Profile, app: App) -> TrafficSnapshot:
+    """The router's snapshot of what routes ``app``'s live traffic (NotFound when it is missing)."""
+    snap = router_for(profile).read(kube, profile, app)
+    if snap is None:
+        raise NotFound(f"{app.name}: no live Service {profile.namespace}/{app.service}")
+    return snap
 
 
 def await_arrival(
     kube: Kube, profile: Profile, app: App, colour: str, phase: ArrivalPhase, since: datetime
 ) -> str:
-    """Wait until the live Service's traffic has moved to ``colour`` (see core.traffic.decide_arrival):
-    its Endpoints show the colour, then requests arrive on it in Monitoring or the propagation
-    allowance passes. Returns the reason; GateFailed when the Endpoints never settle."""
+    """Wait until the app's live traffic has moved to ``colour`` (see core.traffic.decide_arrival):
+    the router's data plane shows the colour (the live Service's Endpoints; an HTTPRoute
+    programmed with its Services' endpoints), then requests arrive on it in Monitoring or the
+    propagation allowance passes. Returns the reason; GateFailed when it never settles."""
     log = logger()
     rel = profile.release
     expected = _replicas(kube, profile, app, colour)
@@ -364,8 +338,10 @@ def await_arrival(
     observe_from = since + timedelta(seconds=OBSERVE_AFTER_S)
     settled_at: float | None = None
     monitoring = True
+    router = router_for(profile)
     while True:
-        by_colour = live_endpoint_colours(kube, profile, app)
+        seen = router.observe(kube, profile, app)
+        by_colour = seen.by_colour
         settled_for = None if settled_at is None else time.monotonic() - settled_at
         observed = None
         now = datetime.now(UTC)
@@ -376,7 +352,7 @@ def await_arrival(
                 monitoring = False
                 log.warning("%s: cannot watch traffic arrive on %s: %s", app.name, colour, e)
         arrival = decide_arrival(
-            phase, app.service, colour, expected, by_colour, settled_for, rel.propagation_s, observed
+            phase, seen.where, colour, expected, by_colour, settled_for, rel.propagation_s, observed
         )
         if arrival.done:
             return arrival.reason
@@ -403,60 +379,76 @@ def switch_service(
     expected_rv: str | None = None,
     confirm: bool = True,
     overlap_awaited: bool = False,
+    weight: int | None = None,
+    after: Overlap | None = None,
 ) -> SwitchStep:
-    """Point the app's live Service at ``colour``; with ``confirm``, wait until its traffic has moved.
+    """Point the app's live traffic at ``colour`` through the profile's router (the live Service's
+    selector, an HTTPRoute's weights); with ``confirm``, wait until its traffic has moved.
 
     Only when every pod of the colour is ready (waits up to ``wait_s``); ``noop`` when already
     there. Each patch is guarded by the resourceVersion read. In overlap mode (see
-    ``effective_switch_mode``) the selector is first widened to both colours, and narrowed to
+    the router's ``mode``) the selector is first widened to both colours, and narrowed to
     ``colour`` once the new colour serves. With ``confirm`` (a switch by hand) the whole move is
     done here and the step returned once the live Endpoints hold the colour and requests arrive
     on it or the propagation allowance has passed (``await_arrival``); its reason says which.
     Without it (a release, moving many apps at once) only the next patch is made: ``switch``,
     ``widen``, or ``narrow`` once the caller has waited for the overlap (``overlap_awaited``; else
     a ``widen`` step without a patch says the overlap is under way), and the caller waits for
-    the arrivals (``await_traffic``).
+    the arrivals (``await_traffic``). ``weight``: a progressive step (HTTPRoute), the new
+    colour's share; ``widen`` to it (the caller waits for its arrival and judges it).
     A Conflict (someone else changed the Service since it was read) is not retried: the release stops.
-    ``expected_rv``: the resourceVersion the release planned with; a Service changed since (a
-    rollback, a person) is a Conflict too, so a release never overrides what happened meanwhile.
+    ``expected_rv``: the snapshot's ``guard`` the release planned with (a Service's
+    resourceVersion; a route's generation and record); one changed since (a rollback, a person)
+    is a Conflict too, so a release never overrides what happened meanwhile. ``after``: for a
+    release's later moves, the record its previous move wrote; the object must still be where
+    that move left it (``core.switch.follows``), else Conflict, however far it was moved.
     """
     app = profile.app(app_name)
     ns = profile.namespace
     deadline = time.monotonic() + wait_s
     widened = ""
+    router = router_for(profile)
     with cluster(profile) as kube:
         while True:
-            svc = kube.get("services", app.service, ns)
-            if expected_rv is not None and svc["metadata"]["resourceVersion"] != expected_rv:
-                landed = _own_switch(svc, profile, colour, release_id)
+            snap = live_snapshot(kube, profile, app)
+            what = f"live {snap.kind} {snap.name}"
+            if expected_rv is not None and snap.guard != expected_rv:
+                landed = _own_switch(snap, colour, release_id)
                 if landed is None:
                     raise Conflict(
-                        f"{app.name}: live Service {app.service} changed since the release planned "
-                        f"(resourceVersion {expected_rv} -> {svc['metadata']['resourceVersion']}; a rollback or a person): not switching"
+                        f"{app.name}: {what} changed since the release planned "
+                        f"({expected_rv} -> {snap.guard}; a rollback or a person): not switching"
                     )
                 if landed.action == "noop":
                     return landed
-            eps = kube.find("endpoints", app.preview, ns)
-            readiness = (
-                endpoint_readiness(eps, _replicas(kube, profile, app, colour))
-                if eps
-                else colour_endpoints(kube, profile, app, colour)
-            )
+            if after is not None and not follows(snap, after):
+                this_step = Overlap(after.from_colour, colour, release_id, weight) if weight else None
+                if this_step is not None and follows(snap, this_step):  # this very step landed earlier
+                    return SwitchStep("widen", f"already at {weight}% to {colour}", snap.name, None, colour)
+                if snap.selected == colour and snap.release_id == release_id:  # so did this narrow
+                    return SwitchStep(
+                        "noop", f"already on {colour} for {release_id}", snap.name, colour, colour
+                    )
+                raise Conflict(
+                    f"{app.name}: {what} is no longer where this release's last move left it "
+                    f"({after.text()}; now {_where(snap)}): someone moved traffic meanwhile; not moving it again"
+                )
+            readiness = router.readiness(kube, profile, app, colour, _replicas(kube, profile, app, colour))
+            if readiness is None:
+                eps = kube.find("endpoints", app.preview, ns)
+                readiness = (
+                    endpoint_readiness(eps, _replicas(kube, profile, app, colour))
+                    if eps
+                    else colour_endpoints(kube, profile, app, colour)
+                )
             step = decide_switch(
-                snapshot_service(svc),
-                colour,
-                profile.release.colour_label,
-                readiness,
-                release_id,
-                digests,
-                effective_switch_mode(profile, svc),
+                snap, colour, readiness, release_id, digests, router.mode(profile, snap), weight
             )
             if step.action == "wait" and time.monotonic() < deadline:
                 time.sleep(0.3)
                 continue
-            if step.action not in ("switch", "widen", "narrow"):
+            if step.action not in ("switch", "widen", "narrow") or step.patch is None:
                 return step
-            assert step.patch is not None
             if step.action == "narrow" and not widened and not overlap_awaited:
                 # an overlap under way (begun by an earlier attempt or call): the new colour must
                 # serve before the old one is taken out
@@ -469,18 +461,18 @@ def switch_service(
                 step.patch["metadata"]["annotations"][SWITCHED_AT] = datetime.now(UTC).isoformat()
             try:
                 moved_at = datetime.now(UTC)
-                patched = kube.patch("services", app.service, step.patch, ns)
+                router.write(kube, profile, app, step.patch)
             except Conflict as e:
                 raise Conflict(
-                    f"{app.name}: live Service {app.service} changed since it was read (a rollback or a person): "
-                    f"not switching ({e})"
+                    f"{app.name}: {what} changed since it was read (a rollback or a person): not switching ({e})"
                 ) from e
             if not confirm:
                 return replace(step, patch=None, at=moved_at.timestamp())
             if step.action == "widen":
                 widened = f"{step.reason}; {await_arrival(kube, profile, app, colour, 'overlap', moved_at)}; "
                 logger().info("%s: %s", app.name, widened)
-                expected_rv = patched["metadata"]["resourceVersion"]
+                expected_rv = None
+                after = Overlap(step.from_colour or "", colour, release_id)
                 continue
             arrived = await_arrival(kube, profile, app, colour, "moved", moved_at)
             return replace(step, reason=f"{widened}{step.reason}; {arrived}", at=moved_at.timestamp())
@@ -495,19 +487,24 @@ def await_traffic(profile: Profile, app_name: str, colour: str, phase: ArrivalPh
         return await_arrival(kube, profile, profile.app(app_name), colour, phase, moved_at)
 
 
-def _own_switch(svc: dict[str, Any], profile: Profile, colour: str, release_id: str) -> SwitchStep | None:
-    """A step when the Service's change since the planned resourceVersion is this very release's
-    own: an earlier attempt's patch landed although its answer was lost (a timeout, a dropped
-    connection). ``noop`` when it already selects ``colour`` for the release; ``widen`` (to be
-    continued by narrowing) when it is mid-overlap towards ``colour`` for it; None otherwise."""
-    snap = snapshot_service(svc)
-    label = profile.release.colour_label
+def _where(snap: TrafficSnapshot) -> str:
+    weights = snap.weights
+    shares = ", ".join(f"{c} {w}" for c, w in sorted(weights.items())) if weights else f"on {snap.colour()}"
+    return shares + (f", record {snap.overlap.text()}" if snap.overlap else ", no overlap recorded")
+
+
+def _own_switch(snap: TrafficSnapshot, colour: str, release_id: str) -> SwitchStep | None:
+    """A step when the change since the planned resourceVersion is this very release's own: an
+    earlier attempt's patch landed although its answer was lost (a timeout, a dropped
+    connection). ``noop`` when all traffic already goes to ``colour`` for the release; ``widen``
+    (to be continued: narrowing, or the next progressive step) when it is mid-overlap towards
+    ``colour`` for it; None otherwise."""
     overlap = snap.overlap
-    if snap.selector.get(label) is None and overlap is not None:
+    if snap.selected is None and overlap is not None:
         if overlap.to_colour == colour and overlap.release_id == release_id:
             return SwitchStep("widen", f"resuming the overlap switch to {colour}", snap.name, None, colour)
         return None
-    if snap.selector.get(label) != colour or snap.release_id != release_id:
+    if snap.selected != colour or snap.release_id != release_id:
         return None
     return SwitchStep(
         "noop",
@@ -521,6 +518,24 @@ def _own_switch(svc: dict[str, Any], profile: Profile, colour: str, release_id: 
 def _replicas(kube: Kube, profile: Profile, app: App, colour: str) -> int:
     dep = kube.find("deployments", deployment_name(app, colour), profile.namespace)
     return int((dep or {}).get("spec", {}).get("replicas", 0) or 0)
+
+
+@task(name="colour-releases", **FRESH, **RETRIES)
+def colour_releases(profile: Profile, apps: list[str], colour: str) -> dict[str, tuple[str, str]]:
+    """app -> (the release ``colour`` runs, its digest), read from the colour's Deployment (a
+    colour deployed by hand has no release: ``manual-<colour>``). InputInvalid for an app without one."""
+    out: dict[str, tuple[str, str]] = {}
+    with cluster(profile) as kube:
+        for name in apps:
+            a = profile.app(name)
+            dep = kube.find("deployments", deployment_name(a, colour), profile.namespace)
+            if dep is None:
+                raise InputInvalid(
+                    f"{a.name}: no Deployment {deployment_name(a, colour)} in {profile.namespace} to switch to"
+                )
+            rid = (dep["metadata"].get("annotations") or {}).get(RELEASE_OF) or f"manual-{colour}"
+            out[a.name] = (rid, container_digest(dep, a.container) or "")
+    return out
 
 
 @task(name="scale-colour", **FRESH, **RETRIES)
@@ -543,33 +558,37 @@ def scale_colour(profile: Profile, app_name: str, colour: str, replicas: int) ->
 
 @task(name="rollback-app", **FRESH, **RETRIES)
 def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | None = None) -> RollbackStep:
-    """Return the app's live Service to its recorded previous colour, scaling it up and waiting
-    for readiness first when it was scaled down, then wait until traffic has arrived there.
+    """Return the app's live traffic to its recorded previous colour (through the profile's
+    router), scaling it up and waiting for readiness first when it was scaled down, then wait
+    until traffic has arrived there.
 
     Refused when the previous colour no longer runs the previous release's digest (a release
     deployed onto it). Every step re-reads the cluster, so a retry after a transient error (the
     task retries those) resumes where the last attempt stopped. Returns the final step (switch,
     noop or refuse); ``at`` is when the patch that restored traffic was sent."""
     app = profile.app(app_name)
-    ns, label = profile.namespace, profile.release.colour_label
+    ns = profile.namespace
     deadline = time.monotonic() + (wait_s if wait_s is not None else profile.release.progress_deadline_s)
     log = logger()
+    router = router_for(profile)
     with cluster(profile) as kube:
         while True:
-            raw = kube.get("services", app.service, ns)
-            live = snapshot_service(raw)
+            live = live_snapshot(kube, profile, app)
             prev = live.previous_colour
             dep = kube.find("deployments", deployment_name(app, prev), ns) if prev else None
             replicas = int((dep or {}).get("spec", {}).get("replicas", 0) or 0)
-            readiness = colour_endpoints(kube, profile, app, prev) if prev else EndpointReadiness(0, 0, 0)
+            readiness = (
+                (router.readiness(kube, profile, app, prev, max(app.replicas, 1))
+                 or colour_endpoints(kube, profile, app, prev)) if prev else EndpointReadiness(0, 0, 0)
+            )  # fmt: skip
             want = max(app.replicas, 1)
             digest = container_digest(dep, app.container) if dep else None
             step = decide_rollback(
-                live, label, readiness, replicas, want, app.name, digest, effective_switch_mode(profile, raw)
+                live, readiness, replicas, want, app.name, digest, router.mode(profile, live)
             )
             if step.action == "scale-up-previous":
                 log.info("%s", step.reason)
-                current = live.colour(label)
+                current = live.colour()
                 if current and prev:  # its HPA/PDB went when it was scaled down: clone the live colour's back
                     _clone_companions(kube, profile, app, current, prev)
                 kube.scale(deployment_name(app, prev or ""), ns, step.scale_to or want)
@@ -590,9 +609,9 @@ def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | N
                 annotations[ANNOTATION_PREFIX + "rollback-reason"] = reason[:500]
             moved_at = datetime.now(UTC)
             try:
-                kube.patch("services", app.service, step.patch, ns)
+                router.write(kube, profile, app, step.patch)
             except Conflict:
-                log.warning("%s: live Service changed during the rollback; re-reading", app.name)
+                log.warning("%s: live %s changed during the rollback; re-reading", app.name, live.kind)
                 continue
             if step.action == "widen":  # behind a NEG: both colours serve before the bad one leaves
                 overlap = await_arrival(kube, profile, app, step.to_colour, "overlap", moved_at)
@@ -604,13 +623,14 @@ def rollback_app(profile: Profile, app_name: str, reason: str, wait_s: float | N
 
 @task(name="read-live", **FRESH, **RETRIES)
 def read_live(profile: Profile) -> dict[str, dict[str, Any]]:
-    """Per app: the live Service's selector colour, annotations, and each colour's replicas and digests."""
+    """Per app: the live colour (from the router: the Service's selector, the HTTPRoute's
+    weights), the record, and each colour's replicas and digests."""
     out: dict[str, dict[str, Any]] = {}
-    ns, label = profile.namespace, profile.release.colour_label
+    ns = profile.namespace
+    router = router_for(profile)
     with cluster(profile) as kube:
         for app in profile.apps:
-            svc = kube.find("services", app.service, ns)
-            snap = snapshot_service(svc) if svc else None
+            snap = router.read(kube, profile, app)
             colours = {}
             for c in profile.release.colours:
                 state = _colour_state(kube.find("deployments", deployment_name(app, c), ns), app, c)
@@ -620,14 +640,14 @@ def read_live(profile: Profile) -> dict[str, dict[str, Any]]:
                 "name": app.name,
                 "image_repository": app.image_repository,
                 "service": app.service,
-                "live_colour": snap.colour(label) if snap else None,
+                "live_colour": snap.colour() if snap else None,
                 "previous_colour": snap.previous_colour if snap else None,
                 "release_id": snap.release_id if snap else None,
                 "digests": snap.digests if snap else {},
                 "switched_at": (snap.annotations.get(SWITCHED_AT) if snap else None),
                 "rolled_back_release": snap.rolled_back_release if snap else None,
-                # mid-switch, the Service selects both colours: neither may be scaled down
-                "overlap": bool(snap and snap.overlap and not snap.selector.get(label)),
+                # mid-switch, both colours serve: neither may be scaled down
+                "overlap": bool(snap and snap.overlap and not snap.selected),
                 "colours": colours,
             }
     return out
@@ -680,11 +700,12 @@ def shutdown_safety(profile: Profile) -> list[str]:
     each naming the field to add; read from the live colour's Deployment (or the bootstrap manifests
     for an app with none yet)."""
     out: list[str] = []
-    ns, label = profile.namespace, profile.release.colour_label
+    ns = profile.namespace
+    router = router_for(profile)
     with cluster(profile) as kube:
         for app in profile.apps:
-            svc = kube.find("services", app.service, ns)
-            colour = snapshot_service(svc).colour(label) if svc else None
+            snap = router.read(kube, profile, app)
+            colour = snap.colour() if snap else None
             dep = kube.find("deployments", deployment_name(app, colour), ns) if colour else None
             if dep is None:
                 docs = render_bootstrap(
@@ -780,12 +801,14 @@ def _job_logs(kube: Kube, name: str, ns: str, tail: int = 20) -> str:
 # (besides every secret of a known shape): the Slack bot token, the GitHub webhook secret
 # (greenlight.webhook.app), Slack's signing secret and the receiver's approval key
 # (greenlight.webhook.slack), the registry
-# password; and the scratch database URL's password (greenlight.tasks.database).
+# password, image cleanup's GitHub Packages token (greenlight.tasks.cleanup); and the scratch
+# database URL's password (greenlight.tasks.database).
 SECRET_ENVS = (
     SLACK_TOKEN_ENV,
     "GREENLIGHT_GITHUB_WEBHOOK_SECRET",
     "GREENLIGHT_SLACK_SIGNING_SECRET",
     REGISTRY_PASSWORD_ENV,
+    "GREENLIGHT_GITHUB_PACKAGES_TOKEN",
 )
 SECRET_URL_ENVS = ("GREENLIGHT_SCRATCH_DATABASE_URL",)
 

@@ -28,7 +28,7 @@ from greenlight.clients.monitoring import (
 from greenlight.core.gate import GateConfig, Sample
 from greenlight.core.stats import Histogram, histogram_from_buckets, pooled
 from greenlight.settings import Profile
-from greenlight.tasks.policy import FRESH, logger, retry_transient
+from greenlight.tasks.policy import FRESH, logger, retry_transient_within
 
 PERCENTILES = (50, 95, 99)
 ERROR_CODES = "5.."
@@ -88,10 +88,14 @@ def _total(groups: list[SeriesSum]) -> float | None:
     return sum(values) if values else None
 
 
-# a gate interval cannot wait long for Monitoring: two quick retries, then the interval is
-# inconclusive (fail closed) and the gate moves on
+# a gate interval cannot wait long for Monitoring: two quick retries (none when Monitoring asks
+# for more than 2 s), then the interval is inconclusive (fail closed) and the gate moves on
 @task(
-    name="sample-colour", **FRESH, retries=2, retry_delay_seconds=[0.5, 1], retry_condition_fn=retry_transient
+    name="sample-colour",
+    **FRESH,
+    retries=2,
+    retry_delay_seconds=[0.5, 1],
+    retry_condition_fn=retry_transient_within(2.0),
 )
 def sample_colour(profile: Profile, app: str, colour: str, start: datetime, end: datetime) -> Sample:
     """Requests, 5xx errors and the latency histogram of ``app``'s ``colour`` over ``[start, end)``.

@@ -29,9 +29,12 @@ from prefect import task
 
 from greenlight.clients.kube import Kube
 from greenlight.core.gate import SmokeResult
-from greenlight.errors import GreenlightError, NotFound, TransientError
+from greenlight.core.httproute import colour_service
+from greenlight.errors import GreenlightError, InputInvalid, NotFound, TransientError
 from greenlight.settings import Profile
+from greenlight.tasks.cluster import cluster, connect
 from greenlight.tasks.policy import FRESH, RETRIES, logger
+from greenlight.tasks.routers import router_for
 
 Target = Literal["live", "preview"]
 ERROR_BODY_MAX = 200
@@ -40,20 +43,31 @@ MAX_WORKERS = 32
 SENT_KEPT = 100_000  # answer times kept per SyntheticTraffic (hours at gate rates)
 
 
-def connect(profile: Profile) -> Kube:
-    """A Kube client for the profile's cluster."""
-    c = profile.cluster
-    return Kube.connect(context=c.context, kubeconfig=c.kubeconfig, in_cluster=c.in_cluster)
-
-
-def service_for(profile: Profile, app: str, target: Literal["live", "preview"]) -> str:
-    """The name of ``app``'s live Service or preview Service."""
+def service_for(
+    profile: Profile, app: str, target: Literal["live", "preview"], colour: str | None = None
+) -> str:
+    """The name of ``app``'s live Service or preview Service; with an HTTPRoute router and a
+    ``colour``, ``live`` is that colour's own Service (the route's backend; the gateway's address
+    is outside the cluster's API)."""
     a = profile.app(app)
     if target == "live":
+        if colour and profile.traffic.router == "gateway-httproute":
+            return colour_service(a.service, colour)
         return a.service
     if target == "preview":
         return a.preview
-    raise ValueError(f"target must be 'live' or 'preview', not {target!r}")
+    raise InputInvalid(f"target must be 'live' or 'preview', not {target!r}")
+
+
+def _live_colour(profile: Profile, app: str) -> str | None:
+    """The colour ``app``'s router sends its live traffic to now (during an overlap, the one it
+    moves from)."""
+    kube = connect(profile)
+    try:
+        snap = router_for(profile).read(kube, profile, profile.app(app))
+    finally:
+        kube.close()
+    return snap.colour() if snap else None
 
 
 @dataclass(frozen=True)
@@ -69,10 +83,12 @@ class Answer:
 class Prober:
     """GETs of one Service's paths, through the API server or cluster DNS (one open client)."""
 
-    def __init__(self, profile: Profile, app: str, target: Target) -> None:
+    def __init__(self, profile: Profile, app: str, target: Target, colour: str | None = None) -> None:
         self.profile = profile
         self.namespace = profile.namespace
-        self.service = service_for(profile, app, target)
+        if target == "live" and colour is None and profile.traffic.router == "gateway-httproute":
+            colour = _live_colour(profile, app)
+        self.service = service_for(profile, app, target, colour)
         self.via = profile.gate.probe_via
         self._kube: Kube | None = None
         self._http: httpx.Client | None = None
@@ -80,11 +96,8 @@ class Prober:
         if self.via == "apiserver":
             self._kube = connect(profile)
         else:
-            kube = connect(profile)
-            try:
+            with cluster(profile) as kube:
                 port = service_port(kube, self.namespace, self.service)
-            finally:
-                kube.close()
             self._base_url = f"http://{self.service}.{self.namespace}.svc.cluster.local:{port}"
             limits = httpx.Limits(max_connections=MAX_WORKERS)
             self._http = httpx.Client(base_url=self._base_url, limits=limits)
@@ -179,12 +192,15 @@ class SyntheticTraffic:
     without an answer or answered 5xx. An rps of 0 does nothing.
     """
 
-    def __init__(self, profile: Profile, app: str, target: str = "preview") -> None:
+    def __init__(
+        self, profile: Profile, app: str, target: str = "preview", colour: str | None = None
+    ) -> None:
         if target not in ("live", "preview"):
-            raise ValueError(f"target must be 'live' or 'preview', not {target!r}")
+            raise InputInvalid(f"target must be 'live' or 'preview', not {target!r}")
         self.profile = profile
         self.app = app
         self.target: Target = "live" if target == "live" else "preview"
+        self.colour = colour  # the live colour meant (an HTTPRoute's backend Service is per colour)
         self.rps = float(profile.gate.synthetic_rps)
         self.timeout_s = profile.gate.smoke[0].timeout_s if profile.gate.smoke else DEFAULT_TIMEOUT_S
         self.sent = 0
@@ -212,11 +228,11 @@ class SyntheticTraffic:
         """Start sending in the background (nothing at 0 rps or when already started)."""
         if self.rps <= 0 or self._ticker is not None:
             return
-        first = Prober(self.profile, self.app, self.target)
+        first = Prober(self.profile, self.app, self.target, self.colour)
         workers = max(1, min(math.ceil(self.rps * self.timeout_s), MAX_WORKERS))
         # enough clients that no connection pool is asked for more than it keeps
         self._probers = [first] + [
-            Prober(self.profile, self.app, self.target)
+            Prober(self.profile, self.app, self.target, self.colour)
             for _ in range(math.ceil(workers / first.concurrency) - 1)
         ]
         self._slots = threading.Semaphore(workers)

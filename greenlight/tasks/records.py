@@ -1,9 +1,28 @@
 """The release record a person can read: ConfigMap ``greenlight-releases`` in each environment's namespace.
 
-Each key is a release id; each value a JSON document: environment, release id, commit, author,
-digests (app -> digest), outcome, bake, time, and a signature (HMAC-SHA256 over the rest, with the
-key in Prefect Secret block ``greenlight-release-record-key``): anyone who can write ConfigMaps in
-the namespace can add an entry, so promotion trusts only entries that verify. Production's promotion reads staging's record to
+Each key is a release id (or the record's own key, below); each value a JSON document:
+environment, release id, commit, author, digests (app -> digest), outcome, bake, time (``at``),
+and a signature (HMAC-SHA256 over the rest, with the key in Prefect Secret block
+``greenlight-release-record-key``): anyone who can write ConfigMaps in the namespace can add an
+entry, so promotion trusts only entries that verify.
+
+Outcomes (the DORA figures of :mod:`greenlight.core.dora` read them; records written before
+these fields existed simply lack them):
+
+- ``released``: a release that switched and baked; ``switched_at`` (when the last app's
+  selector moved), ``commit_at`` (when the commit was made) and ``commit_at_from`` (where that
+  time came from: ``receiver`` when the GitHub receiver's commit proof verified, ``typed`` when it
+  did not, ``<origin>, record <staging release id>`` when taken from staging's record; ``request``
+  and ``record <id>`` in records written before commit proofs). Keyed by release id.
+- ``rolled-back``: a release rolled back after a breach in its bake; ``switched_at``,
+  ``decided_at`` (when the breach was decided), ``restored_at`` (when the last selector went
+  back), ``reason``. Keyed ``<release id>.rolled-back-<epoch s>``, so a later ``released`` record
+  of the same digests never erases it.
+- ``rollback``: a manual rollback (the ``rollback`` flow); ``undid`` (the release ids the live
+  Services recorded, taken out of service), ``restored_at``, ``reason``, ``actor``; its
+  ``release_id`` is its own key ``<env>-rollback-<epoch s>``.
+
+Only ``released`` records count as passes (:func:`passed_records`, :func:`author_of`). Production's promotion reads staging's record to
 accept only digests that passed there, and to learn the author who may not approve their own
 release. See it with ``kubectl -n sma-staging get configmap greenlight-releases -o yaml``.
 """
@@ -17,10 +36,11 @@ from typing import Any
 from prefect import task
 from prefect.blocks.system import Secret
 
+from greenlight.core.commit_proof import origin, vouched
 from greenlight.core.release import RECORD_SIGNATURE, PassedRecord, sign_record, verify_record
 from greenlight.errors import Forbidden
 from greenlight.settings import Profile
-from greenlight.tasks.kube import cluster
+from greenlight.tasks.cluster import cluster
 from greenlight.tasks.policy import FRESH, RETRIES
 
 RECORD = "greenlight-releases"
@@ -92,6 +112,28 @@ def _unwatched(record: dict[str, Any]) -> str | None:
     return f"its bake judged {bake.get('judged', 0)} of {bake.get('windows', 0)} window(s){first}"
 
 
+def staged_commit_time(
+    records: list[dict[str, Any]], digests: dict[str, str], key: bytes
+) -> tuple[str, str] | None:
+    """(commit time, where it came from) of the newest trusted (signed) ``released`` record that
+    carried exactly these digests and knows its commit time, preferring one whose time the GitHub
+    receiver vouched for; None when none does. Where it came from is ``<origin>, record <release
+    id>``, ``<origin>`` being that record's own (``receiver``, ``typed``, or ``request`` for records
+    written before commit proofs): see :mod:`greenlight.core.commit_proof`."""
+    known = [
+        r
+        for r in reversed(records)
+        if r.get("digests") == digests
+        and r.get("outcome") == "released"
+        and isinstance(r.get("commit_at"), str)
+        and verify_record(r, key) is None
+    ]
+    best = next((r for r in known if vouched(r.get("commit_at_from"))), known[0] if known else None)
+    if best is None:
+        return None
+    return str(best["commit_at"]), f"{origin(best.get('commit_at_from'))}, record {best.get('release_id')}"
+
+
 def author_of(records: list[dict[str, Any]], digests: dict[str, str], key: bytes) -> str | None:
     """The author recorded with the newest trusted (signed) release that carried exactly these digests."""
     for r in reversed(records):
@@ -101,11 +143,12 @@ def author_of(records: list[dict[str, Any]], digests: dict[str, str], key: bytes
 
 
 @task(name="record-release", retries=5, retry_delay_seconds=0.2, **FRESH)
-def record_release(profile: Profile, entry: dict[str, Any]) -> str:
-    """Add or replace one release's entry (optimistic concurrency: retried on Conflict); prune old ones."""
+def record_release(profile: Profile, entry: dict[str, Any], key: str | None = None) -> str:
+    """Add or replace one entry, under ``key`` (default: its release id), signed; optimistic
+    concurrency (retried on Conflict); prune old ones."""
     entry = {**entry, "environment": profile.name, "at": entry.get("at") or datetime.now(UTC).isoformat()}
     entry[RECORD_SIGNATURE] = sign_record(entry, record_key())
-    key = str(entry["release_id"])
+    key = key or str(entry["release_id"])
     with cluster(profile) as kube:
         cm = kube.find("configmaps", RECORD, profile.namespace)
         if cm is None:

@@ -4,9 +4,14 @@ Prefect OSS has no webhooks of its own, so GitHub posts here and this app emits 
 ``github.workflow_run.completed`` (resource ``github.repo.OWNER/NAME`` labelled
 ``github.branch`` and ``greenlight.environment``; payload ``sha``, ``branch``, ``actor``,
 ``delivery``, ``environment``, ``repository``, ``workflow``, ``run_url``, ``run_id``,
-``run_attempt``) that a deployment's trigger turns into a flow run. A trigger picks its
-environment by matching the resource label ``greenlight.environment`` (triggers cannot match on
-the payload).
+``run_attempt``, ``commit_at``: the head commit's time from the signed body, or null, and
+``commit_proof``: the receiver's signature over what it verified, see
+:mod:`greenlight.core.commit_proof`) that a deployment's trigger turns into a flow run. The proof
+is made with the receiver's approval signing key (``$GREENLIGHT_APPROVAL_SIGNING_KEY`` or the file
+named by ``$GREENLIGHT_APPROVAL_SIGNING_KEY_FILE``); without a key, or without a commit time, the
+payload has no ``commit_proof`` (logged: the lead time will not count that run) and the delivery
+is emitted all the same. A trigger picks its environment by matching the
+resource label ``greenlight.environment`` (triggers cannot match on the payload).
 
 **Replays.** Only the body is signed, not the ``X-GitHub-Delivery`` header, so a release is
 identified by the run the signed body names (repository, ``workflow_run.id``,
@@ -64,6 +69,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route as HttpRoute
 
+from greenlight.core.approval import public_key_of
+from greenlight.core.commit_proof import vouch
 from greenlight.errors import GreenlightError, TransientError
 from greenlight.settings import available_environments, load_profile
 from greenlight.webhook.dedupe import DeliveryStore
@@ -255,12 +262,18 @@ class Receiver:
     """Handles deliveries: size, signature, parsing, decision, dedupe, emission, in that order."""
 
     def __init__(
-        self, routes: tuple[Route, ...], store: DeliveryStore, secret: SecretSource, emitter: Emitter
+        self,
+        routes: tuple[Route, ...],
+        store: DeliveryStore,
+        secret: SecretSource,
+        emitter: Emitter,
+        signing_key: SecretSource | None = None,
     ):
         self.routes = routes
         self.store = store
         self.secret = secret
         self.emitter = emitter
+        self.signing_key = signing_key
         self._locks: dict[str, _Named] = {}
 
     async def github(self, request: Request) -> JSONResponse:
@@ -324,6 +337,7 @@ class Receiver:
             )
             if duplicate:
                 return _Outcome(200, {"duplicate": True}, "duplicate", duplicate)
+            vouched = await self._vouch(payload, decision.environment, run.key)
             try:
                 await self.emitter.emit(EVENT_NAME, event_resource(payload), payload, run.event_id)
             except GreenlightError as e:
@@ -332,7 +346,53 @@ class Receiver:
                 self.store.record, run.key, delivery, decision.environment, payload.get("sha")
             )
         body = {"emitted": True, "environment": decision.environment, "sha": payload.get("sha")}
-        return _Outcome(202, body, "emitted", f"{decision.reason}; run {run.key}")
+        return _Outcome(202, body, "emitted", f"{decision.reason}; run {run.key}; {vouched}")
+
+    async def _vouch(self, payload: dict[str, Any], environment: str | None, run: str) -> str:
+        """Add ``commit_proof`` (the receiver's signature over the repository, sha, commit time and
+        run id it verified) to ``payload``; say what was done. Never refuses the delivery."""
+        commit_at = payload.get("commit_at")
+        if not commit_at:
+            return "no commit time to vouch for"
+        raw = await self.signing_key.get() if self.signing_key is not None else None
+        origin = self.signing_key.origin() if self.signing_key is not None else "NOT CONFIGURED"
+        if raw is None:
+            log.warning(
+                "run %s: no approval signing key (%s): its commit time goes unvouched, so the lead "
+                "time will not count this release",
+                run,
+                origin,
+            )
+            return "commit time not vouched for (no signing key)"
+        try:
+            private = raw.decode()
+            proof = vouch(
+                private,
+                str(payload["repository"]),
+                str(payload["sha"]),
+                str(commit_at),
+                int(payload["run_id"]),
+            )
+            public = public_key_of(private)
+        except (ValueError, UnicodeDecodeError):
+            log.warning(
+                "run %s: the approval signing key (%s) is not an Ed25519 key: its commit time goes "
+                "unvouched, so the lead time will not count this release",
+                run,
+                origin,
+            )
+            return "commit time not vouched for (signing key unusable)"
+        keys = next((r.receiver_keys for r in self.routes if r.environment == environment), ())
+        if public not in keys:
+            log.warning(
+                "run %s: this receiver's key (%s) is not among %s's github.receiver_keys: the flow will "
+                "not accept its commit proof",
+                run,
+                public,
+                environment,
+            )
+        payload["commit_proof"] = proof
+        return "commit time vouched for"
 
     @asynccontextmanager
     async def _holding(self, key: str) -> AsyncIterator[None]:
@@ -372,16 +432,18 @@ def create_app(
     from greenlight.webhook.slack import SlackInteractions, signing_key_source, signing_secret_source
 
     store = store or DeliveryStore()
+    signing_key = signing_key or signing_key_source()
     receiver = Receiver(
         routes if routes is not None else load_routes(),
         store,
         secret or SecretSource(),
         emitter or PrefectEmitter(),
+        signing_key,
     )
     slack = SlackInteractions(
         store,
         slack_signing_secret or signing_secret_source(),
-        signing_key or signing_key_source(),
+        signing_key,
         MAX_BODY,
     )
     app = Starlette(

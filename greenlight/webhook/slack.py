@@ -97,7 +97,7 @@ def signing_key_source() -> SecretSource:
 
 
 #: the flows whose paused runs wait for an approval
-APPROVAL_FLOWS = frozenset({"build-promote", "deploy"})
+APPROVAL_FLOWS = frozenset({"build-promote", "deploy", "dns-failover"})
 
 log = logging.getLogger("greenlight.webhook")
 

@@ -23,6 +23,7 @@ import hmac
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from greenlight.errors import InputInvalid
@@ -49,6 +50,7 @@ class Route:
     repository: str
     workflow: str
     branch: str
+    receiver_keys: tuple[str, ...] = ()  # github.receiver_keys: the keys the flow checks commit proofs with
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ def build_routes(githubs: Iterable[tuple[str, Any]]) -> tuple[Route, ...]:
                 f"{github.repository} workflow '{github.workflow}' branch '{github.branch}': "
                 "give each its own branch"
             )
-        routes[key] = Route(environment, github.repository, github.workflow, github.branch)
+        keys = tuple(getattr(github, "receiver_keys", ()) or ())
+        routes[key] = Route(environment, github.repository, github.workflow, github.branch, keys)
     return tuple(routes.values())
 
 
@@ -207,6 +210,7 @@ def decide(event: str, delivery: str, payload: Mapping[str, Any], routes: Iterab
         "run_url": field(payload, "workflow_run.html_url", (str, type(None))),
         "run_id": run.run_id,
         "run_attempt": run.attempt,
+        "commit_at": commit_time(payload),
     }
     return Decision(
         "emit",
@@ -215,6 +219,30 @@ def decide(event: str, delivery: str, payload: Mapping[str, Any], routes: Iterab
         event_payload,
         run,
     )
+
+
+def commit_time(payload: Mapping[str, Any]) -> str | None:
+    """When the released commit was made, from the signed payload: ``workflow_run.head_commit.timestamp``
+    (ISO 8601, as GitHub sends it), returned in UTC (``2026-12-01T18:03:07+00:00``); None when the
+    payload has no head commit (GitHub sends ``null`` for some runs). A timestamp that is not a
+    date-time with its offset is :class:`PayloadInvalid` naming the field."""
+    run = payload.get("workflow_run")
+    head = run.get("head_commit") if isinstance(run, Mapping) else None
+    if head is None:
+        return None
+    if not isinstance(head, Mapping):
+        raise PayloadInvalid("workflow_run.head_commit", f"expected an object, got {_json_type(head)}")
+    path = "workflow_run.head_commit.timestamp"
+    text = field(payload, path, (str, type(None)))
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise PayloadInvalid(path, f"expected an ISO 8601 date-time, got {text[:40]!r}") from None
+    if at.tzinfo is None:
+        raise PayloadInvalid(path, f"expected a date-time with its UTC offset, got {text[:40]!r}")
+    return at.astimezone(UTC).isoformat()
 
 
 def resource_id(repository: str) -> str:

@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "(env GREENLIGHT_LAB_ENDPOINT_DELAY_S, lab.yaml endpoint_delay_s; default 1.5)",
     )
     lab_up.add_argument(
+        "--gateway-program-s",
+        type=float,
+        help="how long the Gateway controller takes to program an HTTPRoute or Gateway change, "
+        "jitter a third of it (env GREENLIGHT_LAB_GATEWAY_PROGRAM_S, lab.yaml gateway_program_s; "
+        "default 2.0)",
+    )
+    lab_up.add_argument(
         "--scrape-interval-s",
         type=float,
         help="Monitoring's scrape interval: one point per series every S seconds "
@@ -102,6 +109,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--startup-s", type=float, default=0.0, help="how long a pod takes to become ready (default 0)"
     )
     push.add_argument("--crash", action="store_true", help="pods of this image crash at start (never ready)")
+    signing = push.add_mutually_exclusive_group()
+    signing.add_argument(
+        "--unsigned", action="store_true", help="do not sign it (drops an earlier signature of the digest)"
+    )
+    signing.add_argument(
+        "--signed-by",
+        choices=["lab", "other", "cosign3"],
+        default="lab",
+        help="the lab key that signs it (default lab, the key the lab's production profile names; "
+        "other: a key no profile names; cosign3: cosign 3's default bundle format under the referrers "
+        "tag, which Greenlight refuses naming how to sign instead)",
+    )
     push.add_argument(
         "--degrade-after-s",
         type=float,
@@ -116,6 +135,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         choices=["graceful", "abrupt"],
         default="abrupt",
         help="on SIGTERM: drain in-flight requests (graceful) or exit at once (abrupt, the default)",
+    )
+    push.add_argument(
+        "--platforms",
+        help="push a multi-platform image: an OCI index over one manifest per platform, e.g. "
+        "linux/amd64,linux/arm64 (default: one single-platform manifest)",
     )
     img.add_parser("list", help="the pushed images")
     slack = cmds.add_parser(
@@ -147,12 +171,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=8,
         help="keep-alive connections in the pool (extras open when all are busy)",
     )
+    load.add_argument(
+        "--host", help="the Host header to send instead of the URL's (a lab Gateway routes by it)"
+    )
     load.add_argument("--json", action="store_true", help="print the report as JSON")
     fault = cmds.add_parser("fault", help="inject faults").add_subparsers(dest="fault_command", required=True)
     add = fault.add_parser("add", help="fail or stall the next N matching calls")
     add.add_argument(
         "target",
-        choices=["kube-primary", "kube-dr", "gcs", "monitoring", "slack", "registry"],
+        choices=[
+            "kube-primary",
+            "kube-dr",
+            "gcs",
+            "monitoring",
+            "slack",
+            "registry",
+            "packages",
+            "pagerduty",
+            "smtp",
+            "cloudflare",
+        ],
         help="the stand-in whose calls to fail",
     )
     add.add_argument(
@@ -204,8 +242,13 @@ def run(args: argparse.Namespace) -> int:
             prefect_db=args.prefect_db,
             workers=args.workers,
             worker_limit=args.worker_limit or None,
+            gateway_program_s=args.gateway_program_s,
         )
         print(f"data plane:    {supervisor.describe_data_plane(state)}")
+        if state.gateway_program_s is not None:
+            print(
+                f"gateways:      programmed {state.gateway_program_s:g} s after a change (GET /gateways: URLs)"
+            )
         print(f"monitoring:    {supervisor.describe_monitoring(state)}")
         print(f"kube contexts: lab-primary, lab-dr  (KUBECONFIG={state.env['KUBECONFIG']})")
         print(f"Prefect UI:    {state.env['PREFECT_API_URL'].removesuffix('/api')}")
@@ -274,9 +317,17 @@ def run(args: argparse.Namespace) -> int:
                 "degrade_after_s": args.degrade_after_s,
                 "degraded_error_rate": args.degraded_error_rate,
                 "shutdown": args.shutdown,
+                "signed_by": None if args.unsigned else args.signed_by,
             }
+            if args.platforms:
+                body["platforms"] = [p.strip() for p in args.platforms.split(",") if p.strip()]
             out = supervisor.control(state, "POST", "/images", body)
             print(f"pushed {out['ref']} -> {out['digest']}")
+            signer = out.get("signature")
+            tag = "sha256-" + str(out["digest"]).split(":", 1)[-1] + ".sig"
+            print(f"signature: {f'signed by the {signer} key ({tag})' if signer else 'none (unsigned)'}")
+            if out.get("platforms"):
+                print(f"platforms: {', '.join(out['platforms'])} (an OCI image index over one manifest each)")
             print(f"behaviour: {json.dumps(out['behaviour'], sort_keys=True)}")
             return 0
         for image in supervisor.control(state, "GET", "/images"):
@@ -294,7 +345,9 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "load":
         from greenlight_lab.load import main_load
 
-        return main_load(args.url, args.rps, args.seconds, args.json, connections=args.connections)
+        return main_load(
+            args.url, args.rps, args.seconds, args.json, connections=args.connections, host=args.host
+        )
     if cmd == "fault":
         if args.fault_command == "add":
             body = {

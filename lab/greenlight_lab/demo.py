@@ -9,9 +9,13 @@ there (a demo kept with KEEP=1) the demo says so and how to stop it, and starts 
    emits an event, the staging deployment's trigger starts a run, the worker releases it;
 3. promotes it to production; alice approves the paused run by clicking Approve in the lab's
    Slack (signed as Slack signs it, attested by the receiver: a verified approval);
-4. sends the webhook for a bad commit (its images answer 20% errors): stopped at the gate;
+4. tries to deploy images to production that carry no valid signature (backend unsigned, frontend
+   signed by a key the profile does not name): refused before approval is asked, nothing deployed;
+   sends the webhook for a bad commit (its images answer 20% errors): stopped at the gate;
    the lab's load generator runs against production the whole time;
-5. verifies the newest nightly backup by restoring it, and runs a DR drill;
+5. verifies the newest nightly backup by restoring it, and runs a DR drill; then puts a corrupted
+   dump newest (no cross-region copy, not gzip): the verification fails on purpose and its P1
+   alert reaches the lab's PagerDuty (an incident by dedup key) and Slack's #incidents;
 6. prints each step's outcome and time, the failed requests under load, the Prefect UI links;
    stops everything it started unless KEEP=1 (then prints the UI address).
 """
@@ -72,6 +76,22 @@ def step(name: str, fn: Any, expect_ok: bool = True) -> Any:
         f"    {'ok' if as_expected else 'UNEXPECTED'} ({time.monotonic() - t0:.1f} s): {detail}", flush=True
     )
     return out
+
+
+def refused_unsigned(env: dict[str, str], tag: str) -> subprocess.CompletedProcess[str]:
+    """`greenlight deploy production` of images without a valid signature: as expected when it
+    exits 7 (release refused) naming both problems, before any approval is asked."""
+    images = [f"ghcr.io/sma-platform/{app}:{tag}" for app in ("backend", "frontend")]
+    out = gl(env, "deploy", "production", *images, "--actor", "erin")
+    failed = [line for line in out.stderr.splitlines() if line.startswith("FAILED:")]
+    text = failed[-1] if failed else out.stderr[-400:]
+    refused = (
+        out.returncode == 7
+        and "unsigned: no cosign signature" in text
+        and "signed by another key" in text
+        and "approve:" not in out.stdout
+    )
+    return subprocess.CompletedProcess(out.args, 0 if refused else 1, text, "")
 
 
 def _wait_http(url: str, timeout_s: float = 60) -> str:
@@ -240,10 +260,12 @@ def main() -> int:
                 )
             )  # fmt: skip
         step("start a worker (the lab runs the receiver)", lambda: _wait_http(hook + "/healthz"))
-        good, bad = uuid.uuid4().hex[:7], uuid.uuid4().hex[:7]
+        good, bad, unsigned = uuid.uuid4().hex[:7], uuid.uuid4().hex[:7], uuid.uuid4().hex[:7]
         for app in ("backend", "frontend"):
             gl(env, "lab", "image", "push", f"ghcr.io/sma-platform/{app}:{good}")
             gl(env, "lab", "image", "push", f"ghcr.io/sma-platform/{app}:{bad}", "--error-rate", "0.2")
+        gl(env, "lab", "image", "push", f"ghcr.io/sma-platform/backend:{unsigned}", "--unsigned")
+        gl(env, "lab", "image", "push", f"ghcr.io/sma-platform/frontend:{unsigned}", "--signed-by", "other")
         url = supervisor.control(state, "GET", "/urls")["lab-primary/sma-production/backend"] + "/"
         load = Load(env, url)
         step(f"GitHub webhook: {good} built on develop", lambda: send_webhook(hook, secret, good, "develop"))
@@ -267,6 +289,10 @@ def main() -> int:
 
         step(f"promote {good} to production: alice approves in Slack", production)
         step(
+            f"unsigned {unsigned} to production: refused before approval",
+            lambda: refused_unsigned(env, unsigned),
+        )
+        step(
             f"GitHub webhook: {bad} (images with 20% errors) built on develop",
             lambda: send_webhook(hook, secret, bad, "develop"),
         )
@@ -277,12 +303,58 @@ def main() -> int:
             lambda: gl(env, "verify-backups", "production"),
         )
         step("DR drill into lab-dr: RTO and RPO against targets", lambda: gl(env, "drill", "dr"))
+        step(
+            "a corrupted nightly dump: verification fails, a P1 alert pages",
+            lambda: failed_backup_alert(env, state),
+        )
         step("status of production", lambda: gl(env, "status", "production"))
     finally:
         report = load.stop() if load else None
         for proc in background:
             stop_pid(proc.pid)
     return _summary(t_start, report, keep, state, directory)
+
+
+def failed_backup_alert(env: dict[str, str], state: LabState) -> str:
+    """Upload a corrupted dump newer than the seeded ones, verify (it must fail: BackupInvalid,
+    exit 9), and show the P1 alert in the PagerDuty stand-in and in Slack; the dump is removed
+    afterwards. Raises when the alert did not arrive."""
+    import urllib.parse
+    import urllib.request
+
+    name = "sma-db/" + datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ") + ".sql.gz"
+    gcs = env["STORAGE_EMULATOR_HOST"].rstrip("/")
+    query = urllib.parse.urlencode({"uploadType": "media", "name": name})
+    upload = urllib.request.Request(
+        f"{gcs}/upload/storage/v1/b/sma-db-backups/o?{query}", data=b"not a gzip dump", method="POST"
+    )
+    urllib.request.urlopen(upload, timeout=30).close()
+    try:
+        out = gl(env, "verify-backups", "production")
+    finally:
+        quoted = urllib.parse.quote(name, safe="")
+        delete = urllib.request.Request(f"{gcs}/storage/v1/b/sma-db-backups/o/{quoted}", method="DELETE")
+        urllib.request.urlopen(delete, timeout=30).close()
+    if out.returncode != 9:
+        raise RuntimeError(
+            f"verify-backups exited {out.returncode}, not 9: {_last_lines(out.stdout + out.stderr)}"
+        )
+    key = "greenlight/production/backup-not-verified"
+    incidents = [i for i in supervisor.control(state, "GET", "/pagerduty/incidents") if i["dedup_key"] == key]
+    slack = [
+        m
+        for m in supervisor.control(state, "GET", "/slack")
+        if "[P1] production: backup-not-verified" in (m.get("text") or "")
+    ]
+    if not incidents or not slack:
+        raise RuntimeError(
+            f"the P1 alert did not arrive: {len(incidents)} incident(s), {len(slack)} Slack message(s)"
+        )
+    inc, msg = incidents[-1], slack[-1]
+    return (
+        f"exit 9 (backup invalid); PagerDuty incident {inc['id']} {inc['status']}, dedup key {inc['dedup_key']}, "
+        f"severity {inc['severity']} (P1); Slack {msg['channel_name']} ts {msg['ts']}"
+    )
 
 
 def _summary(

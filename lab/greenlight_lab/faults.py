@@ -1,14 +1,15 @@
 """Faults on demand for the lab's stand-ins.
 
 A rule matches calls to one target (``kube-primary``, ``kube-dr``, ``gcs``, ``monitoring``,
-``slack``, ``registry``) and optionally a verb and a resource, and applies to the next
+``slack``, ``registry``, ``packages``, ``pagerduty``, ``smtp``, ``cloudflare``) and optionally a verb and a resource,
+and applies to the next
 ``count`` matching calls (``count=-1``: until cleared), after letting ``skip`` through. Its mode is ``error`` (answer
 ``status``; for gRPC targets, UNAVAILABLE) or ``stall`` (hold the call ``stall_s`` seconds,
 then answer normally).
 
 Verbs are Kubernetes verbs for kube targets (get, list, watch, create, update, patch, delete)
 and lower-case HTTP methods or RPC names for the others. Resources are plural resource names
-(deployments, services, ...) for kube, the API method for Slack (chat.postMessage), and
+(deployments, services, ...) for kube, the API method for Slack (chat.postMessage), ``zones`` or ``dns_records`` for Cloudflare, and
 free-form otherwise. ``None`` in a rule matches anything.
 
 Thread-safe: the gRPC stand-in calls it from worker threads, the HTTP ones from the loop.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from greenlight.webhook.verify import sign
@@ -23,11 +24,15 @@ def run_id_for(
 def workflow_run(sha: str, branch: str, actor: str = "dave", repository: str = "sma-platform/sma",
                  workflow: str = "build-images", conclusion: str = "success", *, run_id: int | None = None,
                  run_attempt: int = 1, event: str = "push", head_repository: str | None = None,
+                 committed_at: datetime | None = None,
                  ) -> dict[str, Any]:  # fmt: skip
     """A ``completed`` run as GitHub sends it: started by ``event`` (a push) of a commit of
     ``head_repository`` (``repository`` itself unless given: a fork's for a pull request from a
-    fork); ``run_id`` defaults to :func:`run_id_for` the push."""
+    fork), made at ``committed_at`` (default now; GitHub's ``head_commit.timestamp`` carries the
+    committer's offset, here UTC as ``...Z``); ``run_id`` defaults to :func:`run_id_for` the push."""
     run_id = run_id_for(sha, branch, repository, workflow) if run_id is None else run_id
+    when = (committed_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    person = {"name": actor, "email": f"{actor}@users.noreply.github.com"}
     return {
         "action": "completed",
         "workflow_run": {
@@ -36,6 +41,10 @@ def workflow_run(sha: str, branch: str, actor: str = "dave", repository: str = "
             "html_url": f"https://github.com/{repository}/actions/runs/{run_id}",
             "actor": {"login": actor}, "repository": {"full_name": repository},
             "head_repository": {"full_name": head_repository or repository},
+            "head_commit": {
+                "id": sha, "tree_id": hashlib.sha1(sha.encode()).hexdigest(), "message": f"commit {sha}",
+                "timestamp": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "author": person, "committer": person,
+            },
         },
         "repository": {"full_name": repository},
         "sender": {"login": actor},

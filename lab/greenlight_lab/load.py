@@ -311,7 +311,7 @@ async def _exchange(conn: _Conn, request: bytes) -> tuple[ResponseHead, bool]:
 class _Target:
     """Where requests go and the request bytes, built once from the URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, host: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -320,7 +320,7 @@ class _Target:
         self.tls = ssl.create_default_context() if parts.scheme == "https" else None
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = [
-            ("Host", parts.netloc.rpartition("@")[2]),
+            ("Host", host or parts.netloc.rpartition("@")[2]),
             ("User-Agent", USER_AGENT),
             ("Accept", "*/*"),
         ]
@@ -410,8 +410,12 @@ async def run_load(
     stop: asyncio.Event | None = None,
     timeout_s: float = 5.0,
     connections: int = 8,
+    host: str | None = None,
 ) -> LoadReport:
     """Send GET ``url`` at ``rps`` for ``seconds`` (or until ``stop`` is set); report.
+
+    ``host`` replaces the URL's host in the ``Host`` header (a Gateway routes by it; see
+    greenlight_lab.gateway.load_target); connections still go to the URL's host and port.
 
     ``connections`` keep-alive connections are opened first and kept idle between requests;
     ``concurrency`` caps the connections open at once, pool and extras (at least
@@ -423,7 +427,7 @@ async def run_load(
             f"rps must be > 0, seconds >= 0 and connections >= 1, not rps={rps}, "
             f"seconds={seconds}, connections={connections}"
         )
-    target = _Target(url)
+    target = _Target(url, host)
     pool = _Pool(
         target.host, target.port, target.tls, idle_max=connections, cap=max(concurrency, connections)
     )
@@ -490,8 +494,9 @@ class BackgroundLoad:
         concurrency: int = 32,
         settle_s: float = 0.5,
         connections: int = 8,
+        host: str | None = None,
     ) -> None:
-        self.url, self.rps, self.seconds = url, rps, seconds
+        self.url, self.rps, self.seconds, self.host = url, rps, seconds, host
         self.concurrency, self.settle_s, self.connections = concurrency, settle_s, connections
         self.report: LoadReport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -510,6 +515,7 @@ class BackgroundLoad:
                 concurrency=self.concurrency,
                 stop=self._stop,
                 connections=self.connections,
+                host=self.host,
             )
 
         asyncio.run(go())
@@ -528,7 +534,9 @@ class BackgroundLoad:
         self._thread.join(60)
 
 
-async def _run_until_signalled(url: str, rps: float, seconds: float, connections: int) -> LoadReport:
+async def _run_until_signalled(
+    url: str, rps: float, seconds: float, connections: int, host: str | None = None
+) -> LoadReport:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -540,17 +548,19 @@ async def _run_until_signalled(url: str, rps: float, seconds: float, connections
         flush=True,
     )
     try:
-        return await run_load(url, rps, seconds, stop=stop, connections=connections)
+        return await run_load(url, rps, seconds, stop=stop, connections=connections, host=host)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
 
-def main_load(url: str, rps: float, seconds: float, as_json: bool, connections: int = 8) -> int:
+def main_load(
+    url: str, rps: float, seconds: float, as_json: bool, connections: int = 8, host: str | None = None
+) -> int:
     """Run a load, stop early on SIGINT/SIGTERM, print the report; 0 when nothing failed.
 
     A start line goes to stderr once the signal handlers are installed; the report to stdout.
     """
-    report = asyncio.run(_run_until_signalled(url, rps, seconds, connections))
+    report = asyncio.run(_run_until_signalled(url, rps, seconds, connections, host))
     print(json.dumps(report.to_dict(), indent=2) if as_json else report.render(), flush=True)
     return 0 if report.failed == 0 else 1

@@ -8,7 +8,9 @@ Time series come from two places:
   per label set a ``prometheus.googleapis.com/http_request_duration_seconds/histogram``
   series (CUMULATIVE DISTRIBUTION with explicit bucket bounds), both on the
   ``prometheus_target`` resource.
-- whatever ``CreateTimeSeries`` wrote (``custom.googleapis.com/...`` and friends).
+- whatever ``CreateTimeSeries`` wrote (``custom.googleapis.com/...`` and friends), refused as
+  the real API refuses them: points out of order, points more than 25 hours old, and more than
+  one point every 5 s on one series (INVALID_ARGUMENT).
 
 How recorder-derived points are made (:class:`ScrapeModel`), as GMP produces them:
 
@@ -100,6 +102,10 @@ FULL_VIEW = monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL
 HEADERS_VIEW = monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.HEADERS
 MAX_PERIODS = 100_000
 MAX_CUSTOM_POINTS = 10_000
+#: as Cloud Monitoring: a written point may be at most 25 hours old, and a series takes at most
+#: one point every 5 s (INVALID_ARGUMENT otherwise)
+MAX_WRITE_AGE_S = 25 * 3600
+MIN_SAMPLING_S = 5.0
 
 
 class ApiError(Exception):
@@ -981,6 +987,13 @@ class CustomStore:
                         "Points must be written in order. One or more of the points specified had an "
                         f"older start time than the most recent point (metric {series.header.metric_type})."
                     )
+                if stored.points and series.points[0].end - stored.points[-1].end < MIN_SAMPLING_S:
+                    raise invalid(
+                        "One or more TimeSeries could not be written: One or more points were written "
+                        "more frequently than the maximum sampling period configured for the metric. "
+                        f"{{Metric: {series.header.metric_type}, Timestamps: {{Youngest Existing: "
+                        f"{stored.points[-1].end:.3f}, New: {series.points[0].end:.3f}}}}}"
+                    )
                 stored.points.extend(series.points)
                 del stored.points[:-MAX_CUSTOM_POINTS]
             else:
@@ -1140,6 +1153,10 @@ class MonitoringServer:
             project_id, location, scrape_interval_s, stale_after_s, status_label, ingestion_delay_s
         )
         self.custom = CustomStore()
+        from greenlight_lab.monitoring_config import MonitoringConfig  # imports this module
+
+        #: alert policies and uptime checks (AlertPolicyService, UptimeCheckService on this server)
+        self.config = MonitoringConfig(project_id, clock)
         self._descriptors: dict[str, Any] = {}
         self._clock = clock
         self._server: grpc.Server | None = None
@@ -1158,7 +1175,7 @@ class MonitoringServer:
     def start(self, port: int = 0) -> int:
         """Serve on 127.0.0.1:``port`` (0: a free one) with a small thread pool; returns the port."""
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="lab-monitoring"))
-        server.add_generic_rpc_handlers((self._handler(),))
+        server.add_generic_rpc_handlers((self._handler(), *self.config.handlers(self._wrap)))
         bound = server.add_insecure_port(f"127.0.0.1:{port}")
         if bound == 0:
             raise OSError(f"cannot listen on 127.0.0.1:{port}")
@@ -1380,6 +1397,8 @@ class MonitoringServer:
         if not point.interval.HasField("end_time"):
             raise invalid(f"{where}.points[0].interval.end_time is required")
         end = ts_to_float(point.interval.end_time)
+        if end < self._clock() - MAX_WRITE_AGE_S:
+            raise invalid(f"{where}: Data points cannot be written more than 25h in the past")
         start = ts_to_float(point.interval.start_time) if point.interval.HasField("start_time") else end
         if kind == GAUGE and start != end:
             raise invalid(f"{where}: a GAUGE point's start_time must equal its end_time or be unset")

@@ -15,11 +15,13 @@
   capped at ``CRASH_BACKOFF_CAP_S``; never ready.
 
 The pod server answers the readiness path with 200 "ok" (no injected errors or latency:
-a real health endpoint stays green while the app fails), and every other path with the
+a real health endpoint stays green while the app fails; an ``unhealthy`` image's answers 500,
+so it never turns ready), and every other path with the
 behaviour: 500 with probability ``error_rate``, else 200 and JSON
 ``{"version", "pod", "color"}``, after ``latency_ms`` (+-10 %, or lognormal of median
 ``latency_ms`` and shape ``latency_sigma`` when that is > 0). Every answer carries
-``X-Pod: <pod>``. Every request except the runtime's own probes is recorded with
+``X-Pod: <pod>``. Every request except the runtime's own probes and the NEG load balancer's
+health checks (User-Agent ``GoogleHC/1.0``) is recorded with
 ``recorder.record(labels | {"instance": "<pod>:<port>"}, code, latency_s)``.
 
 Termination, as the kubelet does it (``terminate``): the container's ``preStop`` hook runs
@@ -31,12 +33,21 @@ idle connections closed). The preStop hook is bounded by the grace period; after
 app gets what is left of it, at least ``MIN_TERM_WINDOW_S`` (the kubelet's minimum), then
 SIGKILL resets whatever is left. ``stop`` is the lab's own quick shutdown (no hook).
 
+What a kubelet reports besides the state (``on_event``, ``logs``): the Events of the pod's life
+(Pulling, Pulled, Failed/BackOff on an unknown image, Created, Started, Unhealthy for each failed
+readiness probe with the probe's answer, BackOff "Back-off restarting failed container" for a
+crash image, Killing), and each container run's log: the app's start, an ERROR line for every
+500 it answers, and a crash image's last words before it exits (a database URL with its password,
+``LEAKED_SECRET``, as a real app's stack trace may print). The last ``LOG_LINES`` lines of the
+current and the previous run are kept, also after the pod is gone (until ``LOGS_KEPT`` pods later).
+
 Many pods share one event loop: a pod is an ``asyncio.Server``, not a thread or process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -52,6 +63,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from greenlight_lab.proxy import (
+    NEG_HEALTH_USER_AGENT,
     STREAM_LIMIT,
     HttpError,
     RequestHead,
@@ -79,6 +91,10 @@ PROBE_USER_AGENT = "kube-probe/1.32"
 LIFECYCLE_USER_AGENT = "kube-lifecycle/1.32"
 MIN_TERM_WINDOW_S = 2.0  # the kubelet always leaves a container this long between SIGTERM and SIGKILL
 LATENCY_JITTER = 0.1  # +-10 % around behaviour.latency_ms (when behaviour.latency_sigma is 0)
+LOG_LINES = 200  # per container run, as a log tail
+LOGS_KEPT = 2000  # pods whose logs are kept after they are gone
+#: the password a crash image prints in its last log line (redaction tests look for it)
+LEAKED_SECRET = "lab-db-pw-7f3c9e21d4"
 
 
 class BehaviourLike(Protocol):
@@ -91,6 +107,7 @@ class BehaviourLike(Protocol):
     startup_s: float
     crash: bool
     shutdown: str  # "graceful" | "abrupt"
+    unhealthy: bool  # the health endpoint answers 500
 
 
 class CatalogueLike(Protocol):
@@ -118,6 +135,21 @@ class PodState:
     restart_count: int
     started_at: float | None  # time.time()
     message: str = ""
+
+
+class PodLogs:
+    """The log of a pod's container: the current (or last exited) run and the one before."""
+
+    def __init__(self) -> None:
+        self.runs: list[collections.deque[tuple[float, str]]] = []
+
+    def new_run(self) -> None:
+        self.runs = [*self.runs[-1:], collections.deque(maxlen=LOG_LINES)]
+
+    def write(self, line: str) -> None:
+        if not self.runs:
+            self.new_run()
+        self.runs[-1].append((time.time(), line))
 
 
 class _Conn:
@@ -161,6 +193,9 @@ class _Pod:
         self.kill_at = math.inf  # loop time of the SIGKILL once terminating
         self.deadline_moved = asyncio.Event()
         self.hurry = False  # stop() during a termination: no hook, no minimum window
+        self.container = labels.get("container") or "app"
+        self.logs = PodLogs()
+        self.answered: collections.deque[float] = collections.deque()  # monotonic times, last second
 
 
 class PodRuntime:
@@ -172,6 +207,8 @@ class PodRuntime:
         self._host = host
         self._pods: dict[str, _Pod] = {}
         self._callbacks: list[Callable[[str], None]] = []
+        self._event_callbacks: list[Callable[[str, str, str, str, str], None]] = []
+        self._logs: collections.OrderedDict[str, PodLogs] = collections.OrderedDict()
         self._probe_token = secrets.token_hex(8)
 
     # -- public API ---------------------------------------------------------------------------
@@ -198,6 +235,10 @@ class PodRuntime:
             raise ValueError(f"pod {key} already exists with image {existing.image!r}; stop it first")
         pod = _Pod(key, image, labels, readiness_path, probe_period_s)
         self._pods[key] = pod
+        self._logs.pop(key, None)
+        self._logs[key] = pod.logs
+        while len(self._logs) > LOGS_KEPT:
+            self._logs.popitem(last=False)
         pod.life = asyncio.get_running_loop().create_task(self._live(pod), name=f"pod {key}")
 
     def status(self, key: str) -> PodState | None:
@@ -254,6 +295,29 @@ class PodRuntime:
         """Call ``callback(key)`` (via loop.call_soon) after every change of a pod's state."""
         self._callbacks.append(callback)
 
+    def on_event(self, callback: Callable[[str, str, str, str, str], None]) -> None:
+        """Call ``callback(key, type, reason, message, container)`` (via loop.call_soon) for every
+        Event the kubelet would record about the pod (``type`` Normal or Warning)."""
+        self._event_callbacks.append(callback)
+
+    def logs(self, key: str, previous: bool = False) -> list[tuple[float, str]]:
+        """(time.time(), line) of pod ``key``'s container log: the current (or last exited) run,
+        or with ``previous`` the run before it. KeyError for a pod the runtime never ran;
+        LookupError with the API server's message when there is no such log (the container is
+        waiting to start; no previous terminated container)."""
+        logs = self._logs[key]
+        name = key.rsplit("/", 1)[-1]
+        pod = self._pods.get(key)
+        container = pod.container if pod is not None else "app"
+        if previous:
+            if len(logs.runs) < 2:
+                raise LookupError(f'previous terminated container "{container}" in pod "{name}" not found')
+            return list(logs.runs[-2])
+        if not logs.runs:
+            reason = (pod.state.waiting_reason if pod is not None else None) or "ContainerCreating"
+            raise LookupError(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+        return list(logs.runs[-1])
+
     async def close(self) -> None:
         """Stop every pod."""
         await asyncio.gather(*(self.stop(key, grace_s=0.5) for key in list(self._pods)))
@@ -271,6 +335,11 @@ class PodRuntime:
         for callback in self._callbacks:
             loop.call_soon(callback, key)
 
+    def _event(self, pod: _Pod, type_: str, reason: str, message: str) -> None:
+        loop = asyncio.get_running_loop()
+        for callback in self._event_callbacks:
+            loop.call_soon(callback, pod.key, type_, reason, message, pod.container)
+
     async def _live(self, pod: _Pod) -> None:
         try:
             _digest, pod.behaviour = await self._pull(pod)
@@ -278,6 +347,12 @@ class PodRuntime:
             await asyncio.sleep(CREATE_DELAY_S)
             backoff = CRASH_BACKOFF_START_S
             while True:
+                if pod.logs.runs:
+                    self._event(
+                        pod, "Normal", "Pulled", f'Container image "{pod.image}" already present on machine'
+                    )
+                self._event(pod, "Normal", "Created", f"Created container: {pod.container}")
+                self._event(pod, "Normal", "Started", f"Started container {pod.container}")
                 await self._run_container(pod)
                 # only crash images get here: the container exited
                 self._set(
@@ -288,6 +363,13 @@ class PodRuntime:
                     port=None,
                     restart_count=pod.state.restart_count + 1,
                     message=f"back-off {backoff:g}s restarting failed container of pod {pod.name}",
+                )
+                namespace = pod.key.split("/")[1] if pod.key.count("/") >= 2 else ""
+                self._event(
+                    pod,
+                    "Warning",
+                    "BackOff",
+                    f"Back-off restarting failed container {pod.container} in pod {pod.name}_{namespace}",
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, CRASH_BACKOFF_CAP_S)
@@ -302,17 +384,29 @@ class PodRuntime:
     async def _pull(self, pod: _Pod) -> tuple[str, Any]:
         """Look the image up, retrying with back-off (as the kubelet does) while it is unknown."""
         backoff = PULL_BACKOFF_START_S
+        self._event(pod, "Normal", "Pulling", f'Pulling image "{pod.image}"')
         while (found := self._catalogue.lookup(pod.image)) is None:
             message = f'Back-off pulling image "{pod.image}": not found in the lab image catalogue'
+            self._event(
+                pod,
+                "Warning",
+                "Failed",
+                f'Failed to pull image "{pod.image}": not found in the lab image catalogue',
+            )
+            self._event(pod, "Normal", "BackOff", f'Back-off pulling image "{pod.image}"')
             self._set(pod, phase="Pending", waiting_reason="ImagePullBackOff", message=message)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, PULL_BACKOFF_CAP_S)
+            self._event(pod, "Normal", "Pulling", f'Pulling image "{pod.image}"')
+        self._event(pod, "Normal", "Pulled", f'Successfully pulled image "{pod.image}"')
         return found
 
     async def _run_container(self, pod: _Pod) -> None:
         """Start the app, serve; return only when a crash image's container exits."""
         behaviour = pod.behaviour
+        pod.logs.new_run()
         self._set(pod, phase="Running", waiting_reason=None, ready=False, started_at=time.time(), message="")
+        pod.logs.write(f"starting {behaviour.version} image={pod.image}")
         await asyncio.sleep(max(0.0, float(behaviour.startup_s)))
         server = await asyncio.start_server(
             lambda r, w: self._serve(pod, r, w), self._host, 0, limit=STREAM_LIMIT
@@ -321,6 +415,7 @@ class PodRuntime:
         pod.server, pod.serving = server, True
         pod.record_labels = {**pod.labels, "instance": f"{pod.name}:{port}"}
         self._set(pod, port=port)
+        pod.logs.write(f"listening on 127.0.0.1:{port}")
         if pod.readiness_path:
             pod.prober = asyncio.get_running_loop().create_task(self._probe_loop(pod, port))
         elif not behaviour.crash:
@@ -328,6 +423,9 @@ class PodRuntime:
         if not behaviour.crash:
             await asyncio.Event().wait()  # serve until cancelled by stop()
         await asyncio.sleep(CRASH_AFTER_S)
+        pod.logs.write(f"connecting to postgresql://app:{LEAKED_SECRET}@db.internal:5432/app")
+        pod.logs.write('FATAL: password authentication failed for user "app"')
+        pod.logs.write("exiting with code 1")
         if pod.prober is not None:
             pod.prober.cancel()
             pod.prober = None
@@ -388,6 +486,8 @@ class PodRuntime:
             if hook is not None and not await self._bounded(pod, self._pre_stop(pod, hook)):
                 log.info("pod %s: preStop hook cut off by the grace period", pod.key)
             # SIGTERM
+            self._event(pod, "Normal", "Killing", f"Stopping container {pod.container}")
+            pod.logs.write("received SIGTERM, shutting down")
             pod.stopping = True
             for task in (pod.life, pod.prober):
                 if task is not None:
@@ -485,7 +585,10 @@ class PodRuntime:
     async def _probe_loop(self, pod: _Pod, port: int) -> None:
         failures = 0
         while True:
-            ok = await self._probe(pod, port)
+            failure = await self._probe(pod, port)
+            ok = failure is None
+            if failure is not None:
+                self._event(pod, "Warning", "Unhealthy", f"Readiness probe failed: {failure}")
             if ok:
                 failures = 0
                 if not pod.behaviour.crash:
@@ -496,8 +599,9 @@ class PodRuntime:
                     self._set(pod, ready=False)
             await asyncio.sleep(pod.probe_period_s)
 
-    async def _probe(self, pod: _Pod, port: int) -> bool:
-        """One HTTP readiness probe, as the kubelet makes it: success is 200-399."""
+    async def _probe(self, pod: _Pod, port: int) -> str | None:
+        """One HTTP readiness probe, as the kubelet makes it: success (None) is 200-399; else
+        the failure as the kubelet words it."""
         request = (
             f"GET {pod.readiness_path} HTTP/1.1\r\nHost: {self._host}:{port}\r\n"
             f"User-Agent: {PROBE_USER_AGENT}\r\nX-Lab-Probe: {self._probe_token}\r\n"
@@ -509,9 +613,20 @@ class PodRuntime:
                 reader, writer = await asyncio.open_connection(self._host, port)
                 writer.write(request)
                 response = await read_response_head(reader)
-                return 200 <= response.status < 400
-        except (OSError, TimeoutError, EOFError, HttpError):
-            return False
+                if 200 <= response.status < 400:
+                    return None
+                return f"HTTP probe failed with statuscode: {response.status}"
+        except TimeoutError:
+            url = f"http://{self._host}:{port}{pod.readiness_path}"
+            return f'Get "{url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)'
+        except (OSError, EOFError, HttpError) as e:
+            url = f"http://{self._host}:{port}{pod.readiness_path}"
+            refused = isinstance(e, ConnectionRefusedError)
+            return f'Get "{url}": ' + (
+                f"dial tcp {self._host}:{port}: connect: connection refused"
+                if refused
+                else str(e) or type(e).__name__
+            )
         finally:
             if writer is not None:
                 close_quietly(writer)
@@ -548,7 +663,7 @@ class PodRuntime:
                     )
                 )
                 await writer.drain()
-                if not self._is_own_probe(pod, head):
+                if not self._is_own_probe(pod, head) and not self._is_lb_health_check(pod, head):
                     self._recorder.record(dict(pod.record_labels), status, time.perf_counter() - began)
                 conn.busy = False
                 if not keep_alive:
@@ -567,13 +682,36 @@ class PodRuntime:
     def _is_own_probe(self, pod: _Pod, head: RequestHead) -> bool:
         return head.path == pod.readiness_path and head.get("x-lab-probe") == self._probe_token
 
+    @staticmethod
+    def _is_lb_health_check(pod: _Pod, head: RequestHead) -> bool:
+        """A load balancer's health check of a NEG (``GoogleHC/1.0``): not counted as traffic, as
+        an app's metrics middleware skips its health endpoint; else a colour that gets no requests
+        would still show two a second per pod in Monitoring."""
+        return head.get("user-agent") == NEG_HEALTH_USER_AGENT and head.method == "GET"
+
     async def _answer(self, pod: _Pod, head: RequestHead) -> tuple[int, bytes]:
         """Status and body for one request, following the image's behaviour."""
         behaviour = pod.behaviour
         if pod.readiness_path and head.path == pod.readiness_path:
             if behaviour.crash:
                 return 503, json_bytes({"error": "starting", "pod": pod.name})
+            if getattr(behaviour, "unhealthy", False):
+                pod.logs.write(
+                    f"ERROR health check failed: database db.internal:5432 unreachable (version {behaviour.version})"
+                )
+                return 500, json_bytes({"error": "database unreachable", "pod": pod.name})
             return 200, b"ok"
+        capacity = float(getattr(behaviour, "capacity_rps", 0.0) or 0.0)
+        if capacity > 0:  # more than the pod can take in the last second: it sheds the rest
+            now = time.monotonic()
+            while pod.answered and pod.answered[0] < now - 1.0:
+                pod.answered.popleft()
+            if len(pod.answered) >= capacity:
+                pod.logs.write(
+                    f"ERROR {head.method} {head.path}: 503 overloaded (version {behaviour.version})"
+                )
+                return 503, json_bytes({"error": "overloaded", "version": behaviour.version, "pod": pod.name})
+            pod.answered.append(now)
         if behaviour.latency_ms > 0:
             await asyncio.sleep(added_latency_s(behaviour.latency_ms, behaviour.latency_sigma))
         rate = behaviour.error_rate
@@ -585,6 +723,9 @@ class PodRuntime:
         ):
             rate = behaviour.degraded_error_rate
         if rate > 0 and random.random() < rate:
+            pod.logs.write(
+                f"ERROR {head.method} {head.path}: 500 internal error (version {behaviour.version})"
+            )
             return 500, json_bytes({"error": "internal error", "version": behaviour.version, "pod": pod.name})
         color = pod.labels.get("color", "")
         return 200, json_bytes({"version": behaviour.version, "pod": pod.name, "color": color})

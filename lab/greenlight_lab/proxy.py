@@ -299,6 +299,21 @@ async def read_body(reader: asyncio.StreamReader, framing: tuple[str, int], limi
     return b"".join(parts)
 
 
+async def read_requests(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int = MAX_PROXY_BODY
+) -> AsyncIterator[tuple[RequestHead, bytes]]:
+    """Each request of a kept-alive client connection with its whole body (a ``100 Continue``
+    sent first when the client waits for one), until the client ends the connection."""
+    while True:
+        head = await read_request_head(reader)
+        if head is None:
+            return
+        framing = body_framing(head)
+        if "100-continue" in (head.get("expect") or "").lower():
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        yield head, await read_body(reader, framing, limit)
+
+
 async def discard_body(reader: asyncio.StreamReader, framing: tuple[str, int]) -> None:
     """Read and drop the body delimited by ``framing``."""
     async for _ in iter_body(reader, framing):
@@ -645,6 +660,24 @@ class ServiceProxies:
             self._start_plane(service)
             return service.port
 
+    def track(self, key: str) -> None:
+        """Run Service ``key``'s data plane without a listener of its own: a backend set that
+        another front forwards requests into with ``forward`` (a Gateway's per-backend NEG).
+        Programmed at once from the endpoints already pushed, as ``ensure`` does."""
+        if key in self._services:
+            return
+        service = _Service(key, self.mode(key), self._health(key))
+        self._services[key] = service
+        self._start_plane(service)
+
+    async def forward(self, key: str, head: RequestHead, body: bytes, client: asyncio.StreamWriter) -> bool:
+        """Answer one request read by another front through Service ``key``'s data plane (an
+        L7 mode: ``neg`` or ``mesh``), as its own listener would; True when the client
+        connection stays open. ``key`` must be tracked (``track``) or ensured."""
+        service = self._services[key]
+        mode = service.mode if service.mode != KUBE_PROXY else NEG
+        return await self._forward(service, mode, head, body, client)
+
     def set_endpoints(self, key: str, endpoints: list[tuple[str, int]]) -> None:
         """Push the ready backends of Service ``key`` (kept even before ``ensure``).
 
@@ -685,13 +718,15 @@ class ServiceProxies:
         service.drop_idle(set())
 
     def url(self, key: str) -> str | None:
-        """Base URL of Service ``key``'s proxy, or None when it has none."""
+        """Base URL of Service ``key``'s proxy, or None when it has none (or only ``track``s it)."""
         service = self._services.get(key)
-        return None if service is None else f"http://{self._host}:{service.port}"
+        return None if service is None or service.server is None else f"http://{self._host}:{service.port}"
 
     def urls(self) -> dict[str, str]:
         """Base URL of every running proxy, by Service key."""
-        return {key: f"http://{self._host}:{s.port}" for key, s in self._services.items()}
+        return {
+            key: f"http://{self._host}:{s.port}" for key, s in self._services.items() if s.server is not None
+        }
 
     async def close(self) -> None:
         """Stop every proxy."""
@@ -883,14 +918,7 @@ class ServiceProxies:
     ) -> None:
         """The L7 modes (neg, mesh): read each request and forward it on its own."""
         try:
-            while True:
-                head = await read_request_head(reader)
-                if head is None:
-                    return
-                framing = body_framing(head)
-                if "100-continue" in (head.get("expect") or "").lower():
-                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                body = await read_body(reader, framing, MAX_PROXY_BODY)
+            async for head, body in read_requests(reader, writer):
                 if not await self._forward(service, mode, head, body, writer):
                     return
         except HttpError as e:

@@ -10,11 +10,17 @@ What it does, as GHCR does:
   "expires_in"}``; anonymous pull is allowed, Basic auth is accepted (checked only when the
   stand-in was given ``users``).
 - ``HEAD``/``GET /v2/<name>/manifests/<tag|digest>`` with a token whose scope covers ``<name>``
-  -> 200, ``Docker-Content-Digest``, ``Content-Type: application/vnd.oci.image.manifest.v1+json``;
+  -> 200, ``Docker-Content-Digest``, ``Content-Type``: the manifest's media type (an image
+  manifest, or ``application/vnd.oci.image.index.v1+json`` for a multi-platform image's index,
+  whose platform manifests are served by digest);
   otherwise 401 + challenge with the needed scope. Unknown repository -> 404 NAME_UNKNOWN,
   unknown tag or digest -> 404 MANIFEST_UNKNOWN.
-- ``GET /v2/<name>/tags/list`` (``n`` and ``last`` paginate) and ``GET /v2/<name>/blobs/<digest>``
-  (config blobs only).
+- ``GET /v2/<name>/tags/list`` (``n`` and ``last`` paginate; cosign's ``.sig`` tags included) and ``GET /v2/<name>/blobs/<digest>``
+  (config blobs, and the blobs of cosign signatures).
+- cosign signatures (greenlight_lab.signing): ``GET /v2/<name>/manifests/sha256-<hex>.sig`` -> the
+  signature manifest of that digest (404 MANIFEST_UNKNOWN when the image is unsigned), its payload
+  blobs by digest. ``corrupt_signature_blobs`` (a test sets it) serves every signature payload
+  with one byte changed: a registry (or a mirror) whose content no longer matches its digests.
 
 Faults: ``faults.take("registry", <method>, "manifests"|"token"|"tags"|"blobs"|"base")``.
 ``realm`` (None: its own ``/token``) is the token realm its challenges name: a test sets it to
@@ -36,7 +42,7 @@ from typing import Any
 
 from aiohttp import web
 
-from greenlight_lab.catalogue import OCI_CONFIG, OCI_MANIFEST, Catalogue
+from greenlight_lab.catalogue import OCI_CONFIG, Catalogue
 from greenlight_lab.faults import FaultRegistry
 
 SERVICE = "lab-registry"
@@ -80,6 +86,8 @@ class RegistryStandIn:
         self.requests: list[RequestRecord] = []
         # Some registries omit Docker-Content-Digest; clients must then hash the body.
         self.send_digest_header = True
+        # Signature payload blobs served with a byte changed (their digests then do not match).
+        self.corrupt_signature_blobs = False
         # The token realm the challenges name; None: this stand-in's own /token.
         self.realm: str | None = None
         self._tokens: dict[str, tuple[frozenset[str], float]] = {}
@@ -232,8 +240,8 @@ class RegistryStandIn:
             return web.json_response(
                 _errors("MANIFEST_UNKNOWN", "manifest unknown", {"reference": reference}), status=404
             )
-        digest, body = found
-        headers = {"Content-Type": OCI_MANIFEST}
+        digest, body, media_type = found
+        headers = {"Content-Type": media_type}
         if self.send_digest_header:
             headers["Docker-Content-Digest"] = digest
         return web.Response(body=body, headers=headers)
@@ -276,4 +284,9 @@ class RegistryStandIn:
             return web.json_response(
                 _errors("BLOB_UNKNOWN", "blob unknown to registry", {"digest": digest}), status=404
             )
-        return web.Response(body=body, headers={"Content-Type": OCI_CONFIG, "Docker-Content-Digest": digest})
+        kind = OCI_CONFIG
+        if self.catalogue.signature_blob(name, digest) is not None:
+            kind = "application/octet-stream"
+            if self.corrupt_signature_blobs and body != b"{}":
+                body = body[:-1] + (b"?" if body[-1:] != b"?" else b"!")
+        return web.Response(body=body, headers={"Content-Type": kind, "Docker-Content-Digest": digest})

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ LAB_APPROVAL_SIGNING_KEY = "Y157LlYB2GPp5JiIsYX3Qz2sG/hHxCP7hrVjdpGhrIY="
 #: windows they read are complete
 DEFAULT_SCRAPE_INTERVAL_S = 1.0
 DEFAULT_INGESTION_DELAY_S = 1.0
+#: how long the lab's Gateway controller takes to program a change (``greenlight lab up
+#: --gateway-program-s``; greenlight_lab.gateway), jitter a third of it
+DEFAULT_GATEWAY_PROGRAM_S = 2.0
 
 
 def lab_dir(explicit: str | Path | None = None) -> Path:
@@ -99,6 +103,8 @@ class LabState:
     # running at most worker_limit flow runs at once (None: no limit)
     prefect_db: str | None = None
     worker_limit: int | None = None
+    # the Gateway controller's programming delay (None in a state file from before Gateways)
+    gateway_program_s: float | None = None
 
     @property
     def path(self) -> Path:
@@ -117,6 +123,16 @@ class LabState:
         data: dict[str, Any] = json.loads(p.read_text())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def gateway_url(self, namespace: str, name: str, cluster: str = "lab-primary") -> str:
+        """The base URL of a lab Gateway's listener (``http://127.0.0.1:<port>``), from the
+        daemon's control API (``GET /gateways``); KeyError when the lab has no such Gateway."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['control']}/gateways", timeout=10) as r:
+            urls: dict[str, str] = json.loads(r.read())
+        key = f"{cluster}/{namespace}/{name}"
+        if key not in urls:
+            raise KeyError(f"no Gateway {key} in the lab (it has: {', '.join(sorted(urls)) or 'none'})")
+        return urls[key]
 
     def alive(self) -> dict[str, bool]:
         return {name: pid_alive(pid) for name, pid in self.pids.items()}

@@ -22,12 +22,16 @@ from typing import Any
 import yaml
 
 from greenlight_lab import postgres as labpg
+from greenlight_lab.cloudflare import READONLY_TOKEN_ENV as CLOUDFLARE_READONLY_TOKEN_ENV
+from greenlight_lab.cloudflare import TOKEN_ENV as CLOUDFLARE_TOKEN_ENV
 from greenlight_lab.gcs import ensure_buckets, start_fake_gcs
+from greenlight_lab.packages import PACKAGES_TOKEN_ENV
 from greenlight_lab.proxy import DATA_PLANES, DEFAULT_DATA_PLANE, DEFAULT_ENDPOINT_DELAY_S
 from greenlight_lab.registry import REGISTRY_PASSWORD_ENV, REGISTRY_USERNAME_ENV
 from greenlight_lab.state import (
     APP_DATABASE,
     BUCKETS,
+    DEFAULT_GATEWAY_PROGRAM_S,
     DEFAULT_INGESTION_DELAY_S,
     DEFAULT_SCRAPE_INTERVAL_S,
     LAB_APPROVAL_SIGNING_KEY,
@@ -47,6 +51,7 @@ DATA_PLANE_ENV = "GREENLIGHT_LAB_DATA_PLANE"
 ENDPOINT_DELAY_ENV = "GREENLIGHT_LAB_ENDPOINT_DELAY_S"
 SCRAPE_INTERVAL_ENV = "GREENLIGHT_LAB_SCRAPE_INTERVAL_S"
 INGESTION_DELAY_ENV = "GREENLIGHT_LAB_INGESTION_DELAY_S"
+GATEWAY_PROGRAM_ENV = "GREENLIGHT_LAB_GATEWAY_PROGRAM_S"
 # in the lab directory: keys data_plane, endpoint_delay_s, scrape_interval_s, ingestion_delay_s
 LAB_CONFIG = "lab.yaml"
 #: where the Prefect server keeps its database (``greenlight lab up --prefect-db``, env
@@ -174,7 +179,14 @@ def _environment(
         "GREENLIGHT_MONITORING_INSECURE": "1",
         "GREENLIGHT_SLACK_BASE_URL": f"http://127.0.0.1:{ports['slack']}/api/",
         "SLACK_BOT_TOKEN": SLACK_TOKEN,
+        # alerts: PagerDuty's Events API and the SMTP relay at the lab's stand-ins
+        "GREENLIGHT_PAGERDUTY_EVENTS_URL": f"http://127.0.0.1:{ports['pagerduty']}",
+        "GREENLIGHT_SMTP_SERVER": f"127.0.0.1:{ports['smtp']}",
         "GREENLIGHT_REGISTRY_MIRRORS": f"ghcr.io=http://127.0.0.1:{ports['registry']}",
+        # GitHub's Packages API (image cleanup) at the lab's stand-in
+        "GREENLIGHT_GITHUB_API_URL": f"http://127.0.0.1:{ports['packages']}",
+        # Cloudflare's API (DNS failover, the drill's record) at the lab's stand-in
+        "GREENLIGHT_CLOUDFLARE_API_URL": f"http://127.0.0.1:{ports['cloudflare']}/client/v4",
         "GREENLIGHT_DATABASE_URL": pg.url(APP_DATABASE),
         "GREENLIGHT_SCRATCH_DATABASE_URL": pg.url("postgres"),
         "GREENLIGHT_PG_BIN": str(pg.bin_dir),
@@ -182,6 +194,22 @@ def _environment(
         # the links Greenlight prints into the Prefect UI (flows/release.py ui_url)
         "PREFECT_UI_URL": f"http://127.0.0.1:{ports['prefect']}",
     }
+
+
+def _import_before_threads() -> None:
+    """Import, on this thread, what the seeding and bootstrap threads import first. Two threads
+    importing ``requests`` at once (google-cloud-storage on one, kubernetes' auth on the other) can
+    meet in Python's import deadlock avoidance, and one is handed the half-initialised module:
+    ``ImportError: cannot import name 'parse_dict_header' from partially initialized module
+    'requests.utils'`` (seen once in CI from ``lab up``)."""
+    import google.cloud.storage  # noqa: F401
+    import kubernetes.client  # noqa: F401
+    import requests  # noqa: F401
+
+    import greenlight.clients.kube
+    import greenlight.clients.postgres  # noqa: F401
+    import greenlight_lab.bootstrap
+    import greenlight_lab.seed  # noqa: F401
 
 
 def _seed_database_and_dumps(directory: Path, pg: labpg.PgInstance, env: dict[str, str]) -> dict[str, Any]:
@@ -312,6 +340,16 @@ def monitoring_settings(
     return interval, _seconds(raw, "ingestion delay", source)
 
 
+def gateway_program_setting(directory: Path, gateway_program_s: float | None = None) -> float:
+    """How long the lab's Gateway controller takes to program a change (greenlight_lab.gateway),
+    from the first that sets it: the argument (``--gateway-program-s``),
+    GREENLIGHT_LAB_GATEWAY_PROGRAM_S, ``DIR/lab.yaml`` (``gateway_program_s``), the default (2 s)."""
+    raw, source = _setting(
+        directory, gateway_program_s, GATEWAY_PROGRAM_ENV, "gateway_program_s", DEFAULT_GATEWAY_PROGRAM_S
+    )
+    return _seconds(raw, "gateway programming delay", source)
+
+
 def prefect_db_setting(directory: Path, prefect_db: str | None = None) -> str:
     """Where the lab's Prefect server keeps its database: "sqlite" or "postgres", from the first that
     sets it: the argument (``--prefect-db``), GREENLIGHT_LAB_PREFECT_DB, ``DIR/lab.yaml``
@@ -358,6 +396,7 @@ def up(
     prefect_db: str | None = None,
     workers: int = 0,
     worker_limit: int | None = None,
+    gateway_program_s: float | None = None,
 ) -> LabState:
     """Start the lab (or report the one running there) and return its state.
 
@@ -372,6 +411,7 @@ def up(
         raise LabError(f"workers must be >= 0 (got {workers}) and a worker limit >= 1 (got {worker_limit})")
     directory.mkdir(parents=True, exist_ok=True)
     prefect_db = prefect_db_setting(directory, prefect_db)
+    gateway_program_s = gateway_program_setting(directory, gateway_program_s)
     data_plane, endpoint_delay_s = data_plane_settings(directory, data_plane, endpoint_delay_s)
     scrape_interval_s, ingestion_delay_s = monitoring_settings(
         directory, scrape_interval_s, ingestion_delay_s
@@ -416,6 +456,7 @@ def up(
         ingestion_delay_s=ingestion_delay_s,
         prefect_db=prefect_db,
         worker_limit=worker_limit,
+        gateway_program_s=gateway_program_s,
     )
     logs = directory / "logs"
     logs.mkdir(exist_ok=True)
@@ -441,6 +482,13 @@ def up(
             "GREENLIGHT_APPROVAL_SIGNING_KEY": LAB_APPROVAL_SIGNING_KEY,
             "GREENLIGHT_REGISTRY_USERNAME": "greenlight-lab",
             "GREENLIGHT_REGISTRY_PASSWORD": secrets.token_hex(16),
+            # the token image cleanup deletes package versions with (read:packages, delete:packages)
+            "GREENLIGHT_GITHUB_PACKAGES_TOKEN": "ghp_" + secrets.token_hex(18),
+            # the routing key of the lab PagerDuty's one service (greenlight setup puts it in a block)
+            "GREENLIGHT_PAGERDUTY_ROUTING_KEY": secrets.token_hex(16),
+            # Cloudflare API tokens: one that edits the lab zone's DNS, one that only reads it
+            "CLOUDFLARE_API_TOKEN": secrets.token_urlsafe(30),
+            CLOUDFLARE_READONLY_TOKEN_ENV: secrets.token_urlsafe(30),
         }
         if prefect_db == "sqlite":  # started first: it is the slowest to be ready
             prefect = _start_prefect(state, directory, logs, database_url=None)
@@ -450,12 +498,17 @@ def up(
              "--gcs-upstream", f"http://127.0.0.1:{state.ports['gcs']}", "--project", PROJECT,
              "--data-plane", data_plane, "--endpoint-delay-s", repr(endpoint_delay_s),
              "--scrape-interval-s", repr(scrape_interval_s), "--ingestion-delay-s", repr(ingestion_delay_s),
+             "--gateway-program-s", repr(gateway_program_s),
              "--slack-request-url", f"http://127.0.0.1:{state.ports['webhook']}/slack/interactions"],
             logs / "daemon.log",
             env={
                 "GREENLIGHT_LAB_SLACK_SIGNING_SECRET": lab_secrets["GREENLIGHT_SLACK_SIGNING_SECRET"],
                 REGISTRY_USERNAME_ENV: lab_secrets["GREENLIGHT_REGISTRY_USERNAME"],
                 REGISTRY_PASSWORD_ENV: lab_secrets["GREENLIGHT_REGISTRY_PASSWORD"],
+                PACKAGES_TOKEN_ENV: lab_secrets["GREENLIGHT_GITHUB_PACKAGES_TOKEN"],
+                "GREENLIGHT_PAGERDUTY_ROUTING_KEY": lab_secrets["GREENLIGHT_PAGERDUTY_ROUTING_KEY"],
+                CLOUDFLARE_TOKEN_ENV: lab_secrets["CLOUDFLARE_API_TOKEN"],
+                CLOUDFLARE_READONLY_TOKEN_ENV: lab_secrets[CLOUDFLARE_READONLY_TOKEN_ENV],
             },
         )  # fmt: skip
         state.pids["daemon"] = daemon.pid
@@ -479,6 +532,7 @@ def up(
         _kubeconfig(directory / "kubeconfig", state.ports)
         state.env = _environment(directory, state.ports, pg, lab_secrets)
         state.save()
+        _import_before_threads()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             seeded = pool.submit(_seed_database_and_dumps, directory, pg, state.env)
             apps = pool.submit(_bootstrap_apps, state.env, data_plane)

@@ -16,7 +16,8 @@ import pytest
 from greenlight.clients.kube import Kube
 from greenlight.core.adopt import ADOPTED_FROM, ADOPTED_INTO, ADOPTED_REPLICAS, ADOPTED_SELECTOR
 from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS
-from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.flows.release import build_promote
+from greenlight.flows.requests import PromoteRequest
 from greenlight.settings import load_profile
 from greenlight_lab import supervisor
 from greenlight_lab.state import LabState

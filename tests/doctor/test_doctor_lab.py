@@ -106,7 +106,7 @@ def broken(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     from prefect.client.orchestration import get_client
 
     from greenlight.commands.setup import ensure_setup
-    from greenlight.flows.release import lock_name
+    from greenlight.flows.concurrency import lock_name
     from greenlight_lab.bootstrap import bootstrap_environment
 
     directory = tmp_path_factory.mktemp("doctor-envs")

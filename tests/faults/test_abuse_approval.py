@@ -21,7 +21,8 @@ from greenlight.clients.kube import Kube
 from greenlight.core.approval import Answer, attest, new_signing_key
 from greenlight.core.release import release_id
 from greenlight.errors import ReleaseRefused
-from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.flows.release import build_promote
+from greenlight.flows.requests import PromoteRequest
 from greenlight_lab.state import LAB_APPROVAL_SIGNING_KEY, LabState
 from tests.flows_release.support import (
     click,

@@ -14,7 +14,8 @@ import pytest
 
 from greenlight.clients.kube import Kube
 from greenlight.errors import ReleaseRefused
-from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.flows.release import build_promote
+from greenlight.flows.requests import PromoteRequest
 from greenlight.tasks.records import RECORD
 from greenlight_lab.state import LabState
 from tests.flows_release.support import live, profile, push_commit, release_environments

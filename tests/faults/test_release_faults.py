@@ -19,7 +19,8 @@ import pytest
 from greenlight.clients.kube import Kube
 from greenlight.core.release import release_id
 from greenlight.errors import Conflict, GateFailed, ReleaseRefused
-from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.flows.release import build_promote
+from greenlight.flows.requests import PromoteRequest
 from greenlight.tasks.records import RECORD
 from greenlight_lab import supervisor
 from greenlight_lab.state import LabState

@@ -16,7 +16,8 @@ import pytest
 
 from greenlight.clients.kube import Kube
 from greenlight.errors import Forbidden, ReleaseRefused
-from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.flows.release import build_promote
+from greenlight.flows.requests import PromoteRequest
 from greenlight_lab import supervisor
 from greenlight_lab.state import LabState
 from tests.flows_release.support import (

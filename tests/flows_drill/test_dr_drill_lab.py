@@ -96,7 +96,7 @@ def test_drill_restores_applies_deploys_validates_reports_and_tears_down(
     steps = {s["name"]: s for s in result["steps"]}
     assert set(steps) == {
         "find-dump", "download-dump", "restore-database", "probe-database", "config-bundle", "plan",
-        "check-secrets", "apply-config", "wait-healthy", "smoke", "teardown",
+        "check-secrets", "apply-config", "wait-healthy", "smoke", "dns-record", "teardown",
     }  # fmt: skip
     assert all(s["outcome"] == "ok" for s in steps.values()), steps
     assert "exported now from production" in steps["config-bundle"]["detail"]

@@ -22,6 +22,7 @@ from greenlight.clients.kube import Kube
 from greenlight.settings import REPO_ROOT, Profile, load_profile
 from greenlight_lab import supervisor
 from greenlight_lab.load import BackgroundLoad
+from greenlight_lab.runs import paused_run as paused_run  # the tests import it from here
 from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 
 NAMESPACES = {"staging": "rel-staging", "production": "rel-production"}
@@ -85,31 +86,34 @@ class Load(BackgroundLoad):
     """The lab's load generator against a live Service, in the background."""
 
     def __init__(
-        self, lab: LabState, namespace: str, service: str, rps: float = 150, seconds: float = 60
+        self,
+        lab: LabState,
+        namespace: str,
+        service: str,
+        rps: float = 150,
+        seconds: float = 60,
+        concurrency: int = 32,
     ) -> None:
-        url = supervisor.control(lab, "GET", "/urls")[f"lab-primary/{namespace}/{service}"] + "/"
-        super().__init__(url, rps, seconds)
+        key = f"lab-primary/{namespace}/{service}"
+        url = supervisor.control(lab, "GET", "/urls")[key] + "/"
+        wait_data_plane_settled(lab, key)
+        super().__init__(url, rps, seconds, concurrency=concurrency)
 
 
-def paused_run(commit: str, timeout_s: float = 60) -> UUID:
-    """The id of the paused build-promote run for ``commit`` (waits for it to pause)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-    from prefect.client.schemas.objects import StateType
-
+def wait_data_plane_settled(lab: LabState, key: str, timeout_s: float = 20) -> None:
+    """Wait until Service ``key``'s data plane routes new connections to the endpoints the
+    Service has now. kube-proxy learns of a change 1-2 s late: a load started right after an
+    earlier test's switch would pin its kept-alive connections to the colour that was live before
+    (CI: a cleanup test's old colour was never the one holding the load's connections)."""
     deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                )
-            )
-            for r in runs:
-                if (r.parameters.get("request") or {}).get("commit") == commit:
-                    return r.id
-            time.sleep(0.3)
-    raise AssertionError(f"no paused run for {commit} within {timeout_s} s")
+    while True:
+        service = supervisor.control(lab, "GET", "/status")["data_plane"]["services"].get(key, {})
+        pushed, known = set(service.get("endpoints", ())), set(service.get("known_endpoints", ()))
+        if pushed and pushed == known:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{key}: data plane routes to {sorted(known)}, Service has {sorted(pushed)}")
+        time.sleep(0.2)
 
 
 def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
@@ -237,7 +241,8 @@ def fail_on_a_job_logging(lab: LabState, envdir: Path, text: str) -> JobFailure:
     """Release a new commit to staging with a crashing pre-deploy Job whose pod logs ``text`` (the
     lab's pods log their image reference, tagged with it here); what the stopped release said."""
     from greenlight.errors import GateFailed
-    from greenlight.flows.release import PromoteRequest, build_promote
+    from greenlight.flows.release import build_promote
+    from greenlight.flows.requests import PromoteRequest
 
     sha = uuid4().hex[:10]
     push_commit(lab, sha)
@@ -340,7 +345,7 @@ def wait_release_lock_free(env: str, timeout_s: float = 90) -> None:
     lab server's 2 s sweep); a test of cleanup must not take that for a release that runs."""
     from prefect.client.orchestration import get_client
 
-    from greenlight.flows.release import lock_name
+    from greenlight.flows.concurrency import lock_name
 
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:

@@ -6,14 +6,17 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from greenlight.clients.kube import Kube
 from greenlight.core.manifests import ACTIVE_COLOUR, DIGESTS, PREVIOUS_COLOUR, RELEASE_ID
 from greenlight.core.release import release_id
 from greenlight.errors import Conflict, GateFailed, InputInvalid, NotFound, ReleaseRefused
-from greenlight.flows.release import DeployRequest, PromoteRequest, build_promote, deploy
+from greenlight.flows.release import build_promote, deploy
+from greenlight.flows.requests import DeployRequest, PromoteRequest
 from greenlight.flows.rollback import rollback
 from greenlight.tasks.records import RECORD
 from greenlight_lab.state import LabState
@@ -93,6 +96,12 @@ def test_production_refuses_digests_that_did_not_pass_staging(lab: LabState, env
 # the approval itself (verified people, refusals, typed answers): test_release_approval.py
 
 
+def alerts_about(lab: LabState, text: str) -> list[dict[str, Any]]:
+    """The lab Slack's alert messages (channel #incidents) that contain ``text``."""
+    messages = httpx.get(lab.env["GREENLIGHT_LAB_CONTROL"] + "/slack", timeout=10).json()
+    return [m for m in messages if text in (m.get("text") or "") and "incidents" in m["channel_name"]]
+
+
 def test_error_rate_image_fails_the_gate_and_nothing_is_switched(
     lab: LabState, envdir: Path, kube: Kube
 ) -> None:
@@ -100,11 +109,13 @@ def test_error_rate_image_fails_the_gate_and_nothing_is_switched(
     (Which check fails first is chance: a smoke probe answered 500, or the error rate over its limit;
     the error-rate check alone is held by tests/flows_gate.)"""
     sha = commit()
-    push_commit(lab, sha, error_rate=0.2)
+    digests = push_commit(lab, sha, error_rate=0.2)
     before = live(kube, profile("staging"))
     with pytest.raises(GateFailed, match=r"error rate|smoke probe GET /: expected 200, got 500") as err:
         promote("staging", sha)
     assert "nothing switched" in str(err.value)
+    rid = release_id("staging", digests, sha)  # and the gate's alert, P3 outside production
+    assert alerts_about(lab, f"[P3] staging: gate-failed: release {rid} stopped at the gate")
     after = live(kube, profile("staging"))
     for app in ("backend", "frontend"):
         assert after[app]["live_colour"] == before[app]["live_colour"]
@@ -168,6 +179,8 @@ def test_breach_after_the_switch_rolls_back_automatically(lab: LabState, envdir:
         assert after[app]["rolled_back_release"] == release_id("staging", digests, sha)
         failing = next(c for c in after[app]["colours"] if c != before[app]["live_colour"])
         assert after[app]["colours"][failing]["replicas"] == 0
+    rid = release_id("staging", digests, sha)
+    assert alerts_about(lab, f"[P3] staging: rollback: release {rid} rolled back automatically")
 
 
 def test_manual_rollback_returns_every_app_and_a_second_one_does_nothing(
@@ -186,8 +199,10 @@ def test_manual_rollback_returns_every_app_and_a_second_one_does_nothing(
     for app in ("backend", "frontend"):
         assert result["apps"][app]["action"] == "switch"
         assert after[app]["live_colour"] == released[app]["previous_colour"]
+    assert alerts_about(lab, "[P3] staging: rollback: rolled back by hand (test)")
     again = rollback("staging", reason="twice")
     assert {s["action"] for s in again["apps"].values()} == {"noop"}
+    assert not alerts_about(lab, "rolled back by hand (twice)")  # nothing moved: no alert
     assert live(kube, profile("staging")) == after
 
 

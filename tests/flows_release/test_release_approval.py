@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from greenlight.clients.kube import Kube
-from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.flows.release import build_promote
+from greenlight.flows.requests import PromoteRequest
 from greenlight_lab import supervisor
 from greenlight_lab.state import LabState
 

@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from prefect.client.orchestration import get_client
 
 from greenlight.clients.kube import Kube
 from greenlight.settings import REPO_ROOT
-from greenlight_lab.github import signed, workflow_run
+from greenlight_lab.github import run_id_for, signed, workflow_run
 from greenlight_lab.state import LabState, free_port, stop_pid
 
 from .support import live, profile, push_commit
@@ -89,7 +90,8 @@ def test_signed_webhook_releases_the_commit_to_staging(
     """A signed develop-branch workflow_run is answered at once, and the worker releases that commit to staging."""
     sha = uuid.uuid4().hex
     digests = push_commit(lab, sha)
-    body, headers = signed(workflow_run(sha, "develop", actor="dana"), SECRET)
+    committed = datetime(2026, 11, 30, 9, 15, 42, tzinfo=UTC)
+    body, headers = signed(workflow_run(sha, "develop", actor="dana", committed_at=committed), SECRET)
     t0 = time.monotonic()
     r = httpx.post(stack["url"] + "/github", content=body, headers=headers, timeout=10)
     assert r.status_code == 202 and r.json()["emitted"] is True
@@ -110,7 +112,13 @@ def test_signed_webhook_releases_the_commit_to_staging(
     # the author recorded with the staging release is the GitHub actor: they may not approve production
     from greenlight.tasks.records import read_records
 
-    assert read_records.fn(profile("staging"))[-1]["author"] == "dana"
+    newest = read_records.fn(profile("staging"))[-1]
+    assert newest["author"] == "dana"
+    # the commit time came from the signed body, through the event and prefect.yaml's trigger, with
+    # the receiver's proof (commit_proof), which the flow verified: it counts in the lead time
+    assert (newest["commit_at"], newest["commit_at_from"]) == (committed.isoformat(), "receiver")
+    [run] = runs_for(sha)
+    assert str(run.parameters["request"]["commit_proof"]).startswith(f"{run_id_for(sha, 'develop')}:ed25519:")
     # a replay of the same delivery starts nothing more
     r = httpx.post(stack["url"] + "/github", content=body, headers=headers, timeout=10)
     assert r.status_code == 200 and r.json()["duplicate"] is True

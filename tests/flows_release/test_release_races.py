@@ -12,7 +12,8 @@ import pytest
 from greenlight.clients.kube import Kube
 from greenlight.errors import ReleaseRefused
 from greenlight.flows.maintenance import cleanup
-from greenlight.flows.release import PromoteRequest, build_promote
+from greenlight.flows.release import build_promote
+from greenlight.flows.requests import PromoteRequest
 from greenlight.flows.rollback import rollback
 from greenlight.tasks.kube import deploy_colour
 from greenlight_lab import supervisor

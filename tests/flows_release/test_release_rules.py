@@ -15,7 +15,9 @@ from greenlight.clients.kube import Kube
 from greenlight.core.release import release_id
 from greenlight.errors import InputInvalid, ReleaseRefused
 from greenlight.flows.maintenance import cleanup
-from greenlight.flows.release import FREEZE_VARIABLE, PromoteRequest, build_promote
+from greenlight.flows.promotion import FREEZE_VARIABLE
+from greenlight.flows.release import build_promote
+from greenlight.flows.requests import PromoteRequest
 from greenlight.flows.traffic_switch import switch
 from greenlight_lab import supervisor
 from greenlight_lab.state import LabState

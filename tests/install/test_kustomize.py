@@ -291,6 +291,7 @@ def test_primary_cluster_holds_the_install_and_nothing_of_the_dr_cluster(
 PRIMARY_GRANTS = [
     ("greenlight-flows", "list", "deployments", "sma-staging", True),
     ("greenlight-flows", "list", "deployments", "sma-production", True),
+    ("greenlight-flows", "list", "events", "sma-production", True),  # a failing colour's diagnostics
     ("greenlight-flows", "delete", "deployments", "sma-production", False),
     ("greenlight-flows", "get", "secrets", "sma-staging", False),
     ("greenlight-flows", "list", "ingresses", "sma-staging", False),
@@ -300,6 +301,11 @@ PRIMARY_GRANTS = [
     ("greenlight-config-backup", "list", "secrets", "sma-production", True),
     ("greenlight-config-backup", "get", "secrets", "sma-production", False),
     ("greenlight-config-backup", "list", "configmaps", "sma-staging", False),
+    ("greenlight-config-restore", "get", "secrets", "sma-production", True),
+    ("greenlight-config-restore", "delete", "secrets", "sma-production", False),
+    ("greenlight-config-restore", "list", "secrets", "sma-production", False),
+    ("greenlight-config-restore", "get", "deployments", "sma-staging", True),
+    ("greenlight-config-restore", "get", "deployments", "kube-system", False),
     ("greenlight-worker", "list", "jobs", "greenlight", True),
     ("greenlight-worker", "list", "deployments", "sma-production", False),
 ]

@@ -63,7 +63,16 @@ def registry_block(lab: LabState, value: object) -> Iterator[None]:
 def test_lab_up_leaves_nothing_for_setup_to_create(lab: LabState) -> None:
     """After `greenlight lab up` every object setup manages exists, the credential blocks holding the lab's values."""
     lines = ensure_setup(dry_run=True)
-    assert len(lines) == len(expected_objects()) and all(line.startswith("exists") for line in lines), lines
+    assert all(line.startswith("exists") for line in lines), lines
+    # one line per object of expected_objects, in its order, then production's dead man's switch
+    # (its notification blocks, then the automation the server notifies from)
+    named = [obj.name for obj in expected_objects()]
+    assert all(f" {name}" in line for name, line in zip(named, lines, strict=False)), lines
+    switch = lines[len(named) :]
+    assert switch and " automation greenlight-dead-mans-switch-production " in switch[-1], switch
+    assert switch[:-1] and all(
+        " notification block greenlight-dms-production-" in line for line in switch[:-1]
+    )
     assert Secret.load(SCRATCH_URL_BLOCK).get() == lab.env[SCRATCH_URL_ENV]  # type: ignore[union-attr]
     assert Secret.load(REGISTRY_CREDENTIALS_BLOCK).get() == {  # type: ignore[union-attr]
         "username": lab.env[USERNAME_ENV],

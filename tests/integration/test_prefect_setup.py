@@ -38,7 +38,7 @@ def test_prefect_yaml_deploys_every_flow_with_schedules_and_triggers(lab: LabSta
     expected = {
         "build_promote/staging-from-github", "build_promote/production-from-github", "build_promote/promote",
         "rollback/roll-back-now", "switch/point-traffic-at-a-colour", "monitor/watch-and-roll-back-on-breach", "verify_backups/nightly", "backup_config/daily", "dr_drill/quarterly",
-        "cleanup/hourly", "alert/dead-mans-switch",
+        "cleanup/hourly", "alert/by-hand", "monitoring_drift/production-drift",
     }  # fmt: skip
     assert expected <= set(deployments)
     nightly = deployments["verify_backups/nightly"].schedules[0].schedule
@@ -46,6 +46,9 @@ def test_prefect_yaml_deploys_every_flow_with_schedules_and_triggers(lab: LabSta
     assert deployments["dr_drill/quarterly"].schedules[0].schedule.cron == "0 6 1 1,4,7,10 *"
     names = {a.name for a in automations}
     assert any(n.startswith("staging-from-github") for n in names)
-    switch = next(a for a in automations if a.name.startswith("dead-mans-switch"))
+    switch = next(a for a in automations if a.name == "greenlight-dead-mans-switch-production")
     assert switch.trigger.posture.value == "Proactive"
     assert switch.trigger.within.total_seconds() == 26 * 3600
+    # the server notifies itself (no flow run, so no worker): PagerDuty and Slack blocks
+    assert {a.type for a in switch.actions} == {"send-notification"} and len(switch.actions) >= 2
+    assert [a.type for a in switch.actions_on_resolve] == ["send-notification"]

@@ -32,6 +32,7 @@ def test_discovery_lists_groups_versions_and_short_names(api: client.ApiClient) 
         "autoscaling": "v2",
         "policy": "v1",
         "networking.k8s.io": "v1",
+        "gateway.networking.k8s.io": "v1",
         "rbac.authorization.k8s.io": "v1",
         "authorization.k8s.io": "v1",
         "authentication.k8s.io": "v1",

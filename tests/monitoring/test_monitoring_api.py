@@ -369,6 +369,54 @@ def test_out_of_order_gauge_write_is_input_invalid(monitoring: MonitoringClient)
         monitoring.write_gauge(metric, 2.0, {}, at=now - timedelta(seconds=5))
 
 
+def test_a_second_point_within_5_s_on_one_series_is_refused(monitoring: MonitoringClient) -> None:
+    """One series takes at most one point every 5 s, as the real API's sampling period; another
+    series (other labels) at the same moment is fine."""
+    metric = "custom.googleapis.com/greenlight/sampling_probe"
+    now = datetime.now(UTC) - timedelta(seconds=20)
+    monitoring.write_gauge(metric, 1.0, {"environment": "a"}, at=now)
+    with pytest.raises(InputInvalid, match="more frequently than the maximum sampling period"):
+        monitoring.write_gauge(metric, 2.0, {"environment": "a"}, at=now + timedelta(seconds=4.9))
+    monitoring.write_gauge(metric, 3.0, {"environment": "b"}, at=now + timedelta(seconds=1))
+    monitoring.write_gauge(metric, 4.0, {"environment": "a"}, at=now + timedelta(seconds=5))
+
+
+def test_a_point_written_now_too_soon_is_written_again_after_the_sampling_period(
+    monitoring: MonitoringClient,
+) -> None:
+    """Two writes "now" to one series back to back both land: the second, refused for the
+    sampling period, is written again at a new now, at least 5 s after the first point."""
+    metric = "custom.googleapis.com/greenlight/resample_probe"
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    monitoring.write_gauge(metric, 1.0, {"environment": "a"})
+    monitoring.write_gauge(metric, 2.0, {"environment": "a"})
+    request = {"name": f"projects/{PROJECT}", "filter": f'metric.type="{metric}"',
+               "interval": {"start_time": since, "end_time": datetime.now(UTC) + timedelta(seconds=1)}}  # fmt: skip
+    (series,) = list(monitoring.client.list_time_series(request=request))
+    newest, first = series.points  # newest first
+    assert (newest.value.double_value, first.value.double_value) == (2.0, 1.0)
+    assert (newest.interval.end_time - first.interval.end_time) >= timedelta(seconds=5)
+
+
+def test_a_point_older_than_25_hours_is_refused(monitoring: MonitoringClient) -> None:
+    """A point more than 25 hours in the past is refused, as the real API refuses it."""
+    metric = "custom.googleapis.com/greenlight/age_probe"
+    with pytest.raises(InputInvalid, match="25h in the past"):
+        monitoring.write_gauge(metric, 1.0, {}, at=datetime.now(UTC) - timedelta(hours=25, seconds=5))
+    monitoring.write_gauge(metric, 1.0, {}, at=datetime.now(UTC) - timedelta(hours=24, minutes=59))
+
+
+def test_write_gauges_writes_many_series_in_one_call(monitoring: MonitoringClient) -> None:
+    """write_gauges sends every series in one CreateTimeSeries call, each point at the same time."""
+    base = "custom.googleapis.com/greenlight/many_probe"
+    when = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=3)
+    monitoring.write_gauges([(f"{base}/a", 1.5, {"k": "x"}), (f"{base}/b", 2.5, {"k": "x"})], at=when)
+    got = monitoring.read_latest(
+        f'metric.type = starts_with("{base}/")', when - timedelta(seconds=1), when + timedelta(seconds=1)
+    )
+    assert sorted((labels["k"], value, t) for labels, value, t in got) == [("x", 1.5, when), ("x", 2.5, when)]
+
+
 def test_write_to_a_non_custom_type_is_input_invalid(monitoring: MonitoringClient) -> None:
     """Only custom.googleapis.com/ (and external/workload) types are writable."""
     with pytest.raises(InputInvalid, match="not writable"):

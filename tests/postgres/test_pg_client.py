@@ -92,7 +92,7 @@ def test_tool_major_version_reads_the_embedded_tools() -> None:
         ("postgresql://u:s3cret@h:5432/db failed", None, "postgresql://u:***@h:5432/db failed"),
         ("postgres://u:p%40ss@h/db", None, "postgres://u:***@h/db"),
         ("host=h password=s3cret dbname=x", None, "host=h password=*** dbname=x"),
-        ("host=h password='a b' dbname=x", None, "host=h password=*** dbname=x"),
+        ("host=h password='a b' dbname=x", None, "host=h password='***' dbname=x"),
         ("it said s3cretpw twice: s3cretpw", "s3cretpw", "it said *** twice: ***"),
         ("postgresql://u@h/db", None, "postgresql://u@h/db"),
         ("a short pw ab stays", "ab", "a short pw ab stays"),

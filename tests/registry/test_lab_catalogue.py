@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from greenlight.core.signatures import signature_tag
 from greenlight_lab.catalogue import BEHAVIOUR_LABEL, Behaviour, Catalogue, build_manifest
 
 GOOD = Behaviour("v1")
@@ -96,8 +97,11 @@ def test_tags_and_list_describe_the_catalogue():
     old = catalogue.push("ghcr.io/sma/backend:v1", GOOD)
     catalogue.push("ghcr.io/sma/backend:v1", BAD)
     catalogue.push("ghcr.io/sma/backend:v2", BAD)
-    assert catalogue.tags("sma/backend") == ["v1", "v2"]
-    assert catalogue.tags("ghcr.io/sma/backend") == ["v1", "v2"]
+    new = catalogue.lookup("ghcr.io/sma/backend:v2")
+    assert new is not None
+    sigs = [signature_tag(old), signature_tag(new[0])]  # each digest's signature
+    assert catalogue.tags("sma/backend") == sorted(["v1", "v2", *sigs])  # .sig tags too, as tags/list
+    assert catalogue.tags("ghcr.io/sma/backend") == sorted(["v1", "v2", *sigs])
     assert catalogue.tags("sma/nothing") == []
     rows = catalogue.list()
     assert [(row["tag"], row["behaviour"]["version"]) for row in rows] == [

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -116,6 +117,39 @@ def read_flow_run(run: UUID) -> FlowRun:
 
     with get_client(sync_client=True) as client:
         return client.read_flow_run(run)
+
+
+def wait_final(run: UUID, timeout_s: float) -> FlowRun:
+    """The flow run ``run`` once its state is final, or as it is after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        flow_run = read_flow_run(run)
+        if (flow_run.state is not None and flow_run.state.is_final()) or time.monotonic() > deadline:
+            return flow_run
+        time.sleep(1)
+
+
+def flow_run_ids_of(deployment: UUID) -> set[UUID]:
+    """The ids of every flow run of ``deployment``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment]))
+        )
+    return {r.id for r in runs}
+
+
+def server_errors(page: Page) -> list[str]:
+    """A list that collects, as they come, the page's API answers with a 5xx (method, URL, status):
+    what made Prefect's UI show its "Oops. Something went wrong." toast."""
+    seen: list[str] = []
+    page.on(
+        "response",
+        lambda r: seen.append(f"{r.request.method} {r.url} -> {r.status}") if r.status >= 500 else None,
+    )
+    return seen
 
 
 def read_artifacts(only: ArtifactFilter) -> list[Artifact]:

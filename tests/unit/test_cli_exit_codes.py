@@ -11,7 +11,7 @@ import pytest
 import greenlight.cli
 import greenlight.errors as errors
 from greenlight.commands.reference import BEGIN, END, cli_doc, exit_codes_markdown, exit_codes_text, fill
-from greenlight.errors import _EXIT_CODES, OUTCOMES, GreenlightError, exit_code
+from greenlight.errors import _EXIT_CODES, OUTCOMES, GreenlightError, InputInvalid, exit_code
 from greenlight.flows.backup_verification import BackupNotVerified
 from greenlight.flows.dr_drill import DrillFailed
 from greenlight.settings import REPO_ROOT
@@ -85,5 +85,5 @@ def test_fill_replaces_only_its_section_and_refuses_a_missing_one() -> None:
     """A generated section is replaced between its markers, the text around it kept; no markers: an error."""
     text = f"before\n{BEGIN.format(name='x')}old\n{END.format(name='x')}\nafter\n"
     assert fill(text, "x", "new\n") == f"before\n{BEGIN.format(name='x')}new\n{END.format(name='x')}\nafter\n"
-    with pytest.raises(ValueError, match="no generated section 'y'"):
+    with pytest.raises(InputInvalid, match="no generated section 'y'"):
         fill(text, "y", "new\n")

@@ -149,7 +149,7 @@ PLANS = [
         False,
         False,
         None,
-        "has no 'color' in its selector: not blue-green (it would route to both colours)",
+        "has no 'color' in its selector (app=backend): it is not a blue-green Service (it would route to both colours)",
     ),
     (
         "unknown-live-colour-blocks",
@@ -171,7 +171,7 @@ PLANS = [
         False,
         False,
         None,
-        "has no 'color' in its selector: not blue-green",
+        "has no 'color' in its selector",
     ),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -213,12 +214,24 @@ CASES = [
     ("updated-lags", deployment(updated=1, available=1), ready_pods(1), 5, "progressing", "1/3 updated"),
     ("pods-not-listed-yet", deployment(), ready_pods(2), 5, "progressing", "2/3 pods listed"),
     (
-        "terminating-crash-pod-ignored",
+        "terminating-crash-pod-does-not-fail-but-holds-until-gone",
         deployment(),
         [*ready_pods(3), pod("old", ready=False, waiting="CrashLoopBackOff", restarts=5, deleting=True)],
         5,
-        "available",
-        "green 3/3 available",
+        "progressing",
+        "green 3/3 available (1 earlier pod still terminating (may still answer))",
+    ),
+    (
+        "terminating-ready-pod-of-the-earlier-release-holds-until-gone",
+        deployment(),
+        [
+            *ready_pods(3),
+            pod("old", image=OLD_IMAGE, deleting=True),
+            pod("old2", image=OLD_IMAGE, deleting=True),
+        ],
+        5,
+        "progressing",
+        "2 earlier pods still terminating",
     ),
     (
         "old-image-pod-ignored",
@@ -290,3 +303,14 @@ def test_malformed_counts_read_as_defaults() -> None:
     result = assess_rollout(deploy, [], now=1, started_at=0, deadline_s=60)
     assert result.phase == "progressing"
     assert result.desired == 1 and result.available == 0
+
+
+def test_a_terminating_pod_past_its_grace_period_no_longer_holds_the_rollout() -> None:
+    """deletionTimestamp is when the pod must be gone: past it (a pod stuck on a lost node) the
+    rollout is available; before it, the pod may still answer under the colour's label."""
+    stuck = pod("old", image=OLD_IMAGE, deleting=True)  # deletionTimestamp 2026-11-26T10:00:00Z
+    gone_by = datetime(2026, 11, 26, 10, 0, tzinfo=UTC).timestamp()
+    pods = [*ready_pods(3), stuck]
+    before = assess_rollout(deployment(), pods, now=gone_by - 1, started_at=gone_by - 10, deadline_s=60)
+    after = assess_rollout(deployment(), pods, now=gone_by + 1, started_at=gone_by - 10, deadline_s=60)
+    assert (before.phase, after.phase) == ("progressing", "available"), (before, after)

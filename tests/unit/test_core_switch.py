@@ -56,7 +56,7 @@ def test_snapshot_service_copies_name_version_selector_annotations() -> None:
     }
     snap = snapshot_service(svc)
     assert (snap.name, snap.namespace, snap.resource_version) == ("backend", "sma-staging", "41")
-    assert snap.colour("color") == "blue"
+    assert snap.colour() == "blue"
     assert (snap.release_id, snap.previous_colour, snap.digests) == ("staging-aaa", "green", {"backend": D1})
     assert snap.rolled_back_release is None
     assert snap.active_colour is None
@@ -85,7 +85,7 @@ def test_snapshot_tolerates_missing_or_malformed_record(
 ) -> None:
     """Missing selectors and unreadable digest annotations read as absent, never raise."""
     snap = snapshot_service(svc)
-    assert snap.colour("color") == colour
+    assert snap.colour() == colour
     assert snap.active_colour == (svc["metadata"].get("annotations") or {}).get(ACTIVE_COLOUR)
     assert snap.digests == digests
     assert snap.resource_version == ""
@@ -244,7 +244,7 @@ SWITCHES = [
         live("blue"),
         EndpointReadiness(0, 3, 3),
         "refuse",
-        "refusing: green has no ready endpoints — switching would empty the Service",
+        "refusing: green has no ready endpoints — switching would leave backend nothing to serve with",
     ),
     ("refuse-not-blue-green", live(None), READY3, "refuse", "has no 'color' in its selector (app=backend)"),
     ("refuse-without-resource-version", live("blue", rv=""), READY3, "refuse", "no resourceVersion"),
@@ -258,7 +258,7 @@ def test_decide_switch_action_and_reason(
     snap: ServiceSnapshot, endpoints: EndpointReadiness, action: str, reason: str
 ) -> None:
     """Each Service state and endpoint readiness gives its action, with a reason naming the cause."""
-    step = decide_switch(snap, "green", "color", endpoints, "staging-bbb", {"backend": D2})
+    step = decide_switch(snap, "green", endpoints, "staging-bbb", {"backend": D2})
     assert step.action == action
     assert reason in step.reason
     assert (step.patch is not None) is (action == "switch")
@@ -270,7 +270,6 @@ def test_switch_patch_guards_version_records_previous_and_moves_selector() -> No
     step = decide_switch(
         live("blue", **RECORDED, **{ROLLED_BACK: "x"}),
         "green",
-        "color",
         READY3,
         "staging-bbb",
         {"z": D2, "a": D1},
@@ -296,7 +295,7 @@ def test_switch_patch_guards_version_records_previous_and_moves_selector() -> No
 
 def test_first_switch_deletes_absent_previous_record() -> None:
     """Switching a Service with no record writes null previous-release annotations (a merge patch deletes them)."""
-    step = decide_switch(live("blue"), "green", "color", READY3, "staging-bbb", {})
+    step = decide_switch(live("blue"), "green", READY3, "staging-bbb", {})
     assert step.patch is not None
     annotations = step.patch["metadata"]["annotations"]
     assert annotations[PREVIOUS_RELEASE_ID] is None and annotations[PREVIOUS_DIGESTS] is None
@@ -412,7 +411,7 @@ def test_decide_rollback_action_and_reason(
     scale_to: int | None,
 ) -> None:
     """Each state of the previous colour gives its rollback step, with a reason naming the cause."""
-    step = decide_rollback(snap, "color", ready, previous_replicas=replicas, want_replicas=3)
+    step = decide_rollback(snap, ready, previous_replicas=replicas, want_replicas=3)
     assert step.action == action
     assert reason in step.reason
     assert step.scale_to == scale_to
@@ -421,7 +420,7 @@ def test_decide_rollback_action_and_reason(
 
 def test_rollback_patch_restores_previous_release_and_marks_the_bad_one() -> None:
     """The rollback patch points the selector at the previous colour and swaps the release records."""
-    step = decide_rollback(live("green", **AFTER_SWITCH), "color", READY3, 3, 3)
+    step = decide_rollback(live("green", **AFTER_SWITCH), READY3, 3, 3)
     assert (step.from_colour, step.to_colour) == ("green", "blue")
     assert step.patch == {
         "metadata": {
@@ -443,10 +442,10 @@ def test_rollback_patch_restores_previous_release_and_marks_the_bad_one() -> Non
 
 def test_rollback_then_rollback_again_is_a_noop() -> None:
     """Applying a rollback's annotations and asking again gives noop: a second rollback would restore the bad release."""
-    first = decide_rollback(live("green", **AFTER_SWITCH), "color", READY3, 3, 3)
+    first = decide_rollback(live("green", **AFTER_SWITCH), READY3, 3, 3)
     assert first.patch is not None
     applied = {k: v for k, v in first.patch["metadata"]["annotations"].items() if v is not None}
-    second = decide_rollback(live("blue", **applied), "color", READY3, 3, 3)
+    second = decide_rollback(live("blue", **applied), READY3, 3, 3)
     assert second.action == "noop"
 
 
@@ -458,14 +457,14 @@ def test_switch_after_rollback_clears_the_marker() -> None:
         RELEASE_ID: "staging-aaa",
         ROLLED_BACK: "staging-bbb",
     }
-    step = decide_switch(live("blue", **after_rollback), "green", "color", READY3, "staging-ccc", {})
+    step = decide_switch(live("blue", **after_rollback), "green", READY3, "staging-ccc", {})
     assert step.patch is not None
     assert step.patch["metadata"]["annotations"][ROLLED_BACK] is None
 
 
 def test_rollback_of_unrecorded_release_still_marks_it() -> None:
     """A rollback of a Service without a recorded release id marks the rolled-back colour instead."""
-    step = decide_rollback(live("green", **{PREVIOUS_COLOUR: "blue"}), "color", READY3, 3, 3)
+    step = decide_rollback(live("green", **{PREVIOUS_COLOUR: "blue"}), READY3, 3, 3)
     assert step.patch is not None
     assert step.patch["metadata"]["annotations"][ROLLED_BACK] == "unrecorded-on-green"
 
@@ -481,7 +480,7 @@ def overlapping(release: str = "staging-bbb", **annotations: str) -> ServiceSnap
 
 def test_overlap_mode_widens_to_both_colours_recording_the_overlap() -> None:
     """In overlap mode the first step drops the colour from the selector (null in the merge patch) and records the overlap."""
-    step = decide_switch(live("blue", **RECORDED), "green", "color", READY3, "staging-bbb", {}, "overlap")
+    step = decide_switch(live("blue", **RECORDED), "green", READY3, "staging-bbb", {}, "overlap")
     assert step.action == "widen"
     assert step.patch == {
         "metadata": {
@@ -495,8 +494,8 @@ def test_overlap_mode_widens_to_both_colours_recording_the_overlap() -> None:
 def test_overlap_recorded_for_this_release_narrows_with_the_switch_record() -> None:
     """Once this release's overlap is on the Service, the next step narrows to the new colour and clears the overlap."""
     snap = overlapping()
-    assert snap.colour("color") == "blue"  # traffic is taken to be on the colour it moves from
-    step = decide_switch(snap, "green", "color", READY3, "staging-bbb", {"backend": D2}, "overlap")
+    assert snap.colour() == "blue"  # traffic is taken to be on the colour it moves from
+    step = decide_switch(snap, "green", READY3, "staging-bbb", {"backend": D2}, "overlap")
     assert step.action == "narrow"
     assert step.patch is not None
     annotations = step.patch["metadata"]["annotations"]
@@ -520,20 +519,20 @@ OVERLAP_REFUSALS = [
 )
 def test_another_switchs_overlap_is_refused(snap: ServiceSnapshot, target: str, release: str) -> None:
     """A Service mid-overlap for another release or towards another colour is not switched over."""
-    step = decide_switch(snap, target, "color", READY3, release, {}, "overlap")
+    step = decide_switch(snap, target, READY3, release, {}, "overlap")
     assert step.action == "refuse"
     assert "mid-switch from blue to green" in step.reason
 
 
 def test_direct_mode_never_widens() -> None:
     """Direct mode switches with one patch, whatever the Service."""
-    step = decide_switch(live("blue", **RECORDED), "green", "color", READY3, "staging-bbb", {}, "direct")
+    step = decide_switch(live("blue", **RECORDED), "green", READY3, "staging-bbb", {}, "direct")
     assert step.action == "switch"
 
 
 def test_rollback_mid_overlap_narrows_back_to_where_it_started() -> None:
     """A rollback of a Service mid-overlap points it back at the colour the overlap moved from."""
-    step = decide_rollback(overlapping(), "color", EndpointReadiness(0, 0, 0), 0, 3, "backend", None)
+    step = decide_rollback(overlapping(), EndpointReadiness(0, 0, 0), 0, 3, "backend", None)
     assert (step.action, step.to_colour) == ("switch", "blue")
     assert step.patch is not None
     assert step.patch["spec"]["selector"] == {"app": "backend", "color": "blue"}
@@ -553,7 +552,7 @@ ROLLBACK_DIGESTS = [
 )
 def test_rollback_only_to_a_colour_still_running_the_previous_digest(digest: str | None, action: str) -> None:
     """A rollback returns to the previous colour only while it runs the previous release's digest."""
-    step = decide_rollback(live("green", **AFTER_SWITCH), "color", READY3, 3, 3, "backend", digest)
+    step = decide_rollback(live("green", **AFTER_SWITCH), READY3, 3, 3, "backend", digest)
     assert step.action == action
     if action == "refuse":
         assert "a release has deployed onto it" in step.reason
@@ -562,19 +561,19 @@ def test_rollback_only_to_a_colour_still_running_the_previous_digest(digest: str
 def test_rollback_without_recorded_previous_digest_is_not_blocked() -> None:
     """Without a recorded previous digest for the app (a first release), the check cannot apply and the rollback goes on."""
     snap = live("green", **{k: v for k, v in AFTER_SWITCH.items() if k != PREVIOUS_DIGESTS})
-    assert decide_rollback(snap, "color", READY3, 3, 3, "backend", D2).action == "switch"
+    assert decide_rollback(snap, READY3, 3, 3, "backend", D2).action == "switch"
 
 
 def test_overlap_rollback_widens_then_narrows_with_the_rollback_record() -> None:
     """Behind a load balancer that detaches before attaching, a rollback first widens to both
     colours, then (seeing its own overlap) narrows to the previous colour with the rollback's record."""
-    first = decide_rollback(live("green", **AFTER_SWITCH), "color", READY3, 3, 3, "backend", D1, "overlap")
+    first = decide_rollback(live("green", **AFTER_SWITCH), READY3, 3, 3, "backend", D1, "overlap")
     assert first.action == "widen" and first.patch is not None
     assert first.patch["spec"]["selector"] == {"app": "backend", "color": None}
     record = first.patch["metadata"]["annotations"][OVERLAP]
     widened = live(None, **AFTER_SWITCH, **{OVERLAP: record})
-    assert widened.colour("color") == "green"  # still taken to be on the bad colour until narrowed
-    second = decide_rollback(widened, "color", READY3, 3, 3, "backend", D1, "overlap")
+    assert widened.colour() == "green"  # still taken to be on the bad colour until narrowed
+    second = decide_rollback(widened, READY3, 3, 3, "backend", D1, "overlap")
     assert (second.action, second.from_colour, second.to_colour) == ("switch", "green", "blue")
     assert second.patch is not None
     annotations = second.patch["metadata"]["annotations"]

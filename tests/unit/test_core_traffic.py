@@ -84,7 +84,7 @@ def test_arrival_needs_settled_endpoints_then_traffic_or_the_allowance(
     reason: str,
 ) -> None:
     """A move is done once the live Endpoints show the colour and requests arrive or the allowance passes."""
-    arrival = decide_arrival(phase, "backend", "green", 2, by_colour, settled_for, 3.0, observed)
+    arrival = decide_arrival(phase, "backend Endpoints", "green", 2, by_colour, settled_for, 3.0, observed)
     assert (arrival.settled, arrival.done) == (settled, done)
     assert reason in arrival.reason
 

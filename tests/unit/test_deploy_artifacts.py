@@ -49,7 +49,8 @@ KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shut
 # Which service account each flow runs as on the kubernetes pool (entrypoint -> ServiceAccount in `greenlight`);
 # every entrypoint not named here runs as the release service account.
 CONFIG_BACKUP = "greenlight.flows.config_backup.backup_config"
-SERVICE_ACCOUNT_OF = {CONFIG_BACKUP: "greenlight-config-backup"}
+CONFIG_RESTORE = "greenlight.flows.config_restore.restore_config"
+SERVICE_ACCOUNT_OF = {CONFIG_BACKUP: "greenlight-config-backup", CONFIG_RESTORE: "greenlight-config-restore"}
 
 # Namespaces a set's objects may live in without the set creating them first, and why they exist already.
 PREEXISTING_NAMESPACES: dict[str, dict[str, str]] = {
@@ -63,12 +64,28 @@ PREEXISTING_NAMESPACES: dict[str, dict[str, str]] = {
 # Every grant on Secrets, (set, kind, namespace, name, verb) -> why the code needs it. Anything else is refused.
 SECRET_GRANTS = {
     ("primary", "Role", "sma-production", "greenlight-config-backup", "list"): (
-        "flows/config_backup.py exports Secrets as names, types and keys (export_object drops data); keys come only "
+        "flows/config_backup.py (tasks/config_export.py) exports Secrets as names, types and keys (export_object drops data); keys come only "
         "with the object and the export makes one list call per kind, so `list` (which returns values to the "
         "client, as `get` would) is the narrowest verb: no `get`"
     ),
+    ("primary", "Role", "sma-staging", "greenlight-config-restore", "get"): (
+        "flows/config_restore.py (tasks/restore.py read_live_objects) reads each Secret the bundle names by name "
+        "and keeps only its keys: `get`, no `list`"
+    ),
+    ("primary", "Role", "sma-staging", "greenlight-config-restore", "create"): (
+        "tasks/restore.py creates a Secret the bundle names that the namespace lacks, with its keys and empty "
+        "values; no `update`: an existing Secret is never overwritten"
+    ),
+    ("primary", "Role", "sma-production", "greenlight-config-restore", "get"): (
+        "flows/config_restore.py (tasks/restore.py read_live_objects) reads each Secret the bundle names by name "
+        "and keeps only its keys: `get`, no `list`"
+    ),
+    ("primary", "Role", "sma-production", "greenlight-config-restore", "create"): (
+        "tasks/restore.py creates a Secret the bundle names that the namespace lacks, with its keys and empty "
+        "values; no `update`: an existing Secret is never overwritten"
+    ),
     ("dr", "ClusterRole", None, "greenlight-dr-drill", "get"): (
-        "flows/dr_drill.py secret_keys() reads each Secret the bundle names with kube.find (GET by name) in the DR "
+        "tasks/drill.py secret_keys() reads each Secret the bundle names with kube.find (GET by name) in the DR "
         "namespace and keeps only its keys: `get`, no `list`; granted in that namespace only (a RoleBinding)"
     ),
 }

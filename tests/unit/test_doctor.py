@@ -11,6 +11,7 @@ import pytest
 
 from greenlight.core import doctor as dr
 from greenlight.core.drill import APPLY_ORDER
+from greenlight.core.restore import REPLACED_KINDS
 from greenlight.errors import GateFailed, exit_code
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,15 +26,20 @@ KUBE_VERBS = {"get": "get", "find": "get", "items": "list", "list": "list", "cre
 PLURAL_CONSTANTS = {
     "CLONED_KINDS": ("horizontalpodautoscalers", "poddisruptionbudgets"),
     "APPLY_ORDER": APPLY_ORDER,
+    "REPLACED_KINDS": REPLACED_KINDS,
     "plural": None,  # resolved per file below
 }
 GROUPS = {"deployments": "apps", "horizontalpodautoscalers": "autoscaling", "poddisruptionbudgets": "policy",
-          "jobs": "batch", "ingresses": "networking.k8s.io"}  # fmt: skip
+          "jobs": "batch", "ingresses": "networking.k8s.io", "httproutes": "gateway.networking.k8s.io"}  # fmt: skip
 # files whose Kubernetes calls run as another identity than the flows' (config backup: its own
 # ServiceAccount) or that are not flows at all
 # not the release ServiceAccount's calls: config-backup runs as its own list-only account, and
 # `greenlight adopt` is run once per app by a person with their own credentials, never by a flow
-NOT_THE_FLOWS = {"greenlight/flows/config_backup.py", "greenlight/tasks/adopt.py"}
+NOT_THE_FLOWS = {
+    "greenlight/flows/config_backup.py",
+    "greenlight/tasks/config_export.py",
+    "greenlight/tasks/adopt.py",
+}
 
 
 def _calls_in(path: Path) -> set[tuple[str, str, str]]:
@@ -90,7 +96,7 @@ def test_every_kubernetes_call_of_the_flows_is_in_the_access_table() -> None:
             ["patch services", "get services/proxy"],
             ["create jobs.batch", "get namespaces"],
         ),
-        (False, False, False, ["patch services"], ["get services/proxy", "get pods/log"]),
+        (False, False, False, ["patch services", "get pods/log", "list events"], ["get services/proxy"]),
         (False, True, False, ["create jobs.batch", "get pods/log"], ["get services/proxy"]),
         (
             True,
@@ -356,3 +362,46 @@ def test_json_holds_every_check_and_the_verdict() -> None:
     assert [c["status"] for c in doc["checks"]] == ["ok", "fail", "skip"]
     assert doc["checks"][0]["values"] == {"n": 1}
     assert doc["checks"][1]["fix"] == "put a token"
+
+
+def _route(
+    blue: int, green: int, observed: int = 2, names: tuple[str, ...] = ("backend-blue", "backend-green")
+) -> Any:
+    from greenlight.core.httproute import snapshot_route
+
+    refs = [{"name": n, "port": 8080, "weight": w} for n, w in zip(names, (blue, green), strict=False)]
+    raw = {
+        "metadata": {"name": "backend", "namespace": "gw", "generation": 2, "resourceVersion": "5"},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": refs}]},
+        "status": {"parents": [{"parentRef": {"name": "gw"}, "conditions": [
+            {"type": t, "status": "True", "observedGeneration": observed} for t in ("Accepted", "ResolvedRefs")
+        ]}]},
+    }  # fmt: skip
+    return snapshot_route(raw, {"blue": "backend-blue", "green": "backend-green"})
+
+
+ROUTE_SHAPES: list[tuple[str, Any, bool, bool, str]] = [
+    # id, route snapshot, green's Service exists, ok, a part of what it says
+    ("ready", _route(100, 0), True, True, "sends everything to blue (programmed)"),
+    ("no-route", None, True, False, "no HTTPRoute backend"),
+    ("a-colour-service-missing", _route(100, 0), False, False, "backend Service(s) backend-green are missing"),
+    ("a-colour-not-named", _route(100, 0, names=("backend-blue",)), True, False, "has no backendRef naming Service backend-green"),
+    ("split-without-record", _route(50, 50), True, False, "splits traffic between colours"),
+    ("not-programmed", _route(100, 0, observed=1), True, False, "is not programmed: Gateway gw has not programmed generation 2"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("route", "green_svc", "good", "what"), [c[1:] for c in ROUTE_SHAPES], ids=[c[0] for c in ROUTE_SHAPES]
+)
+def test_an_httproute_app_is_checked_through_its_route(
+    route: Any, green_svc: bool, good: bool, what: str
+) -> None:
+    r = dr.assess_route_shape(
+        "backend", "backend", route, {"blue": {"kind": "Service"}, "green": {"kind": "Service"} if green_svc else None},
+        "backend-preview", {"kind": "Service"},
+    )  # fmt: skip
+    assert r.failed is not good
+    assert what in r.what, r.what
+    if good:
+        assert r.values["live_colour"] == "blue"

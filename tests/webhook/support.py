@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from greenlight.core.approval import new_signing_key
 from greenlight.errors import TransientError
 from greenlight.webhook.verify import Route, sign
 
@@ -18,9 +19,12 @@ SECRET = "it's a secret to everybody"
 REPO = "sma-platform/sma"
 WORKFLOW = "build-images"
 RUN_ID = 30433642
+COMMITTED = "2026-11-30T16:20:05+01:00"  # a head commit's timestamp, with its committer's offset
+#: the receiver's approval signing key in these tests, and its public half (the routes' github.receiver_keys)
+RECEIVER_KEY, RECEIVER_PUBLIC = new_signing_key()
 ROUTES = (
-    Route("production", REPO, WORKFLOW, "main"),
-    Route("staging", REPO, WORKFLOW, "develop"),
+    Route("production", REPO, WORKFLOW, "main", (RECEIVER_PUBLIC,)),
+    Route("staging", REPO, WORKFLOW, "develop", (RECEIVER_PUBLIC,)),
 )
 
 
@@ -37,12 +41,14 @@ def run_payload(
     run_attempt: int = 1,
     trigger: str = "push",
     head_repository: str | None = None,
+    commit_timestamp: str | None = COMMITTED,
 ) -> dict[str, Any]:
     """A ``workflow_run`` payload trimmed to what GitHub sends that the receiver reads, and a bit more.
 
     ``trigger`` is the run's ``workflow_run.event`` (what started it: ``push``, ``pull_request``...);
     ``head_repository`` the repository its commit comes from (a fork's for a pull request from a
-    fork), ``repository`` unless given.
+    fork), ``repository`` unless given; ``commit_timestamp`` the head commit's time as GitHub
+    writes it (None: a run with ``head_commit: null``).
     """
     owner, name = repository.split("/")
     head = head_repository or repository
@@ -63,6 +69,16 @@ def run_payload(
             "actor": {"login": actor},
             "repository": {"full_name": repository, "name": name, "owner": {"login": owner}},
             "head_repository": {"full_name": head, "name": head_name, "owner": {"login": head_owner}},
+            "head_commit": None
+            if commit_timestamp is None
+            else {
+                "id": sha,
+                "tree_id": "b1c4e1d0f0a3f2e5d6c7b8a9f0e1d2c3b4a5f6e7",
+                "message": "Fix the thing",
+                "timestamp": commit_timestamp,
+                "author": {"name": actor, "email": f"{actor}@example.com"},
+                "committer": {"name": actor, "email": f"{actor}@example.com"},
+            },
         },
         "workflow": {"name": workflow},
         "repository": {"full_name": repository, "name": name, "owner": {"login": owner}},

@@ -20,6 +20,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from greenlight.core.approval import new_signing_key, public_key_of
+from greenlight.core.commit_proof import proof_problem
 from greenlight.webhook.app import (
     SECRET_BLOCK_ENV,
     SECRET_ENV,
@@ -30,9 +32,11 @@ from greenlight.webhook.app import (
 )
 from greenlight.webhook.dedupe import DeliveryStore
 from greenlight.webhook.verify import Route, sign
-from greenlight_lab.state import LAB_ENVIRONMENTS
+from greenlight_lab.state import LAB_APPROVAL_SIGNING_KEY, LAB_ENVIRONMENTS
 
 from .support import (
+    RECEIVER_KEY,
+    RECEIVER_PUBLIC,
     REPO,
     ROUTES,
     RUN_ID,
@@ -57,9 +61,22 @@ def state(tmp_path: Path) -> Path:
     return tmp_path / "webhook.sqlite"
 
 
-def make_app(state: Path, emitter: RecordingEmitter, secret: str | None = SECRET) -> Starlette:
-    """The receiver with the lab's routes, its dedupe file at ``state`` and a fixed secret."""
-    return create_app(routes=ROUTES, store=DeliveryStore(state), secret=SecretSource(secret), emitter=emitter)
+def make_app(
+    state: Path,
+    emitter: RecordingEmitter,
+    secret: str | None = SECRET,
+    signing_key: str | None = RECEIVER_KEY,
+) -> Starlette:
+    """The receiver with the lab's routes, its dedupe file at ``state``, a fixed secret and a fixed
+    approval signing key (None: none configured)."""
+    key = SecretSource(signing_key, env=None, block_env=None, what="approval signing key")
+    return create_app(
+        routes=ROUTES,
+        store=DeliveryStore(state),
+        secret=SecretSource(secret),
+        emitter=emitter,
+        signing_key=key,
+    )
 
 
 @pytest.fixture
@@ -441,11 +458,13 @@ def test_one_log_line_per_delivery_without_secrets(
     assert len(lines) == 2
     assert lines[0].startswith("delivery=d-good event=workflow_run decision=emitted status=202")
     assert lines[0].endswith(
-        f"reason=develop of {REPO} releases staging; run {REPO}/actions/runs/{RUN_ID}/attempts/1"
+        f"reason=develop of {REPO} releases staging; run {REPO}/actions/runs/{RUN_ID}/attempts/1; "
+        "commit time vouched for"
     )
     assert lines[1].startswith("delivery=d-forged event=workflow_run decision=rejected status=401")
     text = "\n".join(lines)
-    for leak in (SECRET, good["X-Hub-Signature-256"], "ab" * 32, "dana", '"action"'):
+    proof = next(iter(client.app.state.receiver.emitter.events))["payload"]["commit_proof"]
+    for leak in (SECRET, good["X-Hub-Signature-256"], "ab" * 32, "dana", '"action"', RECEIVER_KEY, proof):
         assert leak not in text
 
 
@@ -453,6 +472,8 @@ def test_routes_come_from_the_lab_profiles() -> None:
     """The lab's profiles route develop to staging and main to production; dr has no github section."""
     routes = {(r.branch, r.environment) for r in load_routes(LAB_ENVIRONMENTS)}
     assert routes == {("develop", "staging"), ("main", "production")}
+    lab_public = public_key_of(LAB_APPROVAL_SIGNING_KEY)  # the key the lab's receiver signs with
+    assert {r.receiver_keys for r in load_routes(LAB_ENVIRONMENTS)} == {(lab_public,)}
 
 
 def test_signature_of_the_exact_raw_bytes_is_checked(client: AppClient) -> None:
@@ -485,3 +506,71 @@ def test_unreachable_prefect_is_503_quickly_and_nothing_is_recorded(state: Path)
             elapsed = time.monotonic() - started
     assert response.status_code == 503 and elapsed < 3
     assert DeliveryStore(state).count() == 0
+
+
+# --- the commit proof: the receiver's word for the commit time (greenlight.core.commit_proof) ----
+
+
+def test_the_emitted_payload_carries_a_commit_proof_that_verifies(
+    client: AppClient, emitter: RecordingEmitter
+) -> None:
+    """With its signing key, the receiver signs what it verified: the proof in the payload verifies
+    with the route's receiver key for this repository, sha, UTC commit time and run id, and for no
+    other commit time."""
+    post(client, *delivery(run_payload(sha="c0ffee")))
+    [event] = emitter.events
+    payload = event["payload"]
+    assert payload["commit_at"] == "2026-11-30T15:20:05+00:00"  # COMMITTED, in UTC
+    assert payload["commit_proof"].startswith(f"{RUN_ID}:ed25519:")
+    assert (
+        proof_problem([RECEIVER_PUBLIC], payload["commit_proof"], REPO, "c0ffee", payload["commit_at"])
+        is None
+    )
+    later = "2026-11-30T15:20:06+00:00"
+    assert proof_problem([RECEIVER_PUBLIC], payload["commit_proof"], REPO, "c0ffee", later) is not None
+
+
+def test_without_a_signing_key_the_delivery_is_emitted_without_a_proof_and_logged(
+    state: Path, emitter: RecordingEmitter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No key: no commit_proof in the payload, the delivery is still emitted (202), and a warning
+    says the lead time will not count the release."""
+    c = AppClient(make_app(state, emitter, signing_key=None))
+    with caplog.at_level(logging.INFO, logger="greenlight.webhook"):
+        response = post(c, *delivery(run_payload()))
+    assert response.status_code == 202
+    [event] = emitter.events
+    assert "commit_proof" not in event["payload"] and event["payload"]["commit_at"] is not None
+    lines = [r.getMessage() for r in caplog.records if r.name == "greenlight.webhook"]
+    assert any("no approval signing key" in line and "lead time will not count" in line for line in lines)
+    assert lines[-1].endswith("commit time not vouched for (no signing key)")
+
+
+def test_an_unusable_signing_key_emits_without_a_proof(state: Path, emitter: RecordingEmitter) -> None:
+    """A key that is not an Ed25519 key yields no proof; the delivery is emitted all the same."""
+    c = AppClient(make_app(state, emitter, signing_key="not-a-key"))
+    assert post(c, *delivery(run_payload())).status_code == 202
+    assert "commit_proof" not in emitter.events[0]["payload"]
+
+
+def test_a_run_without_a_head_commit_gets_no_proof(client: AppClient, emitter: RecordingEmitter) -> None:
+    """GitHub's head_commit null: no commit time, so nothing to vouch for."""
+    assert post(client, *delivery(run_payload(commit_timestamp=None))).status_code == 202
+    payload = emitter.events[0]["payload"]
+    assert payload["commit_at"] is None and "commit_proof" not in payload
+
+
+def test_a_key_the_profile_does_not_name_is_used_and_warned_about(
+    state: Path, emitter: RecordingEmitter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receiver whose key is not among the route's github.receiver_keys still emits (with its
+    proof, which the flow will refuse) and says so in the log."""
+    other, _ = new_signing_key()
+    c = AppClient(make_app(state, emitter, signing_key=other))
+    with caplog.at_level(logging.INFO, logger="greenlight.webhook"):
+        assert post(c, *delivery(run_payload())).status_code == 202
+    payload = emitter.events[0]["payload"]
+    assert proof_problem(
+        [RECEIVER_PUBLIC], payload["commit_proof"], REPO, payload["sha"], payload["commit_at"]
+    )
+    assert any("is not among staging's github.receiver_keys" in r.getMessage() for r in caplog.records)

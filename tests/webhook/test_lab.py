@@ -20,6 +20,8 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.events.schemas.automations import EventTrigger, Posture
 from prefect.events.schemas.events import ReceivedEvent
 
+from greenlight.core.commit_proof import proof_problem, vouch
+from greenlight.settings import load_profile
 from greenlight.webhook.app import (
     SECRET_BLOCK_ENV,
     SECRET_ENV,
@@ -29,9 +31,9 @@ from greenlight.webhook.app import (
 )
 from greenlight.webhook.dedupe import DeliveryStore
 from greenlight.webhook.verify import EVENT_NAME, RunIdentity
-from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
+from greenlight_lab.state import LAB_APPROVAL_SIGNING_KEY, LAB_ENVIRONMENTS, LabState
 
-from .support import SECRET, AppClient, delivery, run_payload
+from .support import REPO, SECRET, AppClient, delivery, run_payload
 
 pytestmark = pytest.mark.lab
 
@@ -151,7 +153,17 @@ def test_signed_develop_run_becomes_a_prefect_event(sent: Sent) -> None:
         "run_url": f"https://github.com/sma-platform/sma/actions/runs/{sent.run.run_id}",
         "run_id": sent.run.run_id,
         "run_attempt": 1,
+        "commit_at": "2026-11-30T15:20:05+00:00",
+        # the lab receiver's key comes from the lab's environment ($GREENLIGHT_APPROVAL_SIGNING_KEY)
+        "commit_proof": vouch(
+            LAB_APPROVAL_SIGNING_KEY, REPO, sent.sha, "2026-11-30T15:20:05+00:00", sent.run.run_id
+        ),
     }
+    staging = load_profile("staging", LAB_ENVIRONMENTS).github
+    assert staging is not None
+    assert proof_problem(
+        staging.receiver_keys, event.payload["commit_proof"], staging.repository, sent.sha, event.payload["commit_at"]
+    ) is None  # fmt: skip
 
 
 def test_replay_emits_nothing_more(sent: Sent) -> None:

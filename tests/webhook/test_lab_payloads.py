@@ -68,3 +68,16 @@ def test_the_demos_two_commits_each_emit_once(tmp_path: Path) -> None:
         (200, {"duplicate": True}),
     ]
     assert [e["payload"]["sha"] for e in emitter.events] == [good, bad]
+
+
+def test_the_labs_runs_carry_the_head_commits_time_as_github_does() -> None:
+    """The stand-in's run has head_commit with the commit's timestamp (``...Z``), which the receiver
+    carries, in UTC, as the event's commit_at."""
+    from datetime import UTC, datetime
+
+    made = datetime(2026, 11, 30, 9, 15, 42, tzinfo=UTC)
+    payload = workflow_run("abc123", "develop", committed_at=made)
+    assert payload["workflow_run"]["head_commit"]["timestamp"] == "2026-11-30T09:15:42Z"
+    assert payload["workflow_run"]["head_commit"]["id"] == "abc123"
+    decision = decide("workflow_run", "d-1", payload, load_routes(LAB_ENVIRONMENTS))
+    assert decision.payload is not None and decision.payload["commit_at"] == "2026-11-30T09:15:42+00:00"

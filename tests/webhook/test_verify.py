@@ -170,7 +170,43 @@ def test_decide_emits_the_documented_payload_for_the_branchs_environment() -> No
         "run_url": "https://github.com/sma-platform/sma/actions/runs/30433642",
         "run_id": 30433642,
         "run_attempt": 1,
+        "commit_at": "2026-11-30T15:20:05+00:00",  # head_commit.timestamp, in UTC
     }
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "commit_at"),
+    [
+        ("2026-11-30T16:20:05+01:00", "2026-11-30T15:20:05+00:00"),  # the committer's offset
+        ("2026-11-30T15:20:05Z", "2026-11-30T15:20:05+00:00"),  # Z
+        ("2026-11-30T10:20:05-05:00", "2026-11-30T15:20:05+00:00"),
+        (None, None),  # head_commit: null
+    ],
+)
+def test_decide_carries_the_signed_head_commit_time_in_utc(
+    timestamp: str | None, commit_at: str | None
+) -> None:
+    """The emitted payload's commit_at is workflow_run.head_commit.timestamp in UTC, None without a head commit."""
+    decision = decide("workflow_run", "d-1", run_payload(commit_timestamp=timestamp), ROUTES)
+    assert decision.action == "emit" and decision.payload is not None
+    assert decision.payload["commit_at"] == commit_at
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "problem"),
+    [
+        ("yesterday", "expected an ISO 8601 date-time, got 'yesterday'"),
+        ("2026-11-30T15:20:05", "expected a date-time with its UTC offset"),
+        (1764516005, "expected a string or null, got a number"),
+    ],
+)
+def test_a_malformed_head_commit_time_is_refused_naming_the_field(timestamp: object, problem: str) -> None:
+    """A head commit time that is not an ISO 8601 date-time with its offset is PayloadInvalid naming the field."""
+    payload = run_payload()
+    payload["workflow_run"]["head_commit"]["timestamp"] = timestamp
+    with pytest.raises(PayloadInvalid, match=r"workflow_run\.head_commit\.timestamp") as err:
+        decide("workflow_run", "d-1", payload, ROUTES)
+    assert problem in str(err.value)
 
 
 def _without(path: str) -> dict[str, Any]:

@@ -7,6 +7,8 @@
     await cluster.stop()                  # pods stopped, proxies removed, server closed
 
 Faults are looked up under the target ``kube-<name without "lab-">`` (``kube-primary``).
+Its Gateway API controller and Gateway data plane (greenlight_lab.gateway) are ``gateways``;
+their faults are under ``gateway`` and ``gateway-<name without "lab-">``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from greenlight_lab.faults import FaultRegistry
+from greenlight_lab.gateway import DEFAULT_PROGRAM_S, GatewayController
 from greenlight_lab.kube import rbac
 from greenlight_lab.kube.api import KubeApi
 from greenlight_lab.kube.controller import Controller
@@ -29,11 +32,20 @@ if TYPE_CHECKING:
 class KubeCluster:
     """A Kubernetes API stand-in with its controller; ``store`` is usable directly in-process."""
 
-    def __init__(self, name: str, faults: FaultRegistry, pods: PodRuntime, proxies: ServiceProxies) -> None:
+    def __init__(
+        self,
+        name: str,
+        faults: FaultRegistry,
+        pods: PodRuntime,
+        proxies: ServiceProxies,
+        *,
+        gateway_program_s: float = DEFAULT_PROGRAM_S,
+    ) -> None:
         self.name = name
         self.fault_target = f"kube-{name.removeprefix('lab-')}"
         self.store = Store(name)
         self.controller = Controller(name, self.store, pods, proxies)
+        self.gateways = GatewayController(name, self.store, faults, program_s=gateway_program_s)
         self.api = KubeApi(
             self.store,
             faults,
@@ -42,6 +54,7 @@ class KubeCluster:
             pod_status=pods.status,
             proxy_url=proxies.url,
             ready_endpoints=self.controller.ready_endpoints,
+            pod_logs=getattr(pods, "logs", None),
         )
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -60,6 +73,7 @@ class KubeCluster:
                 if self.store.find(plural, None, obj["metadata"]["name"]) is None:
                     self.store.create(plural, obj)
         self.controller.start()
+        self.gateways.start()
         self._runner = web.AppRunner(self.api.app, shutdown_timeout=2.0, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -75,6 +89,7 @@ class KubeCluster:
     async def stop(self) -> None:
         """End open watches, stop the controller (its pods and proxies) and close the server."""
         self.store.close_watchers()
+        await self.gateways.stop()
         await self.controller.stop()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -27,6 +27,7 @@ by their Deployment directly and named ``<deploy>-<templatehash>-<rand5>``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import functools
@@ -38,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from greenlight_lab.kube.events import NODE, EventRecorder
 from greenlight_lab.kube.store import (
     DEFAULT_POD_GRACE_S,
     NAME_CHARS,
@@ -54,6 +56,7 @@ from greenlight_lab.kube.store import (
 )
 
 log = logging.getLogger(__name__)
+EVENT_PODS_KEPT = 5000  # deleted pods whose late Events (Killing) are still recorded
 
 PORT_ANNOTATION = "lab.greenlight.dev/port"
 URL_ANNOTATION = "lab.greenlight.dev/url"
@@ -364,6 +367,9 @@ class Controller:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        self.events = EventRecorder(store)
+        # the pods' metadata as started, for the Events of a pod already deleted (Killing)
+        self._event_pods: collections.OrderedDict[str, Obj] = collections.OrderedDict()
 
     # -- lifecycle --
 
@@ -371,6 +377,9 @@ class Controller:
         """Subscribe to the store and the runtime and start the control loop."""
         self.store.subscribe(self._on_event)
         self.pods.on_change(self._on_runtime_change)
+        on_event = getattr(self.pods, "on_event", None)  # the test fakes record no Events
+        if on_event is not None:
+            on_event(self._on_runtime_event)
         for plural in ("namespaces", "services", "pods", "deployments", "jobs"):
             for obj in self.store.iter(plural):
                 self._on_event(Event("ADDED", plural, obj, None, 0))
@@ -383,7 +392,11 @@ class Controller:
         self._stopped = True
         self.store.unsubscribe(self._on_event)
         if self._task is not None:
-            self._task.cancel()
+            # Python 3.11's wait_for can swallow a cancellation that arrives as the awaited
+            # wake-up completes (fixed in 3.12): cancel until the loop has really ended
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=0.5)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         keys = list(self._start_tasks)
@@ -738,6 +751,14 @@ class Controller:
             "cluster": self.cluster,
         }
 
+    def _on_runtime_event(self, pkey: str, type_: str, reason: str, message: str, container: str) -> None:
+        """The kubelet's Event about a pod of this cluster (the runtime serves every cluster)."""
+        if self._stopped or pkey not in self._event_pods:
+            return
+        _, ns, name = pkey.split("/", 2)
+        pod = self.store.find("pods", ns, name) or self._event_pods[pkey]
+        self.events.pod_event(pod, type_, reason, message, container=container)
+
     def _start_pod(self, pkey: str) -> None:
         info = self._pods.get(pkey)
         if info is None or info.terminal or info.terminating or pkey in self._start_tasks:
@@ -748,6 +769,17 @@ class Controller:
         _, image, readiness, port = container_args(pod)
         labels = self._metric_labels(pod, info)
         task = asyncio.get_running_loop().create_task(self.pods.start(pkey, image, labels, readiness, port))
+        self._event_pods.pop(pkey, None)
+        self._event_pods[pkey] = {"metadata": copy.deepcopy(pod["metadata"])}
+        while len(self._event_pods) > EVENT_PODS_KEPT:
+            self._event_pods.popitem(last=False)
+        self.events.pod_event(
+            pod,
+            "Normal",
+            "Scheduled",
+            f"Successfully assigned {info.namespace}/{info.name} to {NODE}",
+            component="default-scheduler",
+        )
         self._start_tasks[pkey] = task
         task.add_done_callback(functools.partial(self._on_started_task, pkey))
         self._dirty.pod_status.add(pkey)

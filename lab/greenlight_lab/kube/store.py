@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from greenlight_lab.kube import rbac
+from greenlight_lab.kube import gateway_api, rbac
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class ResourceType:
     categories: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ("create", "delete", "get", "list", "patch", "update", "watch")
     stored: bool = True  # False: a review or request the API answers and forgets (create only)
+    custom: bool = False  # served as a CustomResourceDefinition is: no strategic merge patch
 
     @property
     def api_version(self) -> str:
@@ -142,6 +143,18 @@ RESOURCES: dict[str, ResourceType] = {
             "PersistentVolumeClaim",
             short_names=("pvc",),
             status=True,
+        ),
+        *(
+            ResourceType(
+                plural,
+                plural[:-1],
+                kind,
+                gateway_api.GROUP,
+                status=True,
+                categories=("gateway-api",),
+                custom=True,
+            )
+            for plural, kind in (("gateways", "Gateway"), ("httproutes", "HTTPRoute"))
         ),
         ResourceType("roles", "role", "Role", rbac.GROUP),
         ResourceType("rolebindings", "rolebinding", "RoleBinding", rbac.GROUP),
@@ -793,6 +806,8 @@ VALIDATORS: dict[str, Callable[[Obj], list[tuple[str, str, str]]]] = {
     "jobs": _validate_job,
     "pods": _validate_pod,
     "persistentvolumeclaims": _validate_pvc,
+    "gateways": gateway_api.validate_gateway,
+    "httproutes": gateway_api.validate_httproute,
     "roles": lambda o: rbac.validate_role(o, namespaced=True),
     "clusterroles": lambda o: rbac.validate_role(o, namespaced=False),
 }
@@ -1171,6 +1186,8 @@ class Store:
             "secrets": _default_secret,
             "services": self._default_service,
             "persistentvolumeclaims": _default_pvc,
+            "gateways": lambda o, _old: gateway_api.default_gateway(o),
+            "httproutes": lambda o, _old: gateway_api.default_httproute(o),
             "rolebindings": lambda o, _old: rbac.default_binding(o),
             "clusterrolebindings": lambda o, _old: rbac.default_binding(o),
         }.get(rt.plural)
