@@ -53,7 +53,7 @@ browser:
 # xdist's most-tests-first, which left the long lab files for the end). PYTEST_WORKERS=0
 # runs in one process. The 15 slowest tests are listed at the end, to see where the time goes.
 # pytest exits 5 when it collects no tests: that is not a failure of the build.
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 4
 pytest: install browser
 	$(UV) run pytest $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) --durations=15 $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
 
