@@ -24,12 +24,11 @@ from greenlight.settings import REPO_ROOT
 from greenlight_lab import supervisor
 from greenlight_lab.cloudflare import LAB_DR, LAB_PRIMARY, LAB_RECORD
 from greenlight_lab.state import LabState
+from tests.flows_release.support import click, judgement
 
 from .support import fault, fired, production_content, reset, set_production
 
 pytestmark = pytest.mark.lab
-
-SLACK_IDS = {"alice": "U0LABALICE", "bob": "U0LABBOB01", "carol": "U0LABCAROL", "dave": "U0LABDAVE1"}
 
 
 @pytest.fixture
@@ -85,26 +84,6 @@ def paused(tag: str, timeout_s: float = 60) -> UUID:
                     return r.id
             time.sleep(0.3)
     raise AssertionError(f"no paused dns-failover run {tag} within {timeout_s} s")
-
-
-def click(lab: LabState, who: str, action: str, reason: str, run: UUID) -> dict[str, Any]:
-    """``who`` clicks Approve/Reject on the run's message in the lab's Slack (signed to the receiver)."""
-    body = {"user": SLACK_IDS[who], "action": action, "reason": reason, "run": str(run)}
-    return supervisor.control(lab, "POST", "/slack/click", body)  # type: ignore[no-any-return]
-
-
-def judgement(run: UUID, n: int, timeout_s: float = 30) -> dict[str, Any]:
-    from prefect.input import read_flow_run_input
-
-    from greenlight.tasks.approval import ANSWER_KEY
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = read_flow_run_input(ANSWER_KEY.format(pause=f"approval-{n}"), flow_run_id=run)
-        if value is not None:
-            return value  # type: ignore[no-any-return]
-        time.sleep(0.3)
-    raise AssertionError(f"run {run} did not judge answer {n} within {timeout_s} s")
 
 
 def wait_paused(run: UUID, n: int, timeout_s: float = 30) -> None:
