@@ -18,7 +18,7 @@ from greenlight.clients.slack import Notifier
 from greenlight.core.approval import Judgement, decided_blocks, request_blocks
 from greenlight.settings import Profile
 from greenlight.tasks.notify import notifier
-from greenlight.tasks.policy import FRESH, logger
+from greenlight.tasks.policy import FRESH, logger, prefect_api_transient, retry_if
 
 ANSWER_KEY = "greenlight-answer-{pause}"
 
@@ -60,7 +60,7 @@ def _update(slack: Notifier, ts: str, text: str, blocks: list[dict[str, Any]]) -
     slack.safe_update(ts, text, blocks=blocks)
 
 
-@task(name="record-approval-answer", retries=2, **FRESH)
+@task(name="record-approval-answer", retries=2, retry_condition_fn=retry_if(prefect_api_transient), **FRESH)
 def record_answer(pause_key: str, judgement: Judgement) -> None:
     """Write the judgement of the answer to pause ``pause_key`` on the flow run, for the answerer."""
     create_flow_run_input(key=ANSWER_KEY.format(pause=pause_key), value=asdict(judgement))

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
-from greenlight.tasks.policy import FRESH, logger
+from greenlight.tasks.policy import FRESH, logger, prefect_api_transient, retry_if
 
 
 def artifact_key(*parts: str) -> str:
@@ -19,7 +19,13 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:200]
 
 
-@task(name="publish-report", retries=2, retry_delay_seconds=1, **FRESH)
+@task(
+    name="publish-report",
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=retry_if(prefect_api_transient),
+    **FRESH,
+)
 def publish_report(key: str, markdown: str, description: str) -> str:
     """Create (or add a version of) the markdown artifact ``key``; return its id."""
     return str(create_markdown_artifact(markdown=markdown, key=artifact_key(key), description=description))

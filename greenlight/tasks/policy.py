@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from greenlight.errors import TransientError, is_transient
+from greenlight.errors import Conflict, TransientError, is_transient
 
 #: the longest a task waits for a server's ``Retry-After`` before its next try; a server asking
 #: for longer is not retried: the task fails with the TransientError (exit code 4, run it later)
@@ -85,6 +86,40 @@ def retry_transient_within(max_wait_s: float) -> Callable[[Any, Any, Any], bool]
 #: client spent its own retry budget (starting over would multiply the wait), and no sooner than
 #: the server's ``Retry-After`` (up to :data:`MAX_RETRY_AFTER_S`)
 retry_transient = retry_transient_within(MAX_RETRY_AFTER_S)
+
+
+def retry_if(accept: Callable[[BaseException], bool]) -> Callable[[Any, Any, Any], bool]:
+    """A ``retry_condition_fn``: what :data:`retry_transient` retries (honouring Retry-After), and
+    also an error ``accept`` takes; nothing else (a bug or a refusal is never tried again)."""
+
+    def retry(task: Any, task_run: Any, state: Any) -> bool:
+        if retry_transient(task, task_run, state):
+            return True
+        try:
+            state.result()
+        except BaseException as e:
+            return not isinstance(e, TransientError) and accept(e)
+        return False
+
+    retry.__name__ = retry.__qualname__ = f"retry_if({getattr(accept, '__name__', 'accept')})"
+    return retry
+
+
+def lost_a_race(error: BaseException) -> bool:
+    """A write that lost an optimistic-concurrency race (a stale resourceVersion, created meanwhile):
+    read again and write again."""
+    return isinstance(error, Conflict)
+
+
+def prefect_api_transient(error: BaseException) -> bool:
+    """A call to Prefect's API that may work on another try: the connection failed or timed out, or
+    the server answered 429 or 5xx (after the Prefect client's own retries)."""
+    if isinstance(error, httpx.TransportError):
+        return True
+    if isinstance(error, httpx.HTTPStatusError):
+        code = error.response.status_code
+        return code == 429 or code >= 500
+    return False
 
 
 # Greenlight's tasks read live state: never serve a cached result of an earlier call

@@ -41,7 +41,7 @@ from greenlight.core.release import RECORD_SIGNATURE, PassedRecord, sign_record,
 from greenlight.errors import Forbidden
 from greenlight.settings import Profile
 from greenlight.tasks.cluster import cluster
-from greenlight.tasks.policy import FRESH, RETRIES
+from greenlight.tasks.policy import FRESH, RETRIES, lost_a_race, retry_if
 
 RECORD = "greenlight-releases"
 KEEP = 100  # records kept per environment (oldest pruned)
@@ -142,7 +142,13 @@ def author_of(records: list[dict[str, Any]], digests: dict[str, str], key: bytes
     return None
 
 
-@task(name="record-release", retries=5, retry_delay_seconds=0.2, **FRESH)
+@task(
+    name="record-release",
+    retries=5,
+    retry_delay_seconds=0.2,
+    retry_condition_fn=retry_if(lost_a_race),
+    **FRESH,
+)
 def record_release(profile: Profile, entry: dict[str, Any], key: str | None = None) -> str:
     """Add or replace one entry, under ``key`` (default: its release id), signed; optimistic
     concurrency (retried on Conflict); prune old ones."""

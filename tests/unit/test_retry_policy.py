@@ -7,10 +7,19 @@ import pickle
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 
 from greenlight.errors import Conflict, InputInvalid, TransientError, is_transient
-from greenlight.tasks.policy import MAX_RETRY_AFTER_S, planned_delay, retry_pause, retry_transient
+from greenlight.tasks.policy import (
+    MAX_RETRY_AFTER_S,
+    lost_a_race,
+    planned_delay,
+    prefect_api_transient,
+    retry_if,
+    retry_pause,
+    retry_transient,
+)
 
 
 class Failed:
@@ -119,3 +128,71 @@ def test_transient_error_keeps_its_fields_through_pickling() -> None:
     """Prefect may persist a failed state's exception: retry_after and exhausted must survive."""
     back = pickle.loads(pickle.dumps(TransientError("gave up", retry_after=1.5, exhausted=True, status=503)))
     assert (str(back), back.retry_after, back.exhausted, back.status) == ("gave up", 1.5, True, 503)
+
+
+def status_error(code: int) -> httpx.HTTPStatusError:
+    """What the Prefect client raises for an answer it did not retry (its PrefectHTTPStatusError is one)."""
+    request = httpx.Request("POST", "http://127.0.0.1:4200/api/artifacts/")
+    return httpx.HTTPStatusError(f"{code}", request=request, response=httpx.Response(code, request=request))
+
+
+@pytest.mark.parametrize(
+    ("accept", "error", "retried"),
+    [
+        # record-release: a lost race is read again and written again; a refusal is not
+        (lost_a_race, Conflict("resourceVersion changed"), True),
+        (lost_a_race, TransientError("503 from the API server"), True),
+        (lost_a_race, TransientError("429", retry_after=MAX_RETRY_AFTER_S + 1), False),
+        (lost_a_race, TransientError("gave up", exhausted=True), False),
+        (lost_a_race, InputInvalid("entry lacks release_id"), False),
+        (lost_a_race, KeyError("release_id"), False),
+        # publish-report, record-approval-answer: Prefect's API down or failing, not a bad request
+        (prefect_api_transient, httpx.ConnectError("connection refused"), True),
+        (prefect_api_transient, httpx.ReadTimeout("timed out"), True),
+        (prefect_api_transient, status_error(503), True),
+        (prefect_api_transient, status_error(429), True),
+        (prefect_api_transient, status_error(422), False),
+        (prefect_api_transient, status_error(404), False),
+        (prefect_api_transient, Conflict("not Prefect's"), False),
+        (prefect_api_transient, TypeError("a bug in the markdown"), False),
+    ],
+    ids=[
+        "race-conflict",
+        "race-transient",
+        "race-asks-too-long",
+        "race-budget-spent",
+        "race-bad-entry",
+        "race-bug",
+        "api-refused",
+        "api-timeout",
+        "api-503",
+        "api-429",
+        "api-422",
+        "api-404",
+        "api-conflict",
+        "api-bug",
+    ],
+)
+def test_retry_if_adds_one_kind_to_the_transient_ones_and_nothing_else(
+    accept: Any, error: BaseException, retried: bool
+) -> None:
+    assert retry_if(accept)(task([5.0]), attempt(1), Failed(error)) is retried
+
+
+def test_tasks_that_retry_do_so_on_a_condition() -> None:
+    """Every task of the product with retries names the errors it retries: none retries a bug."""
+    import importlib
+    import pkgutil
+
+    from prefect import Task
+
+    import greenlight.tasks
+
+    found = []
+    for info in pkgutil.iter_modules(greenlight.tasks.__path__):
+        module = importlib.import_module(f"greenlight.tasks.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, Task) and value.retries:
+                found.append(value.name)
+                assert value.retry_condition_fn is not None, f"task {value.name} retries on any error"
+    assert {"record-release", "publish-report", "record-approval-answer"} <= set(found)
