@@ -84,13 +84,22 @@ def staged(lab: LabState, envdir: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def freeze() -> Iterator[str]:
-    """A release freeze declared for production for the duration of the test."""
+    """A release freeze declared for production for the duration of the test.
+
+    Teardown puts back what was there (``greenlight setup`` created it "off"): unsetting it
+    would leave the lab short of a variable that ``doctor`` checks, for the next test on
+    this worker's lab.
+    """
     reason = "black friday code freeze"
+    before = Variable.get(FREEZE, default=None)
     Variable.set(FREEZE, reason, overwrite=True)
     try:
         yield reason
     finally:
-        Variable.unset(FREEZE)
+        if before is None:
+            Variable.unset(FREEZE)
+        else:
+            Variable.set(FREEZE, before, overwrite=True)
 
 
 def test_freeze_refuses_production_unless_forced_with_a_reason_on_the_record(
