@@ -21,7 +21,7 @@ from .helpers import IMAGES, LoopThread
 @pytest.fixture(scope="session")
 def loop() -> Iterator[LoopThread]:
     """The shared event loop thread."""
-    thread = LoopThread()
+    thread = LoopThread("lab-data-loop", timeout=30.0)
     yield thread
     thread.close()
 

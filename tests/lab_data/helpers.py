@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
 from greenlight_lab.catalogue import Behaviour
 from greenlight_lab.metrics import RequestRecorder
 from greenlight_lab.pods import PodRuntime
-
-T = TypeVar("T")
+from tests.loop_thread import LoopThread
 
 IMAGES: dict[str, Behaviour] = {
     "ghcr.io/acme/app:v1": Behaviour(version="v1"),
@@ -26,32 +24,6 @@ IMAGES: dict[str, Behaviour] = {
     "ghcr.io/acme/app:late": Behaviour(version="late", startup_s=0.8),
     "ghcr.io/acme/app:crash": Behaviour(version="crash", crash=True),
 }
-
-
-class LoopThread:
-    """An asyncio loop running forever on a daemon thread; ``run`` executes a coroutine on it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="lab-data-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        """Run ``coro`` on the loop and return its result (raise its exception)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run a plain callable on the loop thread (for loop-affine objects)."""
-
-        async def wrapper() -> T:
-            return fn()
-
-        return self.run(wrapper())
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        self.loop.close()
 
 
 def pod_labels(pod: str, color: str = "", app: str = "app") -> dict[str, str]:

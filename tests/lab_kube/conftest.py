@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -20,33 +19,7 @@ from kubernetes import client
 
 from greenlight_lab.faults import FaultRegistry
 from greenlight_lab.kube.cluster import KubeCluster
-
-T = TypeVar("T")
-
-
-class LoopThread:
-    """An asyncio loop running forever on a daemon thread; ``run`` executes a coroutine on it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="kube-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a plain function on the loop thread (the store is single-threaded)."""
-
-        async def wrapper() -> T:
-            return fn(*args)
-
-        return self.run(wrapper())
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        self.loop.close()
+from tests.loop_thread import LoopThread
 
 
 @dataclass(frozen=True)
@@ -230,7 +203,7 @@ def _write_kubeconfig(path: Path, url: str) -> None:
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeLab]:
     """One cluster "lab-primary" with a fake data plane, for the whole session."""
-    loop = LoopThread()
+    loop = LoopThread("kube-loop")
 
     async def start_echo() -> tuple[web.AppRunner, str]:
         app = web.Application()

@@ -73,7 +73,7 @@ class TimedRecorder:
 def gw() -> Iterator[tuple[KubeLab, TimedRecorder]]:
     """A "lab-primary" cluster over real pods, kube-proxy Services and the Gateway controller at
     its lab defaults (2 s programming delay, jitter a third), images v1 and v2."""
-    loop = LoopThread()
+    loop = LoopThread("kube-loop")
     catalogue = Catalogue()
     catalogue.push("ghcr.io/acme/web:v1", Behaviour(version="1"))
     catalogue.push("ghcr.io/acme/web:v2", Behaviour(version="2"))

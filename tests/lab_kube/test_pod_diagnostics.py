@@ -35,7 +35,7 @@ class NoRecorder:
 @pytest.fixture(scope="module")
 def real() -> Iterator[KubeLab]:
     """A cluster over real lab pods: a healthy image, a crashing one (no image for ``missing``)."""
-    loop = LoopThread()
+    loop = LoopThread("kube-loop")
     catalogue = Catalogue()
     catalogue.push("ghcr.io/acme/web:ok", Behaviour(version="ok"))
     catalogue.push("ghcr.io/acme/web:crash", Behaviour(version="crash", crash=True))

@@ -38,7 +38,7 @@ class ListRecorder:
 @pytest.fixture(scope="module")
 def real() -> Iterator[tuple[KubeLab, ListRecorder]]:
     """A "lab-dr" cluster over real pods and kube-proxy data planes (2 s endpoint delay), images v1 and v2."""
-    loop = LoopThread()
+    loop = LoopThread("kube-loop")
     catalogue = Catalogue()
     catalogue.push("ghcr.io/acme/web:v1", Behaviour(version="1"))
     catalogue.push("ghcr.io/acme/web:v2", Behaviour(version="2"))

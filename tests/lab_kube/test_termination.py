@@ -54,7 +54,7 @@ class NullRecorder:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeLab]:
     """A cluster over real pods; its Service proxies only record the endpoints pushed to them."""
-    loop = LoopThread()
+    loop = LoopThread("kube-loop")
     catalogue = Catalogue()
     for ref, behaviour in IMAGES.items():
         catalogue.push(ref, behaviour)

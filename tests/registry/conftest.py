@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -15,25 +13,7 @@ from greenlight.clients.registry import RegistryClient
 from greenlight_lab.catalogue import Catalogue
 from greenlight_lab.faults import FaultRegistry
 from greenlight_lab.registry import RegistryStandIn
-
-T = TypeVar("T")
-
-
-class LoopThread:
-    """An asyncio loop running forever on a daemon thread; ``run`` executes a coroutine on it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="registry-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        self.loop.close()
+from tests.loop_thread import LoopThread
 
 
 @dataclass
@@ -57,7 +37,7 @@ class Lab:
 
 @pytest.fixture(scope="session")
 def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
+    thread = LoopThread("registry-loop")
     yield thread
     thread.close()
 

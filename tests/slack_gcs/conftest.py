@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
@@ -24,8 +23,7 @@ from greenlight.clients.gcs import GcsClient
 from greenlight_lab.faults import FaultRegistry
 from greenlight_lab.gcs import ensure_buckets, start_fake_gcs, stop_fake_gcs
 from greenlight_lab.slack import SlackStandIn
-
-T = TypeVar("T")
+from tests.loop_thread import LoopThread
 
 SLACK_TOKEN = "xoxb-lab-0123456789-secretsecret"
 CHANNEL = "#releases"
@@ -38,25 +36,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class LoopThread:
-    """An asyncio loop on a daemon thread, for async stand-ins used by sync tests."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="slack-gcs-test-loop", daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-
-
 @pytest.fixture(scope="session")
 def loop_thread() -> Iterator[LoopThread]:
-    lt = LoopThread()
+    lt = LoopThread("slack-gcs-test-loop")
     yield lt
     lt.close()
 
