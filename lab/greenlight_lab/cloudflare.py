@@ -48,6 +48,7 @@ from typing import Any
 
 from aiohttp import web
 
+from greenlight_lab import serving
 from greenlight_lab.faults import FaultRegistry
 
 BASE_PATH = "/client/v4"
@@ -161,18 +162,13 @@ class CloudflareStandIn:
         app.router.add_patch(f"{b}/zones/{{zone_id}}/dns_records/{{record_id}}", self._edit)
         app.router.add_put(f"{b}/zones/{{zone_id}}/dns_records/{{record_id}}", self._overwrite)
         app.router.add_delete(f"{b}/zones/{{zone_id}}/dns_records/{{record_id}}", self._delete)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = int(self._runner.addresses[0][1])
+        self._runner, bound = await serving.serve(app, host, port)
         self.base_url = f"http://{host}:{bound}{BASE_PATH}"
         return bound
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await serving.close(self._runner)
+        self._runner = None
 
     # --- envelope, auth, faults ------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
+from greenlight_lab import serving
 from greenlight_lab.catalogue import Catalogue
 from greenlight_lab.faults import FaultRegistry
 
@@ -114,18 +115,13 @@ class PackagesStandIn:
             app.router.add_get(base, self._list)
             app.router.add_get(base + "/{version_id}", self._get)
             app.router.add_delete(base + "/{version_id}", self._delete)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0][1]
+        self._runner, bound = await serving.serve(app, host, port)
         self._base_url = f"http://{host}:{bound}"
-        return int(bound)
+        return bound
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await serving.close(self._runner)
+        self._runner = None
 
     # --- middleware: rate limit headers, record every answer -------------------------------------
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from greenlight_lab import serving
 from greenlight_lab.faults import FaultRegistry
 
 FAULT_TARGET = "pagerduty"
@@ -62,16 +63,12 @@ class PagerDutyStandIn:
         app.router.add_get("/lab/incidents", self._incidents)
         app.router.add_get("/lab/events", self._events)
         app.router.add_delete("/lab/incidents", self._forget)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serving.serve(app, host, port)
         return self.port
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await serving.close(self._runner)
+        self._runner = None
 
     async def _incidents(self, _: web.Request) -> web.Response:
         return web.json_response(self.incidents)

@@ -42,6 +42,7 @@ from typing import Any
 
 from aiohttp import web
 
+from greenlight_lab import serving
 from greenlight_lab.catalogue import OCI_CONFIG, Catalogue
 from greenlight_lab.faults import FaultRegistry
 
@@ -107,19 +108,14 @@ class RegistryStandIn:
         app.router.add_get(r"/v2/{name:.+}/manifests/{reference}", self._manifest)
         app.router.add_get(r"/v2/{name:.+}/tags/list", self._tags)
         app.router.add_get(r"/v2/{name:.+}/blobs/{digest}", self._blob)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0][1]
+        self._runner, bound = await serving.serve(app, host, port)
         self._base_url = f"http://{host}:{bound}"
-        return int(bound)
+        return bound
 
     async def stop(self) -> None:
         """Stop listening and drop issued tokens."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await serving.close(self._runner)
+        self._runner = None
         self._tokens.clear()
 
     # --- middleware: record every answer -------------------------------------------------------

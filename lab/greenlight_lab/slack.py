@@ -82,6 +82,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from greenlight_lab import serving
 from greenlight_lab.faults import FaultRegistry
 
 FAULT_TARGET = "slack"
@@ -158,18 +159,13 @@ class SlackStandIn:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Serve on ``host:port`` (0: a free port) and return the bound port."""
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serving.serve(self.app, host, port)
         return self.port
 
     async def stop(self) -> None:
         """Stop serving; recorded messages stay readable."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await serving.close(self._runner)
+        self._runner = None
 
     # -- interactivity configuration ------------------------------------------------------
 

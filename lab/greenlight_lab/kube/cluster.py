@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from greenlight_lab import serving
 from greenlight_lab.faults import FaultRegistry
 from greenlight_lab.gateway import DEFAULT_PROGRAM_S, GatewayController
 from greenlight_lab.kube import rbac
@@ -74,11 +75,7 @@ class KubeCluster:
                     self.store.create(plural, obj)
         self.controller.start()
         self.gateways.start()
-        self._runner = web.AppRunner(self.api.app, shutdown_timeout=2.0, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self._runner, self.port = await serving.serve(self.api.app, host, port, shutdown_timeout=2.0)
         return self.port
 
     @property
@@ -91,6 +88,5 @@ class KubeCluster:
         self.store.close_watchers()
         await self.gateways.stop()
         await self.controller.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await serving.close(self._runner)
+        self._runner = None
