@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from greenlight.commands import JSON_HELP, failed, print_json, stdout_for_json
-from greenlight.commands.progress import progress
-from greenlight.errors import GreenlightError
+from greenlight.commands import JSON_HELP, run_and_print
 
 COMMANDS = {"cleanup-images"}
 
@@ -41,24 +39,14 @@ def run(args: argparse.Namespace) -> int:
     """Plan (with ``--apply``, also delete) and print every version's outcome; 0 when done."""
     from greenlight.flows.image_cleanup import image_cleanup
 
-    as_json = bool(getattr(args, "json", False))
     apply = bool(getattr(args, "apply", False))
-    try:
-        with stdout_for_json(as_json), progress(f"cleanup-images {args.env}"):
-            report = image_cleanup(args.env, apply=apply)
-    except GreenlightError as e:
-        partial = getattr(e, "report", None)
-        if isinstance(partial, dict):
-            if as_json:
-                print_json(partial)
-            else:
-                print_report(partial)
-        return failed(e)
-    if as_json:
-        print_json(report)
-        return 0
-    print_report(report)
-    return 0
+    code, _ = run_and_print(
+        lambda: image_cleanup(args.env, apply=apply),
+        print_report,
+        bool(getattr(args, "json", False)),
+        f"cleanup-images {args.env}",
+    )
+    return code
 
 
 def print_report(report: dict[str, Any]) -> None:

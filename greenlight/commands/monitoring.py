@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from greenlight.commands import JSON_HELP, failed, print_json, stdout_for_json
-from greenlight.errors import GateFailed, GreenlightError
+from greenlight.commands import JSON_HELP, failed, run_and_print
+from greenlight.errors import GateFailed
 
 COMMANDS = {"monitoring"}
 
@@ -60,34 +60,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     """Run ``args.verb`` for ``args.env``; print the outcome and the values behind it."""
-    as_json = bool(getattr(args, "json", False))
-    try:
-        from greenlight.settings import load_profile
-        from greenlight.tasks import monitoring_code as mc
+    from greenlight.settings import load_profile
+    from greenlight.tasks import monitoring_code as mc
 
+    def work() -> dict[str, Any]:
         profile = load_profile(args.env)
         directory = mc.definitions_dir(profile, args.dir)
-        with stdout_for_json(as_json):
-            if args.verb == "export":
-                report = mc.export_project(profile, directory)
-            elif args.verb == "diff":
-                report = mc.plan_dict(profile, directory, mc.drift_plan(profile, directory))
-            else:
-                report = mc.apply_plan(profile, directory, prune=bool(args.prune))
-    except GreenlightError as e:
-        partial = getattr(e, "report", None)
-        if isinstance(partial, dict):
-            print_json(partial) if as_json else print_apply(partial)
-        return failed(e)
-    if as_json:
-        print_json(report)
-    elif args.verb == "export":
-        print_export(report)
-    elif args.verb == "diff":
-        print_diff(report)
-    else:
-        print_apply(report)
-    if args.verb == "diff" and report["drift"]:
+        if args.verb == "export":
+            return mc.export_project(profile, directory)
+        if args.verb == "diff":
+            return mc.plan_dict(profile, directory, mc.drift_plan(profile, directory))
+        return mc.apply_plan(profile, directory, prune=bool(args.prune))
+
+    show = {"export": print_export, "diff": print_diff}.get(args.verb, print_apply)
+    code, report = run_and_print(work, show, bool(getattr(args, "json", False)))
+    if report is not None and args.verb == "diff" and report["drift"]:
         c = report["counts"]
         return failed(
             GateFailed(
@@ -95,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{c['update']} to update, {c['orphaned']} orphaned"
             )
         )
-    return 0
+    return code
 
 
 def _who(item: dict[str, Any]) -> str:

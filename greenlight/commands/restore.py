@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from greenlight.commands import JSON_HELP, failed, print_json, stdout_for_json
-from greenlight.commands.progress import progress
-from greenlight.errors import GreenlightError
+from greenlight.commands import JSON_HELP, run_and_print
 
 COMMANDS = {"restore-config"}
 
@@ -46,20 +44,16 @@ def run(args: argparse.Namespace) -> int:
     """Run config-restore for ``args.env``; print every object and the counts; 0 unless it failed."""
     from greenlight.flows.config_restore import restore_config
 
-    as_json = bool(getattr(args, "json", False))
     apply = bool(getattr(args, "apply", False))
-    try:
-        with stdout_for_json(as_json), progress(f"restore-config {args.env}"):
-            result = restore_config(
-                args.env, bundle=getattr(args, "bundle", None), into=getattr(args, "into", None), apply=apply
-            )
-    except GreenlightError as e:
-        return failed(e)
-    if as_json:
-        print_json(result)
-        return 0
-    print_result(result)
-    return 0
+    code, _ = run_and_print(
+        lambda: restore_config(
+            args.env, bundle=getattr(args, "bundle", None), into=getattr(args, "into", None), apply=apply
+        ),
+        print_result,
+        bool(getattr(args, "json", False)),
+        f"restore-config {args.env}",
+    )
+    return code
 
 
 def print_result(result: dict[str, Any]) -> None:
