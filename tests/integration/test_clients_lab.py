@@ -83,29 +83,45 @@ def test_slack_messages_reach_the_stand_in_in_threads(lab: LabState) -> None:
 
 
 def test_monitoring_sees_the_requests_the_proxy_served(lab: LabState) -> None:
-    """Requests served through the live Service show up in Cloud Monitoring as GMP counters by colour."""
+    """Requests served through the live Service show up in Cloud Monitoring as GMP counters of the live colour."""
     url = supervisor.control(lab, "GET", "/urls")["lab-primary/sma-staging/frontend"]
     # a series' first scrape is its reset point (GMP, and the lab's Monitoring): what a pod served
-    # before it is never counted. Make sure the pods' series exist before the requests counted here
-    # (a fresh lab's, or a pod an earlier test restarted, may not have one yet): a few requests, then
-    # a scrape interval and the ingestion delay
-    assert asyncio.run(run_load(url + "/", rps=50, seconds=1)).failed == 0
-    time.sleep(lab.scrape_interval_s + lab.ingestion_delay_s + 0.5)
-    start = datetime.now(UTC)
-    report = asyncio.run(run_load(url + "/", rps=100, seconds=2))
-    assert report.failed == 0
+    # before it is never counted. Every pod behind the Service must have a visible series before
+    # the requests counted here (a fresh lab's, or a pod an earlier test restarted, may not have
+    # one yet). The data plane pins each connection to one random pod, so one short burst can miss
+    # a pod: send bursts until Monitoring shows a series for each pod the Service selects.
+    kube = Kube.connect(context="lab-primary")
+    try:
+        selector = kube.get("services", "frontend", "sma-staging")["spec"]["selector"]
+        pods = kube.items("pods", "sma-staging", ",".join(f"{k}={v}" for k, v in selector.items()))
+    finally:
+        kube.close()
+    names = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
+    colour = selector["color"]
+    assert names, selector
     mon = MonitoringClient("lab-project", make_metric_client())
     flt = (
         'metric.type="prometheus.googleapis.com/http_requests_total/counter" '
-        'resource.labels.namespace="sma-staging" metric.labels.top_level_controller_name="frontend-blue"'
+        f'resource.labels.namespace="sma-staging" metric.labels.top_level_controller_name="frontend-{colour}"'
     )
+    warm_from, deadline = datetime.now(UTC), time.monotonic() + 60
+    seen: set[str] = set()
+    while not names <= seen:
+        assert time.monotonic() < deadline, f"no Monitoring series after 60 s for pods {sorted(names - seen)}"
+        assert asyncio.run(run_load(url + "/", rps=50, seconds=1)).failed == 0
+        time.sleep(lab.scrape_interval_s + lab.ingestion_delay_s + 0.5)
+        groups = mon.sum_delta(flt, warm_from, datetime.now(UTC), ["metric.label.pod"])
+        seen = {g.labels.get("pod", "") for g in groups}
+    start = datetime.now(UTC)
+    report = asyncio.run(run_load(url + "/", rps=100, seconds=2))
+    assert report.failed == 0
     # the points arrive one scrape later and are readable after the ingestion delay (as in Cloud
     # Monitoring, how soon varies): read until they are all there, for at most 30 s (a starved lab scrapes late)
     deadline = time.monotonic() + 30
     while True:
         groups = mon.sum_delta(flt, start, datetime.now(UTC), ["metric.label.color"])
         by_colour = {g.labels.get("color"): g.value for g in groups}
-        if by_colour.get("blue", 0) >= report.sent * 0.9 or time.monotonic() > deadline:
+        if by_colour.get(colour, 0) >= report.sent * 0.9 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert by_colour.get("blue", 0) >= report.sent * 0.9
+    assert by_colour.get(colour, 0) >= report.sent * 0.9, (colour, by_colour, report.sent)
