@@ -1,5 +1,9 @@
-"""``greenlight webhook serve [--host 127.0.0.1] [--port 8765]``: run the receiver of GitHub's
-webhooks (``POST /github``) and Slack's interactions (``POST /slack/interactions``).
+"""``greenlight webhook serve [--host 127.0.0.1] [--port 8765 | --fd FD]``: run the receiver of
+GitHub's webhooks (``POST /github``) and Slack's interactions (``POST /slack/interactions``).
+
+``--fd`` serves on a TCP socket already listening, inherited as that file descriptor (socket
+activation: a supervisor that binds the port itself hands it over, so no other process can take
+the port between the choice and the start; the lab does this).
 
 Prints the address, the routes taken from the profiles (which branch releases which
 environment) and where the secret and the dedupe file come from, then serves until interrupted
@@ -13,6 +17,8 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -32,20 +38,28 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8765, help="port to bind (default 8765)")
+    s.add_argument(
+        "--fd",
+        type=int,
+        default=None,
+        help="serve on a listening TCP socket inherited as this file descriptor instead of binding "
+        "--host/--port (socket activation)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch a parsed ``webhook`` command."""
     if args.webhook_command == "serve":
-        return serve(args.host, args.port)
+        return serve(args.host, args.port, getattr(args, "fd", None))
     raise InputInvalid(f"unknown webhook command {args.webhook_command!r}")
 
 
-def serve(host: str, port: int) -> int:
-    """Run the receiver with uvicorn on ``host:port``; return 0 after a clean shutdown.
+def serve(host: str, port: int, fd: int | None = None) -> int:
+    """Run the receiver with uvicorn on ``host:port`` (or on the listening socket ``fd``); return 0
+    after a clean shutdown.
 
-    Raises :class:`InputInvalid` when ``PREFECT_API_URL`` is not set (events would go nowhere)
-    and :class:`ProfileInvalid` when a profile is invalid.
+    Raises :class:`InputInvalid` when ``PREFECT_API_URL`` is not set (events would go nowhere),
+    when ``fd`` is not a listening TCP socket, and :class:`ProfileInvalid` when a profile is invalid.
     """
     import uvicorn
     from prefect.settings import get_current_settings
@@ -59,6 +73,9 @@ def serve(host: str, port: int) -> int:
         raise InputInvalid(
             "PREFECT_API_URL is not set: the receiver needs a Prefect server to send events to"
         )
+    sock = None if fd is None else inherited_socket(fd)
+    if sock is not None:
+        host, port = sock.getsockname()[:2]
     routes = load_routes()
     store = DeliveryStore()
     signing, key = signing_secret_source(), signing_key_source()
@@ -74,14 +91,35 @@ def serve(host: str, port: int) -> int:
     if not routes:
         print("  no profile has a github section: every workflow_run is ignored")
     sys.stdout.flush()
+    # the CLI lets SIGPIPE end a command whose output pipe closed (`greenlight ... | head`); a
+    # server must not end when a client hangs up before its answer (GitHub gives up after 10 s):
+    # that write fails with EPIPE for that connection only
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     server = _graceful_server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     )
-    server.run()
+    server.run(sockets=None if sock is None else [sock])
     if not server.started:
         raise InputInvalid(f"could not listen on {host}:{port} (in use, or not an address of this machine)")
     print("greenlight webhook: stopped")
     return 0
+
+
+def inherited_socket(fd: int) -> socket.socket:
+    """The listening TCP socket open as file descriptor ``fd``; InputInvalid naming ``fd`` otherwise."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as e:
+        raise InputInvalid(f"--fd {fd}: not an open socket ({e.strerror or e})") from e
+    listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    if (
+        sock.type != socket.SOCK_STREAM
+        or sock.family not in (socket.AF_INET, socket.AF_INET6)
+        or not listening
+    ):
+        sock.detach()  # not ours to close
+        raise InputInvalid(f"--fd {fd}: not a listening TCP socket")
+    return sock
 
 
 def _graceful_server(config: Any) -> Any:

@@ -40,6 +40,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket listening on a free port of ``host``: the port stays reserved while it is open."""
+    s = socket.socket()
+    s.bind((host, 0))
+    s.listen(128)
+    return s
+
+
 def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False

@@ -9,6 +9,7 @@ import math
 import os
 import secrets
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from greenlight_lab.state import (
     REPO_ROOT,
     LabState,
     free_port,
+    listening_socket,
     pid_alive,
     stop_pid,
 )
@@ -130,7 +132,11 @@ def control(state: LabState, method: str, path: str, body: Any = None) -> Any:
 
 
 def _spawn(
-    name: str, argv: list[str], log: Path, env: dict[str, str] | None = None
+    name: str,
+    argv: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
@@ -140,6 +146,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            pass_fds=pass_fds,
         )
 
 
@@ -466,11 +473,16 @@ def up(
     labpg.remove(directory / "pgdata")  # a link to the lab's run directory when root
     for stale_dir in ("prefect", "dumps"):
         shutil.rmtree(directory / stale_dir, ignore_errors=True)
+    receiver_socket: socket.socket | None = None
     try:
         state.ports["gcs"] = free_port()
         state.ports["prefect"] = free_port()
         state.ports["postgres"] = free_port()
-        state.ports["webhook"] = free_port()
+        # the receiver starts last, a minute and thousands of connections later: a port only chosen
+        # now could be taken by then (an outgoing connection's ephemeral port, another lab's
+        # listener), so the lab listens on it from now on and hands the socket over (--fd)
+        receiver_socket = listening_socket()
+        state.ports["webhook"] = int(receiver_socket.getsockname()[1])
         # made per lab, as a real platform's are: the GitHub webhook's secret, and the signing
         # secret with which the lab's Slack signs a click to the receiver (greenlight setup puts
         # both in Prefect Secret blocks, where the receiver reads them); and the receiver's key,
@@ -550,12 +562,14 @@ def up(
         template = _prefect_db_template()
         if prefect_db == "sqlite" and not template.is_file():
             _save_prefect_template(directory / "prefect" / "prefect.db", template)
-        _start_receiver(state, logs)
+        _start_receiver(state, logs, receiver_socket)
         state.timings["receiver"] = time.monotonic() - t0
         if workers:
             _start_workers(state, logs, workers, worker_limit)
             state.timings["workers"] = time.monotonic() - t0
     except BaseException:
+        if receiver_socket is not None:
+            receiver_socket.close()
         state.save()
         down(directory, echo=lambda _: None)
         raise
@@ -676,24 +690,26 @@ def describe_prefect(state: LabState) -> str:
     return f"{where}; {len(names)} worker(s) on {WORK_POOL} ({', '.join(names)}{limit})"
 
 
-def _start_receiver(state: LabState, logs: Path) -> None:
+def _start_receiver(state: LabState, logs: Path, sock: socket.socket) -> None:
     """The receiver of GitHub's webhooks and Slack's clicks (``greenlight webhook serve``), and
     ``greenlight setup`` meanwhile: the Prefect objects and the Secret blocks that the flows and the
     receiver read (the receiver reads its secrets there, as on a real platform, at its first request).
     The lab is a fresh place: setup must create every object it manages, its Secret blocks filled with
     the lab's values (the scratch database URL, the registry login, the Slack token, ...); one it
     skips fails the start."""
-    receiver = _spawn(
-        "webhook",
-        [sys.executable, "-m", "greenlight.cli", "webhook", "serve", "--port", str(state.ports["webhook"])],
-        logs / "webhook.log",
-        env={
-            **state.env,
-            "GREENLIGHT_GITHUB_WEBHOOK_SECRET": "",
-            "GREENLIGHT_GITHUB_WEBHOOK_SECRET_BLOCK": "greenlight-github-webhook-secret",
-            "GREENLIGHT_SLACK_SIGNING_SECRET": "",
-        },
-    )
+    with sock:  # the receiver has its own copy: this one closes once it is handed over
+        receiver = _spawn(
+            "webhook",
+            [sys.executable, "-m", "greenlight.cli", "webhook", "serve", "--fd", str(sock.fileno())],
+            logs / "webhook.log",
+            env={
+                **state.env,
+                "GREENLIGHT_GITHUB_WEBHOOK_SECRET": "",
+                "GREENLIGHT_GITHUB_WEBHOOK_SECRET_BLOCK": "greenlight-github-webhook-secret",
+                "GREENLIGHT_SLACK_SIGNING_SECRET": "",
+            },
+            pass_fds=(sock.fileno(),),
+        )
     state.pids["webhook"] = receiver.pid
     state.save()
     setup = subprocess.run(
