@@ -644,6 +644,8 @@ EXPORT_KINDS: tuple[ExportKind, ...] = (
     ExportKind("ingresses", "networking.k8s.io/v1", "Ingress"),
     ExportKind("horizontalpodautoscalers", "autoscaling/v2", "HorizontalPodAutoscaler"),
     ExportKind("secrets", "v1", "Secret"),
+    # traffic.router gateway-httproute: the apps' routes (a cluster without Gateway API: skipped)
+    ExportKind("httproutes", "gateway.networking.k8s.io/v1", "HTTPRoute"),
 )
 
 

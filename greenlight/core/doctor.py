@@ -152,7 +152,8 @@ FLOW_ACCESS: tuple[Access, ...] = (
     *[
         row
         for group, plural in (("", "configmaps"), ("", "services"), ("apps", "deployments"),
-                              ("autoscaling", "horizontalpodautoscalers"), ("networking.k8s.io", "ingresses"))
+                              ("autoscaling", "horizontalpodautoscalers"), ("networking.k8s.io", "ingresses"),
+                              ("gateway.networking.k8s.io", "httproutes"))
         for row in _rows(group, plural, "get create update",
                          "diff a bundle (dry run) and apply it (config-restore)", "config-restore")
     ],

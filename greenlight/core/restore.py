@@ -9,7 +9,9 @@ asks the API server for a dry run; these functions turn what it saw into values 
   (:func:`check_owner`: made for another environment, namespace or cluster).
 - :func:`restore_body` is an object as the target namespace gets it; :func:`update_body` the
   same over the live object (keeping what the cluster assigned: resourceVersion, cluster IPs,
-  node ports, the replicas an HPA set, the cluster's own annotations).
+  node ports, the replicas an HPA set, the cluster's own annotations) and, with
+  :func:`keep_live_traffic`, where live traffic goes: a restore writes configuration, it never
+  moves traffic (that is a switch's, with its gate and its record).
 - :func:`comparable` strips what the server manages, so :func:`field_diff` between the live object
   and the server's dry-run answer shows only what the restore would change.
 - :func:`decide` gives one :class:`Item` per object: create, update, unchanged; for Secrets,
@@ -41,6 +43,7 @@ RESTORE_ORDER: tuple[str, ...] = (
     "secrets",
     "configmaps",
     "services",
+    "httproutes",
     "deployments",
     "horizontalpodautoscalers",
     "ingresses",
@@ -272,13 +275,57 @@ def hpa_targets(objects: Sequence[BundleObject]) -> set[str]:
     return out
 
 
+def keep_live_traffic(body: dict[str, Any], live: Mapping[str, Any], colour_label: str) -> list[str]:
+    """In ``body`` (to be written over ``live``), keep where live traffic goes; what was kept that
+    the bundle would have changed, in words (empty: the bundle agrees with the cluster).
+
+    A Service keeps the live value of ``colour_label`` in its selector (the colour it serves); an
+    HTTPRoute keeps the live weight of every backendRef of each rule that names the same backends
+    in the bundle and in the cluster (a rule whose backends differ is the bundle's to restore).
+    """
+    spec, live_spec = body.get("spec"), live.get("spec") or {}
+    if not isinstance(spec, dict):
+        return []
+    kept: list[str] = []
+    if body.get("kind") == "Service":
+        selector, live_selector = spec.get("selector"), live_spec.get("selector") or {}
+        if isinstance(selector, dict) and colour_label in selector and colour_label in live_selector:
+            if selector[colour_label] != live_selector[colour_label]:
+                kept.append(
+                    f"selector {colour_label}={live_selector[colour_label]} (the bundle has {selector[colour_label]})"
+                )
+            selector[colour_label] = live_selector[colour_label]
+    elif body.get("kind") == "HTTPRoute":
+        rules, live_rules = spec.get("rules") or [], live_spec.get("rules") or []
+        # rules are matched by position; the rules one side has beyond the other's are the bundle's
+        for i, (rule, live_rule) in enumerate(zip(rules, live_rules, strict=False)):
+            refs = rule.get("backendRefs") or []
+            live_refs = {r.get("name"): r for r in live_rule.get("backendRefs") or []}
+            if sorted(str(r.get("name")) for r in refs) != sorted(str(n) for n in live_refs):
+                continue
+            for ref in refs:
+                now = live_refs[ref.get("name")]
+                if now.get("weight", 1) != ref.get("weight", 1):
+                    kept.append(
+                        f"rules[{i}] {ref.get('name')} weight {now.get('weight', 1)} (the bundle has {ref.get('weight', 1)})"
+                    )
+                if "weight" in now:
+                    ref["weight"] = now["weight"]
+                else:
+                    ref.pop("weight", None)
+    return kept
+
+
 def update_body(
-    desired: Mapping[str, Any], live: Mapping[str, Any], keep_replicas: bool = False
+    desired: Mapping[str, Any],
+    live: Mapping[str, Any],
+    keep_replicas: bool = False,
+    colour_label: str | None = None,
 ) -> dict[str, Any]:
     """``desired`` written over ``live``: the bundle's labels, annotations and spec, with what the cluster
     owns kept from ``live`` (its metadata, resourceVersion as the write's precondition, the annotations
     the bundle does not name; a Service's cluster IPs and node ports; with ``keep_replicas``, a
-    Deployment's replicas)."""
+    Deployment's replicas; with ``colour_label``, where live traffic goes: :func:`keep_live_traffic`)."""
     body = copy.deepcopy(dict(desired))
     live_meta = dict(live.get("metadata") or {})
     meta = {k: v for k, v in live_meta.items() if k not in ("labels", "annotations", "managedFields")}
@@ -308,6 +355,8 @@ def update_body(
         and "replicas" in live_spec
     ):
         spec["replicas"] = live_spec["replicas"]
+    if colour_label is not None:
+        keep_live_traffic(body, live, colour_label)
     return body
 
 

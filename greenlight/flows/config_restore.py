@@ -20,6 +20,7 @@ The report (markdown artifact ``config-restore-<env>``) lists every object with 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from typing import Any
 
@@ -37,6 +38,7 @@ from greenlight.core.restore import (
     decide_secret,
     hpa_targets,
     index_path_problems,
+    keep_live_traffic,
     limit,
     render_report,
     restore_body,
@@ -94,6 +96,7 @@ def plan_restore(
     where, objects, notes = _read_verified(profile, bundle)
     namespace = into or profile.namespace
     same = namespace == profile.namespace
+    label = profile.release.colour_label
     restored = [o for o in objects if skip_reason(o) is None]
     live = read_live_objects(profile, namespace, [(o.plural, o.name) for o in restored])
     scaled = hpa_targets(objects)
@@ -116,11 +119,18 @@ def plan_restore(
                 decide_secret(o, bodies[o.path], None if current is None else current.get("keys") or [])
             )
             continue
-        body = bodies[o.path] if current is None else update_body(bodies[o.path], current, keep[o.path])
+        kept: list[str] = []
+        if current is None:
+            body = bodies[o.path]
+        else:
+            body = update_body(bodies[o.path], current, keep[o.path], label)
+            kept = keep_live_traffic(copy.deepcopy(bodies[o.path]), current, label)
         item = decide(o, body, seen[f"{o.plural}/{o.name}"])
-        if keep[o.path] and current is not None:
-            kept = "replicas kept: an HPA scales it"
-            item = replace(item, detail=f"{item.detail}; {kept}" if item.detail else kept)
+        extra = ["replicas kept: an HPA scales it"] if keep[o.path] and current is not None else []
+        if kept:
+            extra.append(f"live traffic kept: {', '.join(kept)}; `greenlight switch` moves traffic")
+        if extra:
+            item = replace(item, detail="; ".join([item.detail, *extra] if item.detail else extra))
         items.append(item)
     if not same:
         notes.append(f"restored into namespace {namespace}, beside {profile.namespace} (--into)")

@@ -46,13 +46,15 @@ def create_or_replace(
     live: dict[str, Any] | None,
     dry_run: bool = False,
     keep_replicas: bool = False,
+    colour_label: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Create ``body`` when ``live`` is None, else replace the live object with ``body`` written over it
-    (its resourceVersion the write's precondition; ``keep_replicas``: the live replicas, an HPA's);
+    (its resourceVersion the write's precondition; ``keep_replicas``: the live replicas, an HPA's;
+    ``colour_label``: where live traffic goes, see :func:`greenlight.core.restore.keep_live_traffic`);
     (``created``/``replaced``, the server's answer). ``dry_run``: the answer, nothing stored."""
     if live is None:
         return "created", _create(kube, plural, body, namespace, dry_run)
-    new = update_body(body, live, keep_replicas)
+    new = update_body(body, live, keep_replicas, colour_label)
     return "replaced", _replace(kube, plural, name, new, namespace, dry_run)
 
 
@@ -90,8 +92,8 @@ def dry_run_items(
     writes: list[tuple[str, str, dict[str, Any], dict[str, Any] | None, bool]],
 ) -> dict[str, Observed]:
     """Per ``plural/name``: the server's answer (``dryRun=All``: admission and defaults, nothing stored) to
-    the write of each (plural, name, body, live, keep_replicas). An existing Secret is not asked: it is
-    never written. NotFound naming the namespace when it does not exist."""
+    the write of each (plural, name, body, live, keep_replicas), live traffic kept where it goes. An
+    existing Secret is not asked: it is never written. NotFound naming the namespace when it does not exist."""
     out: dict[str, Observed] = {}
     with cluster(profile) as kube:
         for plural, name, body, live, keep in writes:
@@ -100,7 +102,9 @@ def dry_run_items(
                 out[f"{plural}/{name}"] = Observed(live, rv, None)
                 continue
             try:
-                _, answer = create_or_replace(kube, plural, name, body, namespace, live, True, keep)
+                _, answer = create_or_replace(
+                    kube, plural, name, body, namespace, live, True, keep, profile.release.colour_label
+                )
             except NotFound as e:
                 raise NotFound(f"namespace {namespace} does not exist in the cluster ({e})") from e
             if plural == "secrets":

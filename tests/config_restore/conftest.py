@@ -40,6 +40,7 @@ class Place:
             "deployments",
             "horizontalpodautoscalers",
             "ingresses",
+            "httproutes",
         ):
             for o in self.kube.items(plural, self.namespace):
                 out[f"{plural}/{o['metadata']['name']}"] = o["metadata"]["resourceVersion"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 import pytest
@@ -170,6 +171,86 @@ def test_secret_is_restored_by_name_and_keys_and_never_overwritten(
     out = capsys.readouterr().out
     assert "created without values" in out or "create-without-values" in out
     no_secret_in(json.dumps([result, again]) + out)
+
+
+def colour_route(blue: int, green: int, hostname: str = "web.example.test") -> dict[str, Any]:
+    """An HTTPRoute sending ``blue``/``green`` of web's traffic to its colours' Services."""
+    refs = [
+        {"name": "web-blue", "port": 80, "weight": blue},
+        {"name": "web-green", "port": 80, "weight": green},
+    ]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web"},
+        "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [hostname],
+                 "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}], "backendRefs": refs}]},
+    }  # fmt: skip
+
+
+def settled(place: Place, name: str) -> None:
+    """Wait until the Gateway controller wrote the route's status for its current generation: that
+    write moves its resourceVersion, which a dry run then apply would see as the cluster moving."""
+    deadline = time.monotonic() + 30
+    while True:
+        obj = place.kube.get("httproutes", name, place.namespace)
+        generation = obj["metadata"].get("generation")
+        parents = (obj.get("status") or {}).get("parents") or []
+        if parents and all(
+            c.get("observedGeneration") == generation for p in parents for c in p.get("conditions") or []
+        ):
+            return
+        assert time.monotonic() < deadline, (
+            f"httproutes/{name}: no status for generation {generation} in 30 s"
+        )
+        time.sleep(0.2)
+
+
+def test_httproute_is_backed_up_and_restored_and_live_traffic_stays_where_it_goes(place: Place) -> None:
+    """The bundle holds the HTTPRoute. A switch after the backup (Service selector and route weights
+    moved to green) is not undone by a restore: traffic stays, the rest of the route comes back, and
+    the report says what was kept. A deleted route comes back whole."""
+    kube, ns = place.kube, place.namespace
+    kube.patch("services", "web", {"spec": {"selector": {"app": "web", "color": "blue"}}}, ns)
+    kube.create("httproutes", colour_route(100, 0), ns)
+    prefix = backup(place)
+    assert f"{prefix}httproutes/web.json" in {o.name for o in GcsClient().list(BUCKET, prefix)}
+    # a release switched to green since; someone also edited the route's hostname
+    kube.patch("services", "web", {"spec": {"selector": {"app": "web", "color": "green"}}}, ns)
+    switched = kube.get("httproutes", "web", ns)
+    switched["spec"] = colour_route(0, 100, "changed.example.test")["spec"]
+    kube.replace("httproutes", "web", switched, ns)
+    settled(place, "web")
+    before = place.snapshot()
+
+    dry = restore(place)
+    by_ref = {o["ref"]: o for o in dry["objects"]}
+    assert by_ref["services/web"]["action"] == "unchanged"
+    assert "live traffic kept: selector color=green (the bundle has blue)" in by_ref["services/web"]["detail"]
+    assert by_ref["httproutes/web"]["action"] == "update"
+    assert [c.split(":")[0] for c in by_ref["httproutes/web"]["changes"]] == ["spec.hostnames[0]"]
+    assert (
+        "live traffic kept: rules[0] web-blue weight 0 (the bundle has 100), "
+        "rules[0] web-green weight 100 (the bundle has 0)" in by_ref["httproutes/web"]["detail"]
+    )
+    assert place.snapshot() == before, "a dry run wrote to the cluster"
+
+    done = restore(place, apply=True)
+    assert done["done"] == ["changed httproutes/web"]
+    restored = kube.get("httproutes", "web", ns)["spec"]
+    assert restored["hostnames"] == ["web.example.test"]
+    assert [(r["name"], r["weight"]) for r in restored["rules"][0]["backendRefs"]] == [
+        ("web-blue", 0),
+        ("web-green", 100),
+    ]
+    assert kube.get("services", "web", ns)["spec"]["selector"]["color"] == "green"
+
+    settled(place, "web")
+    kube.delete("httproutes", "web", ns)
+    again = restore(place, apply=True)
+    assert again["done"] == ["created httproutes/web"]
+    weights = [
+        (r["name"], r["weight"]) for r in kube.get("httproutes", "web", ns)["spec"]["rules"][0]["backendRefs"]
+    ]
+    assert weights == [("web-blue", 100), ("web-green", 0)]  # nothing live to keep: the bundle's
 
 
 def test_into_restores_beside_the_environment_in_another_namespace(

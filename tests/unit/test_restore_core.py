@@ -21,6 +21,7 @@ from greenlight.core.restore import (
     field_diff,
     hpa_targets,
     index_path_problems,
+    keep_live_traffic,
     object_problems,
     restore_body,
     skip_reason,
@@ -268,6 +269,76 @@ def test_a_deployment_an_hpa_scales_keeps_its_live_replicas() -> None:
     }
     assert update_body(desired, live, keep_replicas=True)["spec"]["replicas"] == 5
     assert update_body(desired, live)["spec"]["replicas"] == 2
+
+
+def service(selector: dict[str, str]) -> dict[str, Any]:
+    return {"kind": "Service", "metadata": {"name": "web"}, "spec": {"selector": selector}}
+
+
+def route(*rules: list[tuple[str, int | None]]) -> dict[str, Any]:
+    refs = [
+        [{"name": n, "port": 80, **({} if w is None else {"weight": w})} for n, w in rule] for rule in rules
+    ]
+    return {
+        "kind": "HTTPRoute",
+        "metadata": {"name": "web"},
+        "spec": {"rules": [{"backendRefs": r} for r in refs]},
+    }
+
+
+BLUE, GREEN = {"app": "web", "color": "blue"}, {"app": "web", "color": "green"}
+
+
+@pytest.mark.parametrize(
+    ("bundle", "live", "restored", "kept"),
+    [
+        # a Service: the colour it selects is the cluster's; the rest of its selector is the bundle's
+        (service(BLUE), service(GREEN), service(GREEN), ["selector color=green (the bundle has blue)"]),
+        (service(GREEN), service(GREEN), service(GREEN), []),
+        (service({"app": "web", "color": "blue", "tier": "x"}), service(GREEN),
+         service({"app": "web", "color": "green", "tier": "x"}), ["selector color=green (the bundle has blue)"]),
+        # a Service without the colour label on one side is not a blue-green Service: the bundle's
+        (service({"app": "web"}), service(GREEN), service({"app": "web"}), []),
+        (service(BLUE), service({"app": "web"}), service(BLUE), []),
+        # an HTTPRoute: the weights are the cluster's where a rule names the same backends
+        (route([("web-blue", 100), ("web-green", 0)]), route([("web-blue", 0), ("web-green", 100)]),
+         route([("web-blue", 0), ("web-green", 100)]),
+         ["rules[0] web-blue weight 0 (the bundle has 100)", "rules[0] web-green weight 100 (the bundle has 0)"]),
+        (route([("web-green", 0), ("web-blue", 100)]), route([("web-blue", 100), ("web-green", 0)]),
+         route([("web-green", 0), ("web-blue", 100)]), []),
+        # a missing weight is 1 (Gateway API's default), on either side
+        (route([("web-blue", 1), ("web-green", 0)]), route([("web-blue", None), ("web-green", 0)]),
+         route([("web-blue", None), ("web-green", 0)]), []),
+        (route([("web-blue", None), ("web-green", 0)]), route([("web-blue", 90), ("web-green", 10)]),
+         route([("web-blue", 90), ("web-green", 10)]),
+         ["rules[0] web-blue weight 90 (the bundle has 1)", "rules[0] web-green weight 10 (the bundle has 0)"]),
+        # a rule whose backends differ, and a rule the cluster lacks: the bundle's
+        (route([("web-blue", 100), ("web-green", 0)]), route([("web-blue", 0), ("web-canary", 100)]),
+         route([("web-blue", 100), ("web-green", 0)]), []),
+        (route([("a", 0), ("b", 100)], [("c", 100), ("d", 0)]), route([("a", 100), ("b", 0)]),
+         route([("a", 100), ("b", 0)], [("c", 100), ("d", 0)]),
+         ["rules[0] a weight 100 (the bundle has 0)", "rules[0] b weight 0 (the bundle has 100)"]),
+        # other kinds are the bundle's whole
+        ({"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"color": "blue"}},
+         {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"color": "green"}},
+         {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"color": "blue"}}, []),
+    ],
+)  # fmt: skip
+def test_a_restore_keeps_where_live_traffic_goes(
+    bundle: dict[str, Any], live: dict[str, Any], restored: dict[str, Any], kept: list[str]
+) -> None:
+    """A restore writes configuration, never moves traffic: the live colour of a Service and the live
+    weights of an HTTPRoute stay, and what the bundle would have changed is said."""
+    body = json.loads(json.dumps(bundle))
+    assert keep_live_traffic(body, live, "color") == kept
+    assert body == restored
+
+
+def test_update_body_keeps_live_traffic_only_when_told_the_colour_label() -> None:
+    """``update_body`` keeps the live colour with ``colour_label`` (config-restore passes the profile's),
+    and writes the bundle's without (the DR drill, into its own namespace)."""
+    assert update_body(service(BLUE), service(GREEN), colour_label="color")["spec"]["selector"] == GREEN
+    assert update_body(service(BLUE), service(GREEN))["spec"]["selector"] == BLUE
 
 
 @pytest.mark.parametrize(
