@@ -20,7 +20,6 @@ The report (markdown artifact ``config-restore-<env>``) lists every object with 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from typing import Any
 
@@ -122,9 +121,9 @@ def plan_restore(
         kept: list[str] = []
         if current is None:
             body = bodies[o.path]
-        else:
-            body = update_body(bodies[o.path], current, keep[o.path], label)
-            kept = keep_live_traffic(copy.deepcopy(bodies[o.path]), current, label)
+        else:  # update_body's copy, then live traffic kept in it (what the dry run was sent)
+            body = update_body(bodies[o.path], current, keep[o.path])
+            kept = keep_live_traffic(body, current, label)
         item = decide(o, body, seen[f"{o.plural}/{o.name}"])
         extra = ["replicas kept: an HPA scales it"] if keep[o.path] and current is not None else []
         if kept:

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from greenlight_lab import serving
 from greenlight_lab.catalogue import Behaviour, Catalogue
 from greenlight_lab.cloudflare import CloudflareStandIn, tokens_from_environment
 from greenlight_lab.cloudflare import routes as cloudflare_routes
@@ -155,8 +156,7 @@ class Daemon:
             except Exception as e:  # keep stopping the rest
                 log.warning("stop step failed: %s", e)
         await asyncio.to_thread(self.monitoring.stop)
-        if self._control:
-            await self._control.cleanup()
+        await serving.close(self._control)
 
     # -- control API ----------------------------------------------------------------------
     async def _start_control(self) -> int:
@@ -185,13 +185,8 @@ class Daemon:
                 *cloudflare_routes(self.cloudflare),
             ]
         )
-        self._control = web.AppRunner(app, access_log=None)
-        await self._control.setup()
-        site = web.TCPSite(self._control, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        self._control, port = await serving.serve(app, "127.0.0.1", 0)
+        return port
 
     async def _status(self, _: web.Request) -> web.Response:
         counts = {
