@@ -14,6 +14,7 @@
           │    └── PayloadInvalid  a webhook delivery lacks a field (greenlight.webhook.verify)
           ├── NotFound             the thing named does not exist (404, missing bucket/object/image)
           ├── Conflict             stale write / failed precondition (409, 412)
+          │    └── LockHeld        a lock (a global concurrency limit) stayed held for the wait
           ├── Forbidden            credentials refused (401/403)
           ├── GateFailed           a health gate said fail or inconclusive
           │    └── DrillFailed     a DR drill failed a step or missed RTO/RPO (greenlight.flows.dr_drill)
@@ -119,6 +120,11 @@ class NotFound(PermanentError):
 
 class Conflict(PermanentError):
     """A write lost a race: stale resourceVersion, failed precondition, already exists."""
+
+
+class LockHeld(Conflict):
+    """A lock (a Prefect global concurrency limit) stayed held for the whole wait
+    (greenlight.tasks.locks.hold): someone else is doing the work it guards."""
 
 
 class Forbidden(PermanentError):

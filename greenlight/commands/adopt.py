@@ -123,13 +123,14 @@ def _adopt(profile: Profile, app_name: str) -> int:
 def _release_lock(environment: str, lease_s: float) -> Iterator[None]:
     """Hold the environment's release lock, so no release runs while the app changes shape (a
     missing lock: NotFound naming it, with "run `greenlight setup`")."""
+    from greenlight.errors import LockHeld
     from greenlight.flows.concurrency import lock_name
     from greenlight.tasks.locks import hold
 
     try:
         with hold(lock_name(environment), lease_duration=lease_s, timeout_seconds=LOCK_WAIT_S):
             yield
-    except TimeoutError as e:
+    except LockHeld as e:
         raise Conflict(
             f"a release of {environment} is running (it holds {lock_name(environment)}): adopt when it is done"
         ) from e

@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow
 
+from greenlight.errors import LockHeld
 from greenlight.flows.concurrency import lock_name, traffic_lock
 from greenlight.settings import Environment, load_profile
 from greenlight.tasks.kube import drain_colour, read_live, scale_colour
@@ -83,7 +84,7 @@ def cleanup(environment: Environment, dry_run: bool = False, now: bool = False) 
                         continue
                     scaled = scale_colour(profile, app, colour, 0)
                 done.append(f"{reason}: {how}: {scaled}" + ("" if drained else " (NOT drained)"))
-    except TimeoutError:
+    except LockHeld:
         logger().info("a release of %s holds %s: cleanup skipped", environment, lock_name(environment))
         return {
             "environment": environment, "dry_run": False, "scaled_down": [], "kept": [],

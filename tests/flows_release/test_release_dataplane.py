@@ -54,7 +54,9 @@ def test_promote_cleanup_promote_rollback_cleanup_under_kept_alive_load_loses_no
         # release's return on a loaded machine
         wait_release_lock_free("staging")
         swept = cleanup("staging", now=True)
-        backend_line = next(line for line in swept["scaled_down"] if line.startswith(f"backend-{start}"))
+        backend_lines = [line for line in swept["scaled_down"] if line.startswith(f"backend-{start}")]
+        assert len(backend_lines) == 1, swept
+        backend_line = backend_lines[0]
         # the caller's connections stay on the old colour's pods: it never goes quiet, and the
         # drain says it scaled down after the maximum wait
         assert "scaling down anyway" in backend_line, swept
