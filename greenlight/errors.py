@@ -17,9 +17,9 @@
           │    └── LockHeld        a lock (a global concurrency limit) stayed held for the wait
           ├── Forbidden            credentials refused (401/403)
           ├── GateFailed           a health gate said fail or inconclusive
-          │    └── DrillFailed     a DR drill failed a step or missed RTO/RPO (greenlight.flows.dr_drill)
+          │    └── DrillFailed     a DR drill failed a step or missed RTO/RPO
           ├── BackupInvalid        a backup is missing, stale, shrunken, corrupt or does not restore
-          │    └── BackupNotVerified  verification said no (greenlight.flows.backup_verification)
+          │    └── BackupNotVerified  verification said no
           ├── ReleaseRefused       a release may not proceed (freeze, unapproved digest, approval refused)
           └── AnswerRefused        an approval answer did not count (unverified, not an approver, the
                                    author's own): the release still waits for a valid one
@@ -140,6 +140,22 @@ class GateFailed(PermanentError):
 
 class BackupInvalid(PermanentError):
     """A backup cannot be trusted: missing, stale, shrunken, corrupt, mismatched or unrestorable."""
+
+
+class BackupNotVerified(BackupInvalid):
+    """The backup verification flow said no; ``result`` carries every check and value (for the CLI)."""
+
+    def __init__(self, reason: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.result = result or {}
+
+
+class DrillFailed(GateFailed):
+    """A DR drill failed a step, missed a target or left something behind; ``result`` has every value."""
+
+    def __init__(self, reason: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.result = result or {}
 
 
 class ReleaseRefused(PermanentError):

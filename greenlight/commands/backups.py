@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
 def cmd_verify_backups(args: argparse.Namespace) -> int:
     """Run backup-verification for ``args.env``; print every check and value; 0 when verified."""
-    from greenlight.flows.backup_verification import BackupNotVerified, verify_backups
+    from greenlight.errors import BackupNotVerified
+    from greenlight.flows.backup_verification import verify_backups
 
     as_json = bool(getattr(args, "json", False))
     try:

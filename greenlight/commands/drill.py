@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
                 print(line)
             print("DRY RUN: nothing restored, applied or deleted")
             return 0
-        from greenlight.flows.dr_drill import DrillFailed, dr_drill
+        from greenlight.errors import DrillFailed
+        from greenlight.flows.dr_drill import dr_drill
 
         try:
             with stdout_for_json(as_json), progress(f"drill {args.env}"):

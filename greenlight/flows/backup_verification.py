@@ -45,7 +45,7 @@ from greenlight.core.backups import (
     render_report,
     select_newest,
 )
-from greenlight.errors import BackupInvalid, GreenlightError, NotFound
+from greenlight.errors import BackupNotVerified, GreenlightError, NotFound
 from greenlight.settings import Backups, Environment, Profile, load_profile
 from greenlight.tasks.alerts import raise_alert, resolve_alerts
 from greenlight.tasks.backups import backups_of, probe_restored, publish_backup_metrics
@@ -60,17 +60,6 @@ from greenlight.tasks.notify import notify
 from greenlight.tasks.storage import download_dump, find_dumps, stat_replica
 
 METRICS = ("backup_age_seconds", "restore_seconds", "verified", "achieved_rpo_seconds")
-
-
-class BackupNotVerified(BackupInvalid):
-    """The backup failed verification; ``result`` carries every check and value (for the CLI)."""
-
-    def __init__(self, reason: str, result: dict[str, Any] | None = None) -> None:
-        super().__init__(reason)
-        self.result = result or {}
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.result))
 
 
 @flow(name="backup-verification")

@@ -67,7 +67,7 @@ from greenlight.core.drill import (
     secret_gaps,
     timed_step,
 )
-from greenlight.errors import BackupInvalid, Conflict, GateFailed, GreenlightError, InputInvalid
+from greenlight.errors import BackupInvalid, Conflict, DrillFailed, GateFailed, GreenlightError, InputInvalid
 from greenlight.flows.approval_wait import current_run_link
 from greenlight.flows.concurrency import parallel
 from greenlight.flows.config_backup import backup_config
@@ -98,17 +98,6 @@ from greenlight.tasks.storage import config_bucket, download_dump, find_dumps, l
 
 T = TypeVar("T")
 TEARDOWN_WAIT_S = 120.0  # a real namespace takes a while to terminate; pods go after their Deployment
-
-
-class DrillFailed(GateFailed):
-    """The drill failed a step, missed a target or left something behind; ``result`` has every value."""
-
-    def __init__(self, reason: str, result: dict[str, Any] | None = None) -> None:
-        super().__init__(reason)
-        self.result = result or {}
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.result))
 
 
 # --- the drill -------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolUpdate
 
 from greenlight.core.alerts import Condition, Kind, dedup_key
-from greenlight.flows.backup_verification import BackupNotVerified, verify_backups
+from greenlight.errors import BackupNotVerified
+from greenlight.flows.backup_verification import verify_backups
 from greenlight.settings import Alerts, Profile, load_profile
 from greenlight.tasks.alerts import raise_alert, resolve_alerts
 from greenlight.tasks.automations import automation_name, ensure_dead_mans_switch

@@ -25,7 +25,8 @@ import pytest
 
 from greenlight.clients.gcs import GcsClient
 from greenlight.clients.postgres import Postgres
-from greenlight.flows.backup_verification import BackupNotVerified, verify_backups
+from greenlight.errors import BackupNotVerified
+from greenlight.flows.backup_verification import verify_backups
 from greenlight.settings import load_profile
 from greenlight_lab.state import LabState
 from tests.flows_backup.helpers import SMALL_SQL, Crafted, Crafter, pg_dump, scratch_databases

@@ -14,7 +14,8 @@ import httpx
 
 from greenlight.clients.gcs import GcsClient
 from greenlight.clients.postgres import Postgres
-from greenlight.flows.backup_verification import BackupNotVerified, verify_backups
+from greenlight.errors import BackupNotVerified
+from greenlight.flows.backup_verification import verify_backups
 from greenlight.settings import Probe, Profile
 from greenlight_lab.state import LabState
 

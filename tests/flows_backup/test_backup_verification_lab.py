@@ -14,8 +14,8 @@ import yaml
 from greenlight.clients.monitoring import MonitoringClient
 from greenlight.clients.postgres import Postgres
 from greenlight.commands.backups import cmd_verify_backups
-from greenlight.errors import BackupInvalid
-from greenlight.flows.backup_verification import BackupNotVerified, verify_backups
+from greenlight.errors import BackupInvalid, BackupNotVerified
+from greenlight.flows.backup_verification import verify_backups
 from greenlight.settings import Probe, Profile
 from greenlight_lab.state import LabState
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from greenlight.flows.dr_drill import DrillFailed, dr_drill
+from greenlight.errors import DrillFailed
+from greenlight.flows.dr_drill import dr_drill
 from greenlight.settings import Profile
 from greenlight_lab.cloudflare import LAB_DR, LAB_ZONE
 from greenlight_lab.state import LabState

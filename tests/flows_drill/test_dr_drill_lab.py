@@ -21,8 +21,8 @@ from greenlight.clients.monitoring import MonitoringClient
 from greenlight.clients.postgres import Postgres
 from greenlight.commands.drill import run as run_drill_command
 from greenlight.core.drill import DRILL_LABEL
-from greenlight.errors import GateFailed
-from greenlight.flows.dr_drill import DrillFailed, dr_drill
+from greenlight.errors import DrillFailed, GateFailed
+from greenlight.flows.dr_drill import dr_drill
 from greenlight.settings import Profile, environments_dir
 from greenlight_lab.state import LabState
 

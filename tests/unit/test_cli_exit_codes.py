@@ -11,9 +11,15 @@ import pytest
 import greenlight.cli
 import greenlight.errors as errors
 from greenlight.commands.reference import BEGIN, END, cli_doc, exit_codes_markdown, exit_codes_text, fill
-from greenlight.errors import _EXIT_CODES, OUTCOMES, GreenlightError, InputInvalid, exit_code
-from greenlight.flows.backup_verification import BackupNotVerified
-from greenlight.flows.dr_drill import DrillFailed
+from greenlight.errors import (
+    _EXIT_CODES,
+    OUTCOMES,
+    BackupNotVerified,
+    DrillFailed,
+    GreenlightError,
+    InputInvalid,
+    exit_code,
+)
 from greenlight.settings import REPO_ROOT
 
 CLI_DOC = REPO_ROOT / "docs" / "cli.md"

@@ -30,7 +30,9 @@ from greenlight.clients.slack import Notifier
 from greenlight.core.images import parse_image_ref
 from greenlight.errors import (
     BackupInvalid,
+    BackupNotVerified,
     Conflict,
+    DrillFailed,
     Forbidden,
     GreenlightError,
     InputInvalid,
@@ -40,8 +42,6 @@ from greenlight.errors import (
     exit_code,
     with_message,
 )
-from greenlight.flows.backup_verification import BackupNotVerified
-from greenlight.flows.dr_drill import DrillFailed
 from greenlight.webhook.verify import PayloadInvalid
 
 Case = tuple[type[GreenlightError], int | None, str | None, float | None]  # kind, status, code, retry_after
@@ -334,10 +334,12 @@ def every_class_in_the_tree() -> list[GreenlightError]:
     made: list[GreenlightError] = [
         cls("what went wrong", status=418, code="TEAPOT")
         for cls in vars(errors_module).values()
-        if isinstance(cls, type) and issubclass(cls, GreenlightError) and cls is not TransientError
+        if isinstance(cls, type)
+        and issubclass(cls, GreenlightError)
+        and cls not in (TransientError, BackupNotVerified, DrillFailed)
     ]
     made.append(TransientError("slow down", retry_after=2.5, exhausted=True, status=429, code="ratelimited"))
-    # Greenlight's own verdicts, with their own __reduce__: no service answered, status stays None
+    # Greenlight's own verdicts, which carry a result: no service answered, status stays None
     made += [BackupNotVerified("stale", {"checks": []}), DrillFailed("rto missed", {"rto_s": 9})]
     payload = PayloadInvalid("workflow_run.head_sha", "expected a string")
     payload.status, payload.code = 422, "unprocessable"
@@ -351,6 +353,19 @@ def test_every_field_survives_pickling(error: GreenlightError) -> None:
     assert type(back) is type(error)
     assert (str(back), back.args, vars(back)) == (str(error), error.args, vars(error))
     assert exit_code(back) == exit_code(error)
+
+
+@pytest.mark.parametrize(
+    ("module", "cls"),
+    [("greenlight.flows.dr_drill", DrillFailed), ("greenlight.flows.backup_verification", BackupNotVerified)],
+)
+def test_a_verdict_pickled_where_it_was_defined_before_still_loads(module: str, cls: type) -> None:
+    """DrillFailed and BackupNotVerified lived in their flows, and pickled as (class, (reason,
+    result)): a Prefect state saved then still loads, as the class in greenlight.errors."""
+    old = f"c{module}\n{cls.__name__}\n(Vrto missed\n(dVrto_s\nI9\nstR.".encode()
+    back = pickle.loads(old)
+    assert type(back) is cls
+    assert (str(back), back.result, back.status) == ("rto missed", {"rto_s": 9}, None)
 
 
 def test_status_is_none_unless_a_service_answered() -> None:

@@ -8,7 +8,9 @@ import pytest
 from greenlight.errors import (
     AnswerRefused,
     BackupInvalid,
+    BackupNotVerified,
     Conflict,
+    DrillFailed,
     Forbidden,
     GateFailed,
     GreenlightError,
@@ -20,8 +22,6 @@ from greenlight.errors import (
     TransientError,
     exit_code,
 )
-from greenlight.flows.backup_verification import BackupNotVerified
-from greenlight.flows.dr_drill import DrillFailed
 
 CASES = [
     (InputInvalid("x"), 2),
