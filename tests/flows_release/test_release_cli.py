@@ -180,7 +180,11 @@ def test_a_slower_release_in_a_quiet_staging_fails_naming_the_check_and_both_val
     assert proc.returncode == 8, proc.stdout + proc.stderr
     out = proc.stderr
     assert "FAILED:" in out and "nothing switched" in out, out
-    assert re.search(r"p95 (2[5-9]\d|[34]\d\d) ms > 1\.5 × live \d+ ms \(floor 10 ms\) \(p = ", out), out
+    compared = re.findall(r"p95 (\d+) ms > 1\.5 × live (\d+) ms \(floor 10 ms\) \(p = ", out)
+    assert compared, out
+    # The candidate's p95 carries the 300 ms its images add (a loaded machine adds more, never less);
+    # the live colour's is its own, well under it.
+    assert all(int(candidate) >= 250 and int(live_ms) < 250 for candidate, live_ms in compared), compared
     after = live(kube, profile("staging"))
     assert {a: s["live_colour"] for a, s in after.items()} == {a: s["live_colour"] for a, s in before.items()}
 
