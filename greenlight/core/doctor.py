@@ -33,6 +33,7 @@ When = Literal[
     "gateway-httproute",
     "dr",
     "dr-new-namespace",
+    "dr-httproute",
     "config-restore",
 ]
 #: the exit code when any check fails: the one of a failed gate (greenlight.errors.GateFailed)
@@ -144,6 +145,9 @@ FLOW_ACCESS: tuple[Access, ...] = (
         for row in _rows(group, plural, "get list create update delete",
                          "apply the production bundle and tear it down by its drill label (apply-dr-objects)", "dr")
     ],
+    *_rows("gateway.networking.k8s.io", "httproutes", "get list create update delete",
+           "apply the bundle's HTTPRoutes, see the DR Gateway serve them (dr-await-routes), tear them down",
+           "dr-httproute"),
     *_rows("", "pods", "list", "find what a drill left behind (dr-leftovers)", "dr"),
     *_rows("", "endpoints", "get", "probe the restored apps", "dr"),
     # config-restore (flows/config_restore.py, tasks/restore.py): read, dry-run and apply a bundle;
@@ -179,8 +183,8 @@ def required_access(
         wanted.add("probe-apiserver")
     if pre_deploy_job and not dr:
         wanted.add("pre-deploy-job")
-    if httproute and not dr:
-        wanted.add("gateway-httproute")
+    if httproute:
+        wanted.add("dr-httproute" if dr else "gateway-httproute")
     seen: set[tuple[str, str, str]] = set()
     out = []
     for row in FLOW_ACCESS:

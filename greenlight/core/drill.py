@@ -18,7 +18,8 @@ tasks (``tasks/drill.py`` and the shared ones); these functions turn what it saw
   the drill's start minus the newest row in the restored data (:func:`data_loss_seconds`). It
   includes the dump's age; the dump's own lag (dump time minus newest row) is reported beside it.
 - :func:`plan_apply` turns a config bundle (objects as config-backup exported them) into the
-  objects to create in the DR namespace: the Deployment each app's live Service selects, its
+  objects to create in the DR namespace: the Deployment each app's live Service selects (or,
+  routed by an HTTPRoute, the Service of the colour the route gives all of its traffic), its
   container pinned to the digest live in the source environment; the idle colour is left out;
   Services lose what the DR cluster assigns (cluster IPs, node ports); Secrets are never applied,
   only checked (:func:`secret_gaps`).
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from greenlight.core.backups import DumpObject
+from greenlight.core.httproute import PLURAL as ROUTES
+from greenlight.core.httproute import colour_service, snapshot_route
 from greenlight.core.images import parse_image_ref
 from greenlight.core.report import table_cell
 from greenlight.errors import InputInvalid
@@ -46,6 +49,7 @@ APPLY_ORDER: tuple[str, ...] = (
     "deployments",
     "horizontalpodautoscalers",
     "ingresses",
+    "httproutes",  # after the Services they name: a Gateway reports a route to a missing one
 )
 PLURALS: dict[str, str] = {
     "ConfigMap": "configmaps",
@@ -53,7 +57,9 @@ PLURALS: dict[str, str] = {
     "Deployment": "deployments",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "Ingress": "ingresses",
+    "HTTPRoute": ROUTES,
 }
+GATEWAY_ROUTER = "gateway-httproute"  # settings.Traffic.router: the live colour is an HTTPRoute's
 # written by the cluster (or a controller) that served the export: they describe that cluster, not the app
 CLUSTER_ANNOTATIONS = frozenset(
     {
@@ -315,13 +321,15 @@ def live_digests(
 
 @dataclass(frozen=True)
 class AppTarget:
-    """What the drill deploys for one app: its live Service, its container, and the image (by digest)."""
+    """What the drill deploys for one app: its live Service (or, routed by an HTTPRoute, the prefix
+    of its colours' Services), its container, the image (by digest), and its HTTPRoute."""
 
     name: str
     service: str
     container: str
     image_repository: str
     digest: str
+    route: str = ""  # the HTTPRoute (gateway-httproute); "" -> the service's name
 
     @property
     def image(self) -> str:
@@ -409,18 +417,26 @@ def plan_apply(
     namespace: str,
     drill: str,
     colour_label: str = "color",
+    router: str = "service-selector",
+    colours: Sequence[str] = ("blue", "green"),
 ) -> ApplyPlan:
     """What to create in the DR namespace from a config bundle (see the module's docstring).
 
-    Per app, the Deployment whose pods the bundle's live Service selects is applied with its
-    container pinned to the app's digest; the app's other Deployments (those the selector without
-    its ``colour_label`` also selects: the idle colour) and the HPAs scaling them are left out. Deployments of no profiled app are applied as exported.
-    A missing live Service, no selected Deployment, or more than one, is a problem naming the app.
+    Per app, the Deployment whose pods the live colour's Service selects is applied with its
+    container pinned to the app's digest: with ``router`` ``service-selector`` that is the app's live
+    Service; with ``gateway-httproute`` the colour's own Service (``<service>-<colour>``) for the
+    colour the app's HTTPRoute in the bundle gives all of its traffic. The app's other Deployments
+    (those the selector without its ``colour_label`` also selects: the idle colour) and the HPAs
+    scaling them are left out. Deployments of no profiled app are applied as exported. The
+    bundle's HTTPRoutes are applied only with ``gateway-httproute`` (a DR namespace routed by
+    Services has nothing to program them). A missing live Service or route, a route that gives no
+    colour all of its traffic, no selected Deployment, or more than one, is a problem naming the app.
     """
     by_kind: dict[str, list[Mapping[str, Any]]] = {}
     for obj in bundle:
         by_kind.setdefault(str(obj.get("kind") or ""), []).append(obj)
     services = {_name(s): s for s in by_kind.get("Service", [])}
+    routes = {_name(r): r for r in by_kind.get("HTTPRoute", [])}
     deployments = by_kind.get("Deployment", [])
     problems: list[str] = []
     skipped: list[str] = []
@@ -428,30 +444,31 @@ def plan_apply(
     chosen: dict[str, AppTarget] = {}
     left_out: dict[str, str] = {}  # idle-colour Deployment -> why it is left out
     for app in apps:
-        svc = services.get(app.service)
-        if svc is None:
-            problems.append(f"{app.name}: the bundle has no Service {app.service}")
+        live, problem = _live_service(app, services, routes, router, colours)
+        if live is None:
+            problems.append(f"{app.name}: {problem}")
             continue
-        selector = dict((svc.get("spec") or {}).get("selector") or {})
+        svc_name = _name(live)
+        selector = dict((live.get("spec") or {}).get("selector") or {})
         selected = [d for d in deployments if _selects(selector, _template_labels(d))]
         uncoloured = {k: v for k, v in selector.items() if k != colour_label}
         mine = [d for d in deployments if _selects(uncoloured, _template_labels(d))]
         if len(selected) != 1:
             found = ", ".join(sorted(_name(d) for d in selected)) or "none"
             problems.append(
-                f"{app.name}: Service {app.service} must select exactly one Deployment of the bundle, selects {found}"
+                f"{app.name}: Service {svc_name} must select exactly one Deployment of the bundle, selects {found}"
             )
             continue
         name = _name(selected[0])
         chosen[name], pinned[app.name] = app, name
         for d in mine:
             if _name(d) != name:
-                left_out[_name(d)] = f"idle colour of {app.name} (not selected by {app.service})"
+                left_out[_name(d)] = f"idle colour of {app.name} (not selected by {svc_name})"
     objects: list[tuple[str, str, dict[str, Any]]] = []
     for kind, plural in PLURALS.items():
         for obj in sorted(by_kind.get(kind, []), key=_name):
             name = _name(obj)
-            why = _leave_out(kind, obj, left_out)
+            why = _leave_out(kind, obj, left_out, router)
             if why:
                 skipped.append(f"{plural}/{name}: {why}")
                 continue
@@ -472,8 +489,32 @@ def plan_apply(
     return ApplyPlan(tuple(objects), pinned, tuple(skipped), secrets, tuple(problems))
 
 
-def _leave_out(kind: str, obj: Mapping[str, Any], idle: Mapping[str, str]) -> str | None:
+def _live_service(
+    app: AppTarget,
+    services: Mapping[str, Mapping[str, Any]],
+    routes: Mapping[str, Mapping[str, Any]],
+    router: str,
+    colours: Sequence[str],
+) -> tuple[Mapping[str, Any] | None, str]:
+    """The bundle's Service selecting ``app``'s live colour, else (None, why not)."""
+    name = app.service
+    if router == GATEWAY_ROUTER:
+        route_name = app.route or app.service
+        route = routes.get(route_name)
+        if route is None:
+            return None, f"the bundle has no HTTPRoute {route_name} (traffic.router {GATEWAY_ROUTER})"
+        snap = snapshot_route(route, {c: colour_service(app.service, c) for c in colours})
+        if snap.problem or snap.selected is None:
+            return None, snap.problem or f"HTTPRoute {route_name} gives no colour all of its traffic"
+        name = colour_service(app.service, snap.selected)
+    svc = services.get(name)
+    return (svc, "") if svc is not None else (None, f"the bundle has no Service {name}")
+
+
+def _leave_out(kind: str, obj: Mapping[str, Any], idle: Mapping[str, str], router: str) -> str | None:
     name = _name(obj)
+    if kind == "HTTPRoute" and router != GATEWAY_ROUTER:
+        return f"the DR profile's traffic.router is {router}: nothing there programs a route"
     if kind == "Deployment" and name in idle:
         return idle[name]
     if kind == "ConfigMap" and name in CLUSTER_CONFIGMAPS:

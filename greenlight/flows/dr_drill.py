@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard, TypeVar
@@ -46,6 +46,8 @@ from greenlight.core.alerts import Condition, Kind
 from greenlight.core.backups import DumpObject, check_found, check_integrity, select_newest
 from greenlight.core.dns import drill_record_name
 from greenlight.core.drill import (
+    GATEWAY_ROUTER,
+    ApplyPlan,
     AppTarget,
     Done,
     DownloadedDump,
@@ -78,6 +80,7 @@ from greenlight.tasks.database import restore_dump, scratch_server_url
 from greenlight.tasks.dns import create_drill_record, drill_records_left, remove_drill_records
 from greenlight.tasks.drill import (
     apply_objects,
+    await_routes,
     cluster_leftovers,
     create_database,
     database_exists,
@@ -296,11 +299,7 @@ class Drill:
         self.note(digests=digests)
         if problems:
             raise InputInvalid(f"cannot tell what is live in {self.source.name}: " + "; ".join(problems))
-        targets = [
-            AppTarget(a.name, a.service, a.container, a.image_repository, digests[a.name])
-            for a in self.profile.apps
-        ]
-        plan = plan_apply(bundle, targets, self.profile.namespace, self.id, self.profile.release.colour_label)
+        plan = apply_plan(bundle, self.source, self.profile, digests, self.id)
         if plan.problems:
             raise InputInvalid("the bundle cannot be applied: " + "; ".join(plan.problems))
         self.note(pinned={app: f"{dep} @ {digests[app]}" for app, dep in plan.pinned.items()})
@@ -335,9 +334,11 @@ class Drill:
         pinned, digests = planned.plan.pinned, planned.digests
         bodies = {name: body for plural, name, body in planned.plan.objects if plural == "deployments"}
 
+        def colour(app: str) -> str:
+            return str(bodies[pinned[app]]["spec"]["template"]["metadata"]["labels"].get(label, ""))
+
         def wait(app: str) -> str:
-            colour = bodies[pinned[app]]["spec"]["template"]["metadata"]["labels"].get(label, "")
-            return f"{app}: {wait_rollout(self.profile, app, colour).reason}"
+            return f"{app}: {wait_rollout(self.profile, app, colour(app)).reason}"
 
         reasons = parallel(wait, list(pinned))
         running = deployment_digests(self.profile, pinned)
@@ -348,7 +349,10 @@ class Drill:
         ]
         if wrong:
             raise GateFailed("DR Deployments do not run the digests live in the source: " + "; ".join(wrong))
-        return Done("; ".join(reasons) + "; every digest matches the source", None)
+        routed = ""
+        if self.profile.traffic.router == GATEWAY_ROUTER:  # the DR Gateway must serve what was deployed
+            routed = "; " + "; ".join(await_routes(self.profile, {app: colour(app) for app in pinned}))
+        return Done("; ".join(reasons) + "; every digest matches the source" + routed, None)
 
     def _smoke(self) -> Done[None]:
         failed, passed = [], 0
@@ -557,6 +561,29 @@ def dr_drill(
 # --- dry run ----------------------------------------------------------------------------------------------
 
 
+def apply_plan(
+    bundle: list[dict[str, Any]], source: Profile, profile: Profile, digests: dict[str, str], drill: str
+) -> ApplyPlan:
+    """What the drill applies of ``source``'s bundle in ``profile``'s namespace, each app (that has a
+    digest) pinned to its live digest (``core.drill.plan_apply``, with the DR profile's router); a
+    source that routes live traffic another way than the DR profile is a problem: the bundle's
+    objects are applied as they are, so both sides must route alike."""
+    targets = [
+        AppTarget(a.name, a.service, a.container, a.image_repository, digests[a.name], a.route_name)
+        for a in profile.apps
+        if a.name in digests
+    ]
+    rel, router = profile.release, profile.traffic.router
+    plan = plan_apply(bundle, targets, profile.namespace, drill, rel.colour_label, router, rel.colours)
+    if source.traffic.router != router:
+        mixed = (
+            f"{profile.name} routes live traffic with traffic.router {router} and {source.name} with "
+            f"{source.traffic.router}: a drill applies {source.name}'s objects as they are, so both must use the same router"
+        )
+        return replace(plan, problems=(mixed, *plan.problems))
+    return plan
+
+
 def plan_drill(environment: str, profile: Profile | None = None) -> list[str]:
     """What a drill of ``environment`` would do, read-only (plain Python, no Prefect run): the dump,
     the bundle (or that one would be exported), the objects and pinned digests, the Secrets, the targets."""
@@ -583,14 +610,7 @@ def plan_drill(environment: str, profile: Profile | None = None) -> list[str]:
     if prefix is None:
         lines.append(f"no config bundle of {source.name}: would export one from {source.namespace} first")
     else:
-        targets = [
-            AppTarget(a.name, a.service, a.container, a.image_repository, digests[a.name])
-            for a in prof.apps
-            if a.name in digests
-        ]
-        plan = plan_apply(
-            load_bundle.fn(source, prefix), targets, prof.namespace, "dry-run", prof.release.colour_label
-        )
+        plan = apply_plan(load_bundle.fn(source, prefix), source, prof, digests, "dry-run")
         lines.append(f"would apply gs://{config_bucket(source)}/{prefix}:")
         lines += [f"  {plural}/{name}" for plural, name, _ in plan.objects]
         lines += [f"  left out {s}" for s in plan.skipped] + [f"PROBLEM: {p}" for p in plan.problems]

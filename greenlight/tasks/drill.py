@@ -8,18 +8,28 @@ Secret values never leave :func:`secret_keys`: only key names do.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import task
 
 from greenlight.clients.postgres import Postgres
-from greenlight.core.drill import APPLY_ORDER, DRILL_LABEL
-from greenlight.errors import Conflict
+from greenlight.core.drill import APPLY_ORDER, DRILL_LABEL, GATEWAY_ROUTER, ROUTES
+from greenlight.errors import Conflict, GateFailed
 from greenlight.settings import Profile
 from greenlight.tasks.cluster import cluster
 from greenlight.tasks.kube import container_digest
 from greenlight.tasks.policy import FRESH, RETRIES
 from greenlight.tasks.restore import create_or_replace
+from greenlight.tasks.routers import router_for
+
+ROUTE_POLL_S = 0.5
+
+
+def drill_plurals(profile: Profile) -> tuple[str, ...]:
+    """What a drill may have applied in the profile's cluster, in apply order: HTTPRoutes only where
+    the profile routes with them (a cluster routed by Services may not serve Gateway API)."""
+    return tuple(p for p in APPLY_ORDER if p != ROUTES or profile.traffic.router == GATEWAY_ROUTER)
 
 
 def database_where(server_url: str) -> str:
@@ -114,7 +124,7 @@ def delete_drill_objects(profile: Profile, drill: str, namespace_created: bool) 
         if kube.find("namespaces", ns) is None:  # the drill stopped before applying anything
             return []
         deleted = []
-        for plural in reversed(APPLY_ORDER):
+        for plural in reversed(drill_plurals(profile)):
             for obj in kube.items(plural, ns, label_selector=f"{DRILL_LABEL}={drill}"):
                 name = obj["metadata"]["name"]
                 if kube.delete(plural, name, ns):
@@ -133,9 +143,39 @@ def cluster_leftovers(profile: Profile, drill: str, namespace_created: bool) -> 
         if kube.find("namespaces", ns) is None:
             return []
         left = []
-        for plural in (*APPLY_ORDER, "pods"):
+        for plural in (*drill_plurals(profile), "pods"):
             left += [
                 f"{plural}/{o['metadata']['name']}"
                 for o in kube.items(plural, ns, label_selector=f"{DRILL_LABEL}={drill}")
             ]
         return left
+
+
+@task(name="dr-await-routes", **FRESH)
+def await_routes(profile: Profile, colours: dict[str, str]) -> list[str]:
+    """Wait until the DR cluster's Gateway serves each app's route (app -> the colour the drill
+    deployed): the route's current generation programmed and that colour's Service with ready
+    endpoints (the router's ``observe``). Up to ``release.settle_timeout_s`` for them all; one
+    reason per app, GateFailed naming the apps not served and why (a route no Gateway accepted)."""
+    router = router_for(profile)
+    deadline = time.monotonic() + profile.release.settle_timeout_s
+    done: dict[str, str] = {}
+    with cluster(profile) as kube:
+        while True:
+            waiting = {}
+            for app, colour in colours.items():
+                if app in done:
+                    continue
+                seen = router.observe(kube, profile, profile.app(app))
+                if seen.by_colour.get(colour, 0) > 0:
+                    done[app] = f"{app}: {seen.where}: {colour} {seen.by_colour[colour]} ready"
+                else:
+                    waiting[app] = f"{app}: {seen.where}: {colour} not served"
+            if not waiting:
+                return [done[app] for app in colours]
+            if time.monotonic() > deadline:
+                raise GateFailed(
+                    f"the DR Gateway did not serve {len(waiting)} route(s) within "
+                    f"{profile.release.settle_timeout_s:g} s: " + "; ".join(waiting.values())
+                )
+            time.sleep(ROUTE_POLL_S)

@@ -22,6 +22,7 @@ from greenlight.core.drill import (
     secret_gaps,
     timed_step,
 )
+from greenlight.core.switch import OVERLAP
 from greenlight.errors import InputInvalid
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -139,9 +140,9 @@ def deployment(name: str, colour: str, image: str = "ghcr.io/sma-platform/backen
     }  # fmt: skip
 
 
-def service(selector: dict[str, str]) -> dict[str, Any]:
+def service(selector: dict[str, str], name: str = "backend") -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "backend"},
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
         "spec": {"type": "NodePort", "selector": selector, "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"],
                  "ports": [{"name": "http", "port": 80, "nodePort": 30080}]},
     }  # fmt: skip
@@ -209,6 +210,92 @@ def test_plan_names_a_missing_container() -> None:
     app = AppTarget("backend", "backend", "api", "ghcr.io/sma-platform/backend", D1)
     plan = plan_apply(BUNDLE[:2], [app], "ns", "dr-1")
     assert plan.problems == ("backend: Deployment backend-blue has no container 'api'",)
+
+
+def route(blue: int, green: int, name: str = "backend", **annotations: str) -> dict[str, Any]:
+    """An HTTPRoute as config-backup exports it: the colours' Services weighted, its status kept."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "generation": 4, "annotations": annotations},
+        "spec": {"parentRefs": [{"name": "external-gateway"}], "hostnames": ["api.example.com"],
+                 "rules": [{"backendRefs": [{"name": "backend-blue", "port": 80, "weight": blue},
+                                            {"name": "backend-green", "port": 80, "weight": green}]}]},
+        "status": {"parents": [{"parentRef": {"name": "external-gateway"}, "conditions": []}]},
+    }  # fmt: skip
+
+
+ROUTED = [
+    service({"app": "backend", "color": "blue"}, "backend-blue"),
+    service({"app": "backend", "color": "green"}, "backend-green"),
+    deployment("backend-blue", "blue"),
+    deployment("backend-green", "green"),
+    HPA_GREEN,
+]
+
+
+@pytest.mark.parametrize(
+    ("bundle", "pinned", "idle"),
+    [
+        ([*ROUTED, route(0, 100)], "backend-green", "backend-blue"),
+        ([*ROUTED, route(100, 0)], "backend-blue", "backend-green"),
+    ],
+)  # fmt: skip
+def test_an_httproute_plan_pins_the_colour_the_route_serves_and_applies_the_route(
+    bundle: list[dict[str, Any]], pinned: str, idle: str
+) -> None:
+    """With gateway-httproute the route's weights say which colour is live (its colour's Service
+    selects the Deployment to pin); both colours' Services and the route are applied, the route
+    last and without the source cluster's status."""
+    plan = plan_apply(bundle, [BACKEND], "dr-ns", "dr-1", router="gateway-httproute")
+    assert plan.problems == ()
+    assert plan.pinned == {"backend": pinned}
+    assert [(p, n) for p, n, _ in plan.objects] == [
+        ("services", "backend-blue"),
+        ("services", "backend-green"),
+        ("deployments", pinned),
+        *([("horizontalpodautoscalers", "backend-green")] if pinned == "backend-green" else []),
+        ("httproutes", "backend"),
+    ]
+    assert f"deployments/{idle}: idle colour of backend (not selected by {pinned})" in plan.skipped
+    body = plan.objects[-1][2]
+    assert "status" not in body and body["metadata"]["labels"] == {DRILL_LABEL: "dr-1"}
+    assert body["metadata"]["namespace"] == "dr-ns" and "generation" not in body["metadata"]
+    assert body["spec"] == bundle[-1]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("bundle", "problem"),
+    [
+        (ROUTED, "backend: the bundle has no HTTPRoute backend (traffic.router gateway-httproute)"),
+        ([*ROUTED, route(50, 50)],
+         "backend: HTTPRoute backend splits traffic between colours (blue 50, green 50) without a record of why"),
+        ([*ROUTED, route(50, 50, **{OVERLAP: '{"from": "blue", "to": "green", "release": "r1", "weight": 50}'})],
+         "backend: HTTPRoute backend gives no colour all of its traffic"),
+        ([*ROUTED[1:], route(100, 0)], "backend: the bundle has no Service backend-blue"),
+        ([*ROUTED, route(100, 0, name="api")], "backend: the bundle has no HTTPRoute backend (traffic.router "
+         "gateway-httproute)"),
+    ],
+)  # fmt: skip
+def test_an_httproute_plan_names_what_stops_the_apply(bundle: list[dict[str, Any]], problem: str) -> None:
+    """No route, a split route, or no Service for the colour it serves is a problem naming the app."""
+    assert plan_apply(bundle, [BACKEND], "ns", "dr-1", router="gateway-httproute").problems == (problem,)
+
+
+def test_the_app_names_its_route() -> None:
+    """``AppTarget.route`` names the HTTPRoute when it is not the Service's name."""
+    app = AppTarget("backend", "backend", "backend", "ghcr.io/sma-platform/backend", D1, route="api")
+    plan = plan_apply([*ROUTED, route(0, 100, name="api")], [app], "ns", "dr-1", router="gateway-httproute")
+    assert plan.problems == () and plan.pinned == {"backend": "backend-green"}
+
+
+def test_a_selector_plan_leaves_routes_out() -> None:
+    """A DR profile routed by Services has nothing to program a route: it is left out, saying why."""
+    plan = plan_apply([*BUNDLE, route(100, 0)], [BACKEND], "ns", "dr-1")
+    assert plan.problems == () and "httproutes" not in plan.count_by_kind()
+    assert (
+        "httproutes/backend: the DR profile's traffic.router is service-selector: nothing there programs a route"
+        in (plan.skipped)
+    )
 
 
 def test_prepare_deployment_drops_what_belongs_to_the_source_cluster() -> None:

@@ -167,6 +167,28 @@ def test_a_drill_creates_its_namespace_only_when_missing() -> None:
     assert "get namespaces" in labels(False)
 
 
+@pytest.mark.parametrize(
+    ("drill", "has", "lacks"),
+    [
+        (False, ["get httproutes.gateway.networking.k8s.io", "patch httproutes.gateway.networking.k8s.io"],
+         ["create httproutes.gateway.networking.k8s.io", "delete httproutes.gateway.networking.k8s.io"]),
+        (True, ["get httproutes.gateway.networking.k8s.io", "list httproutes.gateway.networking.k8s.io",
+                "create httproutes.gateway.networking.k8s.io", "update httproutes.gateway.networking.k8s.io",
+                "delete httproutes.gateway.networking.k8s.io"],
+         ["patch httproutes.gateway.networking.k8s.io"]),
+    ],
+)  # fmt: skip
+def test_an_httproute_profile_needs_the_routes_rows_its_flows_use(
+    drill: bool, has: list[str], lacks: list[str]
+) -> None:
+    """A release moves weights (get, patch); a DR drill applies the bundle's routes and deletes them."""
+    rows = dr.required_access(probe_via_apiserver=False, pre_deploy_job=False, dr=drill, httproute=True)
+    labels = {r.label for r in rows}
+    assert set(has) <= labels and not set(lacks) & labels
+    plain = {r.label for r in dr.required_access(probe_via_apiserver=False, pre_deploy_job=False, dr=drill)}
+    assert not any("httproutes" in label for label in plain)
+
+
 def test_all_allowed_passes() -> None:
     rows = dr.required_access(probe_via_apiserver=True, pre_deploy_job=False, dr=False)
     r = dr.assess_access("ns", [(row, True, "") for row in rows])
