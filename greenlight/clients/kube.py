@@ -5,7 +5,8 @@ that ``greenlight.core`` can decide over them without importing the client. Ever
 carries a timeout. :func:`translate` maps ``ApiException`` (and connection failures) onto
 ``greenlight.errors``: 404 NotFound, 409 Conflict, 401/403 Forbidden, 400/422 InputInvalid,
 429/5xx/timeouts TransientError with the server's ``Retry-After``; the HTTP status stays on the
-error (``status``).
+error (``status``). The client's own retries (:data:`RETRIES`) cover connection and read
+failures only: a 429 or 503 with ``Retry-After`` comes back at once, for the task's retry policy.
 """
 
 from __future__ import annotations
@@ -187,6 +188,13 @@ def choose_config(
     return ConfigChoice(False, file, context or None, why)
 
 
+#: urllib3's default retries (three, of connection and read failures) without its retries of a 429
+#: or 503 that carries Retry-After: those it sleeps through on its own, three times, as long as the
+#: server asks, inside one call and beyond its timeout. The error goes to the caller instead, whose
+#: task retries honour Retry-After up to a cap (greenlight.tasks.policy.retry_transient).
+RETRIES = urllib3.Retry(total=3, respect_retry_after_header=False)
+
+
 def load_api_client(
     context: str | None = None, kubeconfig: str | None = None, in_cluster: bool | None = None
 ) -> client.ApiClient:
@@ -207,6 +215,7 @@ def load_api_client(
             )
     except (ConfigException, FileNotFoundError, OSError) as e:
         raise InputInvalid(f"cannot load {choice.describe()} ({choice.reason}): {e}") from e
+    cfg.retries = RETRIES
     return client.ApiClient(cfg)
 
 
@@ -214,7 +223,7 @@ class Kube:
     """Thin, dict-in dict-out access to one cluster."""
 
     #: how often one call may wait its timeout on a stalled server: the client's pool retries a
-    #: timed-out read 3 times (urllib3's default ``Retry(3)``; ``Configuration.retries`` is unset)
+    #: timed-out read 3 times (:data:`RETRIES`)
     ATTEMPTS = 4
 
     def __init__(self, api_client: client.ApiClient, timeout_s: float = 10.0) -> None:

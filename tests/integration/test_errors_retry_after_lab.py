@@ -1,8 +1,9 @@
 """Tasks with the shared retry policy, refused by the lab's registry with 429 and Retry-After,
 start their next try no sooner than the server asked (Prefect alone would retry after 0.5 s), and
 the error keeps the HTTP status. The registry client does not retry by itself, so every try is a
-task's try. (The Kubernetes client would not do here: its urllib3 retries a 429 or 503 with
-Retry-After three times on its own, sleeping what the server asks, before the task sees it.)"""
+task's try. Nor does the Kubernetes client: urllib3's default would retry a 429 or 503 with
+Retry-After three times on its own, sleeping what the server asks, before the task saw it;
+``greenlight.clients.kube`` turns that off (the last test)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from prefect import task
 
+from greenlight.clients.kube import Kube
 from greenlight.clients.registry import RegistryClient
 from greenlight.core.images import parse_image_ref
 from greenlight.errors import TransientError
@@ -86,3 +88,23 @@ def test_a_task_asked_to_wait_longer_than_the_limit_fails_at_once_with_the_statu
         resolve_images({"backend": parse_image_ref(IMAGE)})
     assert fired(lab, rule) == 1
     assert (caught.value.status, caught.value.retry_after) == (429, asked)
+
+
+def test_a_kubernetes_call_refused_with_429_hands_retry_after_to_the_caller(lab: LabState) -> None:
+    """The Kubernetes client does not sleep through a 429's Retry-After by itself (urllib3's
+    default would, three times, uncapped, inside one call and beyond its timeout): the first 429
+    is a TransientError with the status and Retry-After, for the task's retry policy to honour
+    (capped at MAX_RETRY_AFTER_S). The rule could refuse three calls; it refused one."""
+    rule = {"target": "kube-primary", "verb": "get", "resource": "namespaces", "status": 429,
+            "retry_after": 2, "count": 3}  # fmt: skip
+    rule_id = int(supervisor.control(lab, "POST", "/faults", rule)["id"])
+    kube = Kube.connect(context="lab-primary", kubeconfig=lab.env["KUBECONFIG"])
+    try:
+        with pytest.raises(TransientError, match=r"HTTP 429") as caught:
+            kube.get("namespaces", "sma-staging")
+    finally:
+        kube.close()
+        refused = fired(lab, rule_id)
+        supervisor.control(lab, "DELETE", "/faults?target=kube-primary")
+    assert (caught.value.status, caught.value.retry_after) == (429, 2.0)
+    assert refused == 1
