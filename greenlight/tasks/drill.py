@@ -15,10 +15,10 @@ from prefect import task
 
 from greenlight.clients.postgres import Postgres
 from greenlight.core.drill import APPLY_ORDER, DRILL_LABEL, GATEWAY_ROUTER, ROUTES
-from greenlight.errors import Conflict, GateFailed
+from greenlight.errors import Conflict, GateFailed, TransientError
 from greenlight.settings import Profile
 from greenlight.tasks.cluster import cluster
-from greenlight.tasks.kube import container_digest
+from greenlight.tasks.kube import container_digest, poll_pause
 from greenlight.tasks.policy import FRESH, RETRIES
 from greenlight.tasks.restore import create_or_replace
 from greenlight.tasks.routers import router_for
@@ -166,7 +166,18 @@ def await_routes(profile: Profile, colours: dict[str, str]) -> list[str]:
             for app, colour in colours.items():
                 if app in done:
                     continue
-                seen = router.observe(kube, profile, profile.app(app))
+                try:
+                    seen = router.observe(kube, profile, profile.app(app))
+                except TransientError as e:
+                    poll_pause(
+                        e,
+                        deadline - time.monotonic(),
+                        f"HTTPRoute of {app}",
+                        "the settle timeout",
+                        ROUTE_POLL_S,
+                    )
+                    waiting[app] = f"{app}: unread ({e})"
+                    continue
                 if seen.by_colour.get(colour, 0) > 0:
                     done[app] = f"{app}: {seen.where}: {colour} {seen.by_colour[colour]} ready"
                 else:

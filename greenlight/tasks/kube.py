@@ -226,6 +226,18 @@ def deploy_colour(
     return {"deployment": name, "image": image, "action": action, "companions": companions}
 
 
+def poll_pause(e: TransientError, remaining_s: float, what: str, until: str, poll_s: float) -> None:
+    """In a poll loop that read ``e``: once ``remaining_s`` is spent, raise it (a TransientError
+    saying ``what`` was unreadable until ``until``, keeping its status); else log it and pause the
+    server's Retry-After, or ``poll_s``, but never past the deadline."""
+    if remaining_s <= 0:
+        raise TransientError(
+            f"{what} unreadable until {until}: {e}", retry_after=e.retry_after, status=e.status, code=e.code
+        ) from e
+    logger().warning("reading %s: %s (will retry)", what, e)
+    time.sleep(min(max(poll_s, e.retry_after or 0.0), remaining_s))
+
+
 @task(name="wait-rollout", **FRESH)
 def wait_rollout(profile: Profile, app_name: str, colour: str, poll_s: float = 0.5) -> RolloutAssessment:
     """Wait until the colour's Deployment is available; raise GateFailed at once on a failed rollout
@@ -241,12 +253,8 @@ def wait_rollout(profile: Profile, app_name: str, colour: str, poll_s: float = 0
                 sel = ",".join(f"{k}={v}" for k, v in dep["spec"]["selector"]["matchLabels"].items())
                 pods = kube.items("pods", ns, label_selector=sel)
             except TransientError as e:
-                if time.time() - started > deadline:
-                    raise TransientError(
-                        f"{app.name}: rollout of {name} unreadable until the progress deadline: {e}"
-                    ) from e
-                logger().warning("reading rollout of %s: %s (will retry)", name, e)
-                time.sleep(poll_s)
+                remaining = started + deadline - time.time()
+                poll_pause(e, remaining, f"{app.name}: rollout of {name}", "the progress deadline", poll_s)
                 continue
             verdict = assess_rollout(dep, pods, time.time(), started, deadline, label=f"{colour}")
             if verdict.phase == "available":
@@ -758,7 +766,17 @@ def run_pre_deploy_job(profile: Profile, rid: str, digests: dict[str, str], poll
         if kube.find("jobs", name, ns) is None:
             kube.create("jobs", body, ns)
         while True:
-            job = kube.get("jobs", name, ns)
+            try:
+                job = kube.get("jobs", name, ns)
+            except TransientError as e:
+                poll_pause(
+                    e,
+                    deadline - time.monotonic(),
+                    f"pre-deploy job {ns}/{name}",
+                    "the progress deadline",
+                    poll_s,
+                )
+                continue
             conds = {
                 c.get("type"): c
                 for c in (job.get("status") or {}).get("conditions") or []
