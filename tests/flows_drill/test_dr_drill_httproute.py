@@ -18,6 +18,7 @@ import yaml
 from kubernetes import client
 
 from greenlight.clients.kube import Kube
+from greenlight.commands.setup import ensure_setup
 from greenlight.core.drill import DRILL_LABEL
 from greenlight.core.httproute import GROUP
 from greenlight.core.httproute import PLURAL as ROUTES
@@ -26,6 +27,7 @@ from greenlight.flows.dr_drill import dr_drill
 from greenlight.settings import Profile, load_profile
 from greenlight_lab.gateway import ensure_gateway_route, gateway_body
 from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
+from tests.flows_release.support import set_up_environments
 
 pytestmark = pytest.mark.lab
 
@@ -47,9 +49,6 @@ def gw_envs(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     without DNS and with a 20 s wait for its Gateway), selected for the module; the source
     bootstrapped, routed through a Gateway with blue live, and its app-named Services deleted;
     lab-dr's namespace with the platform's Gateway in it."""
-    from greenlight.commands.setup import ensure_setup
-    from greenlight_lab.bootstrap import bootstrap_environment
-
     directory = tmp_path_factory.mktemp("gw-drill-envs")
     router = {"router": "gateway-httproute"}
     source = profile_doc("production", name=SOURCE, namespace=NAMESPACE, traffic=router)
@@ -62,11 +61,11 @@ def gw_envs(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         (directory / f"{doc['name']}.yaml").write_text(yaml.safe_dump(doc))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GREENLIGHT_ENVIRONMENTS", str(directory))
-        ensure_setup([SOURCE, DR])
+        set_up_environments(lab, directory, [SOURCE])
+        ensure_setup([DR])
         primary = Kube.connect(context="lab-primary", kubeconfig=lab.env["KUBECONFIG"])
         dr_kube = Kube.connect(context="lab-dr", kubeconfig=lab.env["KUBECONFIG"])
         try:
-            bootstrap_environment(primary, SOURCE, directory, {}, lab.env)
             profile = load_profile(SOURCE)
             for app in profile.apps:
                 ensure_gateway_route(

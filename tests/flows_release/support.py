@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,25 +131,32 @@ def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
     return t, out
 
 
-@contextlib.contextmanager
-def release_environments(lab: LabState, directory: Path, **changes: Any) -> Iterator[Path]:
-    """Profile copies (rel-staging / rel-production, with dotted ``changes``) selected through
-    GREENLIGHT_ENVIRONMENTS, their release locks created and their namespaces bootstrapped
-    (idempotent: apps already there are left as earlier tests left them)."""
+def set_up_environments(lab: LabState, directory: Path, names: Sequence[str]) -> None:
+    """Each of ``names``, a profile in ``directory``, set up (its locks and blocks, as ``greenlight
+    setup`` makes them) and its namespace bootstrapped in lab-primary (idempotent: apps already
+    there are left as earlier tests left them). The caller selects ``directory`` through
+    GREENLIGHT_ENVIRONMENTS."""
     from greenlight.commands.setup import ensure_setup
     from greenlight_lab.bootstrap import bootstrap_environment
 
+    ensure_setup(list(names))
+    kube = Kube.connect(context="lab-primary", kubeconfig=lab.env["KUBECONFIG"])
+    try:
+        pushed: dict[str, str] = {}
+        for name in names:
+            bootstrap_environment(kube, name, directory, pushed, lab.env)
+    finally:
+        kube.close()
+
+
+@contextlib.contextmanager
+def release_environments(lab: LabState, directory: Path, **changes: Any) -> Iterator[Path]:
+    """Profile copies (rel-staging / rel-production, with dotted ``changes``) selected through
+    GREENLIGHT_ENVIRONMENTS, set up and bootstrapped (:func:`set_up_environments`)."""
     write_profiles(directory, **changes)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GREENLIGHT_ENVIRONMENTS", str(directory))
-        ensure_setup(list(NAMESPACES))
-        kube = Kube.connect(context="lab-primary")
-        try:
-            pushed: dict[str, str] = {}
-            for env in NAMESPACES:
-                bootstrap_environment(kube, env, directory, pushed, lab.env)
-        finally:
-            kube.close()
+        set_up_environments(lab, directory, list(NAMESPACES))
         yield directory
 
 
@@ -157,10 +164,7 @@ def copy_environment(
     lab: LabState, directory: Path, name: str, namespace: str, extra_apps: tuple[str, ...] = ()
 ) -> None:
     """A copy of ``directory``'s staging profile as environment ``name`` in ``namespace`` (with
-    ``extra_apps`` shaped like its first app), its locks created and its namespace bootstrapped."""
-    from greenlight.commands.setup import ensure_setup
-    from greenlight_lab.bootstrap import bootstrap_environment
-
+    ``extra_apps`` shaped like its first app), set up and bootstrapped."""
     doc = yaml.safe_load((directory / "staging.yaml").read_text())
     doc.update(name=name, namespace=namespace)
     for app in extra_apps:
@@ -169,12 +173,7 @@ def copy_environment(
              "container": app, "image_repository": f"ghcr.io/sma-platform/{app}"}
         )  # fmt: skip
     (directory / f"{name}.yaml").write_text(yaml.safe_dump(doc))
-    ensure_setup([name])
-    kube = Kube.connect(context="lab-primary")
-    try:
-        bootstrap_environment(kube, name, directory, {}, lab.env)
-    finally:
-        kube.close()
+    set_up_environments(lab, directory, [name])
 
 
 def read_events(name: str, rid: str, timeout_s: float = 20) -> list[Any]:

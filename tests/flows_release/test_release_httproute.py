@@ -30,7 +30,7 @@ from greenlight_lab.gateway import ensure_gateway_route, load_target
 from greenlight_lab.load import BackgroundLoad
 from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 
-from .support import live, push_commit
+from .support import live, push_commit, set_up_environments
 
 pytestmark = pytest.mark.lab
 GATEWAY = "lab-gateway"
@@ -56,9 +56,6 @@ def gwdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     router), selected for the module, set up and bootstrapped: each app's Deployments and preview
     Service (the lab's bootstrap), then its colours' Services, the Gateway and the HTTPRoute with
     all of the traffic on blue."""
-    from greenlight.commands.setup import ensure_setup
-    from greenlight_lab.bootstrap import bootstrap_environment
-
     directory = tmp_path_factory.mktemp("gw-envs")
     for name, (namespace, progressive, gate) in ENVIRONMENTS.items():
         doc = yaml.safe_load((LAB_ENVIRONMENTS / "staging.yaml").read_text())
@@ -70,12 +67,10 @@ def gwdir(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         (directory / f"{name}.yaml").write_text(yaml.safe_dump(doc))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GREENLIGHT_ENVIRONMENTS", str(directory))
-        ensure_setup(list(ENVIRONMENTS))
+        set_up_environments(lab, directory, list(ENVIRONMENTS))
         kube = Kube.connect(context="lab-primary")
         try:
-            pushed: dict[str, str] = {}
             for name in ENVIRONMENTS:
-                bootstrap_environment(kube, name, directory, pushed, lab.env)
                 profile = load_profile(name)
                 blue, _ = profile.release.colours
                 for app in profile.apps:
