@@ -42,6 +42,7 @@ import json
 import re
 import secrets
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,7 @@ from greenlight_lab import serving
 from greenlight_lab.faults import FaultRegistry
 
 BASE_PATH = "/client/v4"
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 DEFAULT_PER_PAGE = 5
 MAX_PER_PAGE = 5000
 ZONE_DEFAULT_PER_PAGE = 20
@@ -155,13 +157,21 @@ class CloudflareStandIn:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         app = web.Application(middlewares=[self._record_request])
         b = BASE_PATH
-        app.router.add_get(f"{b}/zones", self._list_zones)
-        app.router.add_get(f"{b}/zones/{{zone_id}}/dns_records", self._list)
-        app.router.add_post(f"{b}/zones/{{zone_id}}/dns_records", self._create)
-        app.router.add_get(f"{b}/zones/{{zone_id}}/dns_records/{{record_id}}", self._get)
-        app.router.add_patch(f"{b}/zones/{{zone_id}}/dns_records/{{record_id}}", self._edit)
-        app.router.add_put(f"{b}/zones/{{zone_id}}/dns_records/{{record_id}}", self._overwrite)
-        app.router.add_delete(f"{b}/zones/{{zone_id}}/dns_records/{{record_id}}", self._delete)
+        records, record = (
+            f"{b}/zones/{{zone_id}}/dns_records",
+            f"{b}/zones/{{zone_id}}/dns_records/{{record_id}}",
+        )
+        # (method, path, the resource a fault rule names, whether the token must be an edit token)
+        for method, path, resource, write, handler in (
+            ("GET", f"{b}/zones", "zones", False, self._list_zones),
+            ("GET", records, "dns_records", False, self._list),
+            ("POST", records, "dns_records", True, self._create),
+            ("GET", record, "dns_records", False, self._get),
+            ("PATCH", record, "dns_records", True, self._edit),
+            ("PUT", record, "dns_records", True, self._overwrite),
+            ("DELETE", record, "dns_records", True, self._delete),
+        ):
+            app.router.add_route(method, path, self._guarded(resource, write, handler))
         self._runner, bound = await serving.serve(app, host, port)
         self.base_url = f"http://{host}:{bound}{BASE_PATH}"
         return bound
@@ -184,6 +194,15 @@ class CloudflareStandIn:
             CloudflareRequest(request.method, request.path, request.query_string, response.status)
         )
         return response
+
+    def _guarded(self, resource: str, write: bool, handler: Handler) -> Handler:
+        """``handler`` behind :meth:`_guard`: a fault or a refused token answers before it runs."""
+
+        async def guarded(request: web.Request) -> web.Response:
+            refused = await self._guard(request, resource, write)
+            return refused if refused is not None else await handler(request)
+
+        return guarded
 
     async def _guard(self, request: web.Request, resource: str, write: bool = False) -> web.Response | None:
         """An injected fault, else the token's right to the call; None when the call goes on."""
@@ -219,9 +238,6 @@ class CloudflareStandIn:
     # --- zones -----------------------------------------------------------------------------------
 
     async def _list_zones(self, request: web.Request) -> web.Response:
-        refused = await self._guard(request, "zones")
-        if refused is not None:
-            return refused
         paging = _paging(request, ZONE_DEFAULT_PER_PAGE, ZONE_MAX_PER_PAGE)
         if isinstance(paging, web.Response):
             return paging
@@ -234,9 +250,6 @@ class CloudflareStandIn:
     # --- records ---------------------------------------------------------------------------------
 
     async def _list(self, request: web.Request) -> web.Response:
-        refused = await self._guard(request, "dns_records")
-        if refused is not None:
-            return refused
         found = self._zone(request)
         if isinstance(found, web.Response):
             return found
@@ -262,9 +275,6 @@ class CloudflareStandIn:
         return _page(chosen, *paging)
 
     async def _create(self, request: web.Request) -> web.Response:
-        refused = await self._guard(request, "dns_records", write=True)
-        if refused is not None:
-            return refused
         found = self._zone(request)
         if isinstance(found, web.Response):
             return found
@@ -282,9 +292,6 @@ class CloudflareStandIn:
         return _ok(record)
 
     async def _get(self, request: web.Request) -> web.Response:
-        refused = await self._guard(request, "dns_records")
-        if refused is not None:
-            return refused
         found = self._existing(request)
         return found if isinstance(found, web.Response) else _ok(found[1])
 
@@ -295,9 +302,6 @@ class CloudflareStandIn:
         return await self._change(request, partial=False)
 
     async def _change(self, request: web.Request, partial: bool) -> web.Response:
-        refused = await self._guard(request, "dns_records", write=True)
-        if refused is not None:
-            return refused
         found = self._existing(request)
         if isinstance(found, web.Response):
             return found
@@ -321,9 +325,6 @@ class CloudflareStandIn:
         return _ok(record)
 
     async def _delete(self, request: web.Request) -> web.Response:
-        refused = await self._guard(request, "dns_records", write=True)
-        if refused is not None:
-            return refused
         found = self._existing(request)
         if isinstance(found, web.Response):
             return found
