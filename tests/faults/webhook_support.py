@@ -44,7 +44,7 @@ from prefect.events.schemas.events import ReceivedEvent
 from greenlight.webhook.app import SECRET_BLOCK_ENV, SECRET_ENV
 from greenlight.webhook.verify import EVENT_NAME, RunIdentity, sign
 from greenlight_lab.github import run_id_for, workflow_run
-from greenlight_lab.state import LAB_ENVIRONMENTS, free_port, stop_pid
+from greenlight_lab.state import LAB_ENVIRONMENTS, listening_socket, stop_pid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "fault-suite-webhook-secret"
@@ -146,19 +146,23 @@ def raw_post(url: str, head: dict[str, str], body: bytes, timeout_s: float = 10.
 
 @dataclass
 class Receiver:
-    """``greenlight webhook serve`` as a process on a free port."""
+    """``greenlight webhook serve`` as a process serving ``sock``, a socket listening here: its port
+    is never free for another process to take, before the first start or between a stop and a
+    restart (requests sent meanwhile wait in its backlog)."""
 
     url: str
     log: Path
     env: dict[str, str]
-    port: int
+    sock: socket.socket
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 30.0) -> None:
+        fd = self.sock.fileno()
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "greenlight.cli", "webhook", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "greenlight.cli", "webhook", "serve", "--fd", str(fd)],
                 cwd=REPO_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                pass_fds=(fd,),
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while True:
@@ -187,13 +191,13 @@ def receiver(state: Path, environments: Path) -> Iterator[Receiver]:
         "GREENLIGHT_WEBHOOK_STATE": str(state / "webhook.sqlite"),
     }  # fmt: skip
     env.pop(SECRET_BLOCK_ENV, None)
-    port = free_port()
-    r = Receiver(f"http://127.0.0.1:{port}", state / "webhook.log", env, port)
-    r.start()
-    try:
-        yield r
-    finally:
-        r.stop()
+    with listening_socket() as sock:
+        r = Receiver(f"http://127.0.0.1:{sock.getsockname()[1]}", state / "webhook.log", env, sock)
+        r.start()
+        try:
+            yield r
+        finally:
+            r.stop()
 
 
 @dataclass

@@ -20,7 +20,7 @@ from prefect.client.orchestration import get_client
 from greenlight.clients.kube import Kube
 from greenlight.settings import REPO_ROOT
 from greenlight_lab.github import run_id_for, signed, workflow_run
-from greenlight_lab.state import LabState, free_port, stop_pid
+from greenlight_lab.state import LabState, listening_socket, stop_pid
 
 from .support import live, profile, push_commit
 
@@ -42,19 +42,26 @@ def stack(lab: LabState, envdir: Path, tmp_path_factory: pytest.TempPathFactory)
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
-    port = free_port()
+    sock = listening_socket()  # the receiver serves it: its port is never free for another process
+    fd = sock.fileno()
     procs = []
-    for name, argv in (
-        ("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "greenlight-local"]),
-        ("webhook", [sys.executable, "-m", "greenlight.cli", "webhook", "serve", "--port", str(port)]),
+    for name, argv, fds in (
+        ("worker", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "greenlight-local"], ()),
+        ("webhook", [sys.executable, "-m", "greenlight.cli", "webhook", "serve", "--fd", str(fd)], (fd,)),
     ):
         with open(state / f"{name}.log", "wb") as out:
             procs.append(
                 subprocess.Popen(
-                    argv, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                    argv,
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=fds,
                 )
             )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -69,6 +76,7 @@ def stack(lab: LabState, envdir: Path, tmp_path_factory: pytest.TempPathFactory)
     finally:
         for p in procs:
             stop_pid(p.pid)
+        sock.close()
 
 
 def runs_for(sha: str) -> list[Any]:
