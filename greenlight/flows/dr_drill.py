@@ -558,9 +558,6 @@ def dr_drill(
     return result
 
 
-# --- dry run ----------------------------------------------------------------------------------------------
-
-
 def apply_plan(
     bundle: list[dict[str, Any]], source: Profile, profile: Profile, digests: dict[str, str], drill: str
 ) -> ApplyPlan:
@@ -582,6 +579,9 @@ def apply_plan(
         )
         return replace(plan, problems=(mixed, *plan.problems))
     return plan
+
+
+# --- dry run ----------------------------------------------------------------------------------------------
 
 
 def plan_drill(environment: str, profile: Profile | None = None) -> list[str]:
