@@ -9,25 +9,26 @@ programmed by lab-dr's own Gateway controller (seconds late, as GKE's)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes import client
 
 from greenlight.clients.kube import Kube
 from greenlight.commands.setup import ensure_setup
 from greenlight.core.drill import DRILL_LABEL
-from greenlight.core.httproute import GROUP
 from greenlight.core.httproute import PLURAL as ROUTES
-from greenlight.errors import DrillFailed
+from greenlight.errors import Conflict, DrillFailed
 from greenlight.flows.dr_drill import dr_drill
 from greenlight.settings import Profile, load_profile
 from greenlight_lab.gateway import ensure_gateway_route, gateway_body
 from greenlight_lab.state import LAB_ENVIRONMENTS, LabState
 from tests.flows_release.support import set_up_environments
+
+from .conftest import ensure_namespace
 
 pytestmark = pytest.mark.lab
 
@@ -74,10 +75,7 @@ def gw_envs(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                     {"app": app.name}, profile.release.colour_label,
                 )  # fmt: skip
                 primary.delete("services", app.service, NAMESPACE)
-            if dr_kube.find("namespaces", NAMESPACE) is None:
-                dr_kube.create(
-                    "namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-                )
+            ensure_namespace(dr_kube, NAMESPACE)
             ensure_gateway(dr_kube)
         finally:
             primary.close()
@@ -86,23 +84,9 @@ def gw_envs(lab: LabState, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def ensure_gateway(kube: Kube) -> None:
-    custom = client.CustomObjectsApi(kube.api_client)
-    try:
-        custom.create_namespaced_custom_object(
-            GROUP, "v1", NAMESPACE, "gateways", gateway_body(GATEWAY, NAMESPACE)
-        )
-    except client.ApiException as e:
-        if e.status != 409:
-            raise
-
-
-def delete_gateway(kube: Kube) -> None:
-    custom = client.CustomObjectsApi(kube.api_client)
-    try:
-        custom.delete_namespaced_custom_object(GROUP, "v1", NAMESPACE, "gateways", GATEWAY)
-    except client.ApiException as e:
-        if e.status != 404:
-            raise
+    """The platform's Gateway in lab-dr's namespace (there already: left as it is)."""
+    with contextlib.suppress(Conflict):
+        kube.create("gateways", gateway_body(GATEWAY, NAMESPACE), NAMESPACE)
 
 
 @pytest.fixture
@@ -162,7 +146,7 @@ def test_httproute_drill_without_a_dr_gateway_fails_naming_the_route_and_tears_d
     removes the drill's routes."""
     monkeypatch.setenv("GREENLIGHT_ENVIRONMENTS", str(gw_envs))
     _, dr_kube = kubes
-    delete_gateway(dr_kube)
+    dr_kube.delete("gateways", GATEWAY, NAMESPACE)
     try:
         with pytest.raises(DrillFailed) as info:
             dr_drill(DR, profile=load_profile(DR), source_profile=load_profile(SOURCE))
